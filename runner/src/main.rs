@@ -1,0 +1,5 @@
+//! The `coebench` command line.
+
+fn main() {
+    println!("coebench {}", env!("CARGO_PKG_VERSION"));
+}
