@@ -217,7 +217,7 @@ pub struct RunOptions {
     #[serde(default)]
     pub seed: u64,
     /// Path of a Hugging Face `tokenizer.json` used to size prompts and count tokens.
-    /// Default: the embedded `o200k_base` BPE.
+    /// Default: the embedded `cl100k_base` BPE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
     /// Name of the run: the folder of its per-row files and the consolidated file names.

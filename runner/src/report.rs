@@ -1,0 +1,185 @@
+//! The compact run report: a few numbers per row that the runner hands to the operator.
+//!
+//! In a cluster the runner writes it to its container's termination message
+//! (`/dev/termination-log`, at most 4096 bytes), where the kubelet keeps it in the Pod's status
+//! until the Pod is deleted, so the operator can read it even if it was down when the run ended.
+//! The full results stay on the results volume. This module defines the format and fits it into
+//! the size limit; it performs no I/O.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest termination message the kubelet keeps, in bytes.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+/// What the operator needs to know about a finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    /// Format version of this report, currently 1.
+    pub version: u32,
+    /// The run's name (the folder of its files).
+    pub run_name: String,
+    /// How the run ended.
+    pub outcome: RunOutcome,
+    /// Folder holding the run's per-row files, as the runner saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results_path: Option<String>,
+    /// One entry per row, in plan order (possibly cut short, see `rowsOmitted`).
+    pub rows: Vec<RowReport>,
+    /// Rows left out to fit the size limit; their numbers are in the files on the volume.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows_omitted: u32,
+    /// A short message for failed runs (never contains credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// How a run ended, as the runner's exit code also says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RunOutcome {
+    /// Every row ran (some requests may have failed).
+    Succeeded,
+    /// The input was invalid; nothing was sent.
+    InvalidInput,
+    /// The endpoint rejected the credentials.
+    AuthenticationFailed,
+    /// Every request of every row failed.
+    AllRequestsFailed,
+    /// The run was interrupted; rows that finished were written.
+    Interrupted,
+    /// An unexpected internal failure.
+    Failed,
+}
+
+/// A row's headline numbers. Latencies in seconds; `None` where nothing was measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RowReport {
+    /// Model name.
+    pub model: String,
+    /// Input tokens per request.
+    pub input_tokens: u32,
+    /// Output tokens per request.
+    pub output_tokens: u32,
+    /// Concurrency of a closed-loop row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Requests per second of an open-loop row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qps: Option<f64>,
+    /// Requests that completed successfully.
+    pub completed: u32,
+    /// Requests that failed.
+    pub errors: u32,
+    /// Median client-side time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ttft_p50_s: Option<f64>,
+    /// Median server-reported time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ttft_p50_s: Option<f64>,
+    /// Median client-side end-to-end latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e_p50_s: Option<f64>,
+    /// Median per-request output tokens per second (client side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens_per_s_p50: Option<f64>,
+    /// Estimated model-switching time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switching_time_s: Option<f64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl RunReport {
+    /// The report as compact JSON of at most [`TERMINATION_MESSAGE_LIMIT`] bytes: the message
+    /// is cut to [`MESSAGE_LIMIT`] bytes, then rows are dropped from the end, and counted in
+    /// `rowsOmitted`, until it fits.
+    pub fn to_bounded_json(&self) -> String {
+        let mut report = self.clone();
+        if let Some(message) = report.message.as_mut()
+            && message.len() > MESSAGE_LIMIT
+        {
+            message.truncate(floor_char_boundary(message, MESSAGE_LIMIT - 3));
+            message.push_str("...");
+        }
+        report
+            .run_name
+            .truncate(floor_char_boundary(&report.run_name, 253));
+        loop {
+            let json = serde_json::to_string(&report).expect("a report always serializes");
+            if json.len() <= TERMINATION_MESSAGE_LIMIT || report.rows.is_empty() {
+                return json;
+            }
+            report.rows.pop();
+            report.rows_omitted += 1;
+        }
+    }
+}
+
+/// Largest `message` kept in a bounded report, in bytes.
+pub const MESSAGE_LIMIT: usize = 1024;
+
+fn floor_char_boundary(text: &str, max: usize) -> usize {
+    let mut cut = max.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize) -> RowReport {
+        RowReport {
+            model: format!("Meta-Llama-3.3-70B-Instruct-variant-{i}"),
+            input_tokens: 4000,
+            output_tokens: 100,
+            concurrency: Some(16),
+            qps: None,
+            completed: 64,
+            errors: 0,
+            client_ttft_p50_s: Some(0.123456),
+            server_ttft_p50_s: Some(0.1),
+            e2e_p50_s: Some(1.5),
+            output_tokens_per_s_p50: Some(250.25),
+            switching_time_s: Some(0.0),
+        }
+    }
+
+    #[test]
+    fn a_small_report_round_trips() {
+        let report = RunReport {
+            version: 1,
+            run_name: "r".into(),
+            outcome: RunOutcome::Succeeded,
+            results_path: Some("/results/ns/b/r".into()),
+            rows: vec![row(0)],
+            rows_omitted: 0,
+            message: None,
+        };
+        let json = report.to_bounded_json();
+        assert_eq!(serde_json::from_str::<RunReport>(&json).unwrap(), report);
+    }
+
+    #[test]
+    fn a_large_report_is_cut_to_the_limit_and_says_so() {
+        let report = RunReport {
+            version: 1,
+            run_name: "r".into(),
+            outcome: RunOutcome::Succeeded,
+            results_path: None,
+            rows: (0..200).map(row).collect(),
+            rows_omitted: 0,
+            message: Some("x".repeat(10_000)),
+        };
+        let json = report.to_bounded_json();
+        assert!(json.len() <= TERMINATION_MESSAGE_LIMIT);
+        let back: RunReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.rows.len() + back.rows_omitted as usize, 200);
+    }
+}
