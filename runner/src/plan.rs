@@ -2,7 +2,7 @@
 //!
 //! This is the one typed schema of a benchmark. The kit's `config.yaml` + CSV are translated into
 //! it, `coebench run --plan` reads it from YAML or JSON, and the operator's `CoeBenchmark`
-//! resource embeds [`Row`] and [`RunOptions`] unchanged. This module only defines the types and
+//! resource embeds [`Row`] and [`RunOptions`] unchanged (it decides [`OutputOptions`] itself). This module only defines the types and
 //! their defaults; reading files and validating values live in [`crate::input`].
 
 use schemars::JsonSchema;
@@ -19,6 +19,9 @@ pub struct Plan {
     /// Run-wide options; every field has a default.
     #[serde(default)]
     pub options: RunOptions,
+    /// Where results go; every field has a default.
+    #[serde(default)]
+    pub output: OutputOptions,
 }
 
 /// Which API an endpoint speaks, and where it is.
@@ -220,17 +223,6 @@ pub struct RunOptions {
     /// Default: the embedded `cl100k_base` BPE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
-    /// Name of the run: the folder of its per-row files and the consolidated file names.
-    /// Default: the start time, `YYYYmmdd-HHMMSS.ffffff` as the kit names it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_name: Option<String>,
-    /// Folder of the per-row files (kit `output_files_dir`). Default `coebench-results/output_files`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_files_dir: Option<String>,
-    /// Folder of the consolidated table (kit `consolidated_results_dir`).
-    /// Default `coebench-results/consolidated_results`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consolidated_results_dir: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -242,11 +234,25 @@ impl Default for RunOptions {
             use_multiple_prompts: false,
             seed: 0,
             tokenizer: None,
-            run_name: None,
-            output_files_dir: None,
-            consolidated_results_dir: None,
         }
     }
+}
+
+/// Where a run's results go. Relative paths resolve against the plan file's folder.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutputOptions {
+    /// Name of the run: the folder of its per-row files and the consolidated file names.
+    /// Default: the start time, `YYYYmmdd-HHMMSS.ffffff` as the kit names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_name: Option<String>,
+    /// Folder of the per-row files (kit `output_files_dir`). Default `coebench-results/output_files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_files_dir: Option<String>,
+    /// Folder of the consolidated table (kit `consolidated_results_dir`).
+    /// Default `coebench-results/consolidated_results`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidated_results_dir: Option<String>,
 }
 
 fn default_timeout_seconds() -> f64 {
@@ -269,6 +275,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plan.options, RunOptions::default());
+        assert_eq!(plan.output, OutputOptions::default());
         assert_eq!(
             plan.rows[0].load(),
             Some(Load::Rate {
