@@ -9,6 +9,7 @@
 //! - [`report`]: the compact run report handed to the operator.
 
 pub mod credentials;
+pub mod input;
 pub mod measurement;
 pub mod plan;
 pub mod report;
