@@ -9,8 +9,11 @@
 //! - [`report`]: the compact run report handed to the operator.
 
 pub mod credentials;
+pub mod engine;
 pub mod input;
 pub mod measurement;
 pub mod plan;
 pub mod report;
+pub mod sys;
+pub mod timer;
 pub mod tokenizer;
