@@ -1,0 +1,290 @@
+//! Command-line arguments: parsed with no I/O; [`crate::cli::inputs`] turns them into a plan.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use coebench_runner::plan::{ApiKind, ImageSize, QpsDistribution};
+
+/// Benchmark LLM endpoints that serve many models behind one API (a composition of experts).
+#[derive(Debug, Parser)]
+#[command(name = "coebench", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Environment file to load before reading credentials (default: `.env` in the working
+    /// folder, when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a benchmark from a kit config, a plan file, or single-row flags.
+    Run(Box<RunArgs>),
+    /// Check a kit config or plan file and report every problem, without sending anything.
+    Validate(InputArgs),
+    /// Serve the endpoint simulator over HTTP.
+    Simulate(SimulateArgs),
+    /// Print the JSON schema of plan files.
+    Schema,
+}
+
+/// Where the plan comes from.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// The kit's config.yaml (its model_configs_path CSV holds the rows).
+    #[arg(long, value_name = "FILE", conflicts_with = "plan")]
+    pub config: Option<PathBuf>,
+    /// A native plan file (YAML or JSON; see `coebench schema`).
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Single-row flags, used when neither --config nor --plan is given.
+    #[command(flatten)]
+    pub row: QuickRowArgs,
+}
+
+/// A single row given on the command line.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Single-row benchmark (without --config or --plan)")]
+pub struct QuickRowArgs {
+    /// Model name.
+    #[arg(long, conflicts_with_all = ["config", "plan"])]
+    pub model: Option<String>,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 1000)]
+    pub input_tokens: u32,
+    /// Output length in tokens.
+    #[arg(long, default_value_t = 1000)]
+    pub output_tokens: u32,
+    /// Number of requests.
+    #[arg(long, default_value_t = 16)]
+    pub num_requests: u32,
+    /// Requests in flight at once (closed loop). Default 1 when --qps is not given.
+    #[arg(long, conflicts_with = "qps")]
+    pub concurrency: Option<u32>,
+    /// Requests per second (open loop).
+    #[arg(long)]
+    pub qps: Option<f64>,
+    /// Arrival process of --qps.
+    #[arg(long, value_enum, requires = "qps")]
+    pub qps_distribution: Option<QpsDistributionArg>,
+    /// Send an image of this size with each request.
+    #[arg(long, value_enum)]
+    pub image_size: Option<ImageSizeArg>,
+    /// Endpoint API.
+    #[arg(long, value_enum, default_value_t = ApiArg::Sncloud)]
+    pub api: ApiArg,
+    /// Endpoint URL (default: from the API's environment variable).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Environment variable holding the API key (default: the API's usual one).
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+    /// Simulator config for --api simulator (default: the built-in bundle).
+    #[arg(long, value_name = "FILE")]
+    pub simulator_config: Option<PathBuf>,
+}
+
+/// Everything `coebench run` takes.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The plan.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Run name (default: the start time, as the kit names runs).
+    #[arg(long, help_heading = "Overrides")]
+    pub run_name: Option<String>,
+    /// Folder of per-row files.
+    #[arg(long, value_name = "DIR", help_heading = "Overrides")]
+    pub output_files_dir: Option<PathBuf>,
+    /// Folder of the consolidated table.
+    #[arg(long, value_name = "DIR", help_heading = "Overrides")]
+    pub consolidated_results_dir: Option<PathBuf>,
+    /// Seed of prompts and arrival times.
+    #[arg(long, help_heading = "Overrides")]
+    pub seed: Option<u64>,
+    /// Seconds after which a row sends no new request.
+    #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]
+    pub timeout: Option<f64>,
+    /// Seconds one request may take.
+    #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]
+    pub request_timeout: Option<f64>,
+    /// Seconds to wait between rows.
+    #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]
+    pub time_delay: Option<f64>,
+    /// Draw prompts from the varied prompt set.
+    #[arg(long, help_heading = "Overrides")]
+    pub use_multiple_prompts: bool,
+    /// A Hugging Face tokenizer.json to size prompts and count tokens with.
+    #[arg(long, value_name = "FILE", help_heading = "Overrides")]
+    pub tokenizer: Option<PathBuf>,
+    /// Write the compact run report here (in a cluster: /dev/termination-log).
+    #[arg(long, value_name = "FILE", help_heading = "Reporting")]
+    pub report_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address while the run lasts.
+    #[arg(long, value_name = "ADDR", help_heading = "Reporting")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Write the simulator's ground-truth log here (with --api simulator / a simulator plan).
+    #[arg(long, value_name = "FILE", help_heading = "Reporting")]
+    pub simulator_truth_log: Option<PathBuf>,
+    /// No progress bars (tables and paths are still printed).
+    #[arg(long, help_heading = "Reporting")]
+    pub no_progress: bool,
+}
+
+/// `coebench simulate` arguments.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Simulator config (default: the built-in example bundle).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Append a ground-truth record per request to this JSON-lines file.
+    #[arg(long, value_name = "FILE")]
+    pub truth_log: Option<PathBuf>,
+    /// Seed of the simulator's random choices (overrides the config's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `--api` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiArg {
+    /// SambaNova Cloud.
+    Sncloud,
+    /// SambaStudio.
+    Sambastudio,
+    /// An OpenAI-compatible server.
+    Openai,
+    /// The embedded simulator.
+    Simulator,
+}
+
+impl From<ApiArg> for ApiKind {
+    fn from(api: ApiArg) -> Self {
+        match api {
+            ApiArg::Sncloud => ApiKind::Sncloud,
+            ApiArg::Sambastudio => ApiKind::Sambastudio,
+            ApiArg::Openai => ApiKind::Openai,
+            ApiArg::Simulator => ApiKind::Simulator,
+        }
+    }
+}
+
+/// `--qps-distribution` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QpsDistributionArg {
+    /// Evenly spaced.
+    Constant,
+    /// Gaps uniform on [0, 2/qps].
+    Uniform,
+    /// Poisson arrivals.
+    Exponential,
+}
+
+impl From<QpsDistributionArg> for QpsDistribution {
+    fn from(d: QpsDistributionArg) -> Self {
+        match d {
+            QpsDistributionArg::Constant => QpsDistribution::Constant,
+            QpsDistributionArg::Uniform => QpsDistribution::Uniform,
+            QpsDistributionArg::Exponential => QpsDistribution::Exponential,
+        }
+    }
+}
+
+/// `--image-size` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImageSizeArg {
+    /// 500 x 500 px.
+    Small,
+    /// 1000 x 1000 px.
+    Medium,
+    /// 2000 x 2000 px.
+    Large,
+}
+
+impl From<ImageSizeArg> for ImageSize {
+    fn from(s: ImageSizeArg) -> Self {
+        match s {
+            ImageSizeArg::Small => ImageSize::Small,
+            ImageSizeArg::Medium => ImageSize::Medium,
+            ImageSizeArg::Large => ImageSize::Large,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_and_plan_and_row_flags_exclude_each_other() {
+        assert!(
+            Cli::try_parse_from(["coebench", "run", "--config", "c.yaml", "--plan", "p.yaml"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["coebench", "run", "--plan", "p.yaml", "--model", "m"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "coebench",
+                "run",
+                "--model",
+                "m",
+                "--concurrency",
+                "2",
+                "--qps",
+                "1"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "coebench",
+                "run",
+                "--model",
+                "m",
+                "--qps-distribution",
+                "uniform"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "coebench",
+                "run",
+                "--model",
+                "m",
+                "--qps",
+                "2",
+                "--qps-distribution",
+                "uniform"
+            ])
+            .is_ok()
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! The command line's own layers: arguments, turning them into a plan, and terminal output.
+//! Nothing here measures or computes a metric; it calls the library.
+
+pub mod args;
+pub mod inputs;
