@@ -5,11 +5,13 @@
 //! - [`plan`]: the typed benchmark plan every input is translated into;
 //! - [`credentials`]: API keys and URLs from the environment;
 //! - [`measurement`]: what a client observed of one request;
-//! - [`tokenizer`]: token counting and exact-length prompts;
+//! - [`tokenizer`]: token counting;
+//! - [`prompt`]: prompts of an exact token length and which one each request sends;
 //! - [`report`]: the compact run report handed to the operator.
 
 pub mod credentials;
 pub mod measurement;
 pub mod plan;
+pub mod prompt;
 pub mod report;
 pub mod tokenizer;
