@@ -7,9 +7,11 @@
 //! - [`measurement`]: what a client observed of one request;
 //! - [`tokenizer`]: token counting;
 //! - [`prompt`]: prompts of an exact token length and which one each request sends;
+//! - [`image`]: the generated images of multimodal rows;
 //! - [`report`]: the compact run report handed to the operator.
 
 pub mod credentials;
+pub mod image;
 pub mod measurement;
 pub mod plan;
 pub mod prompt;
