@@ -8,8 +8,10 @@
 //! - [`tokenizer`]: token counting;
 //! - [`prompt`]: prompts of an exact token length and which one each request sends;
 //! - [`image`]: the generated images of multimodal rows;
+//! - [`client`]: endpoint clients that send requests and measure their streams;
 //! - [`report`]: the compact run report handed to the operator.
 
+pub mod client;
 pub mod credentials;
 pub mod image;
 pub mod measurement;
