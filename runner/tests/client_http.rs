@@ -611,3 +611,59 @@ async fn list_models_reads_sorted_ids() {
         Err(ClientError::NoModelList { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_body_left_open_after_done_ends_the_request_without_error() {
+    let server = ScriptedServer::start(vec![vec![
+        sse_head(),
+        chunk(content("x")),
+        chunk("data: [DONE]\n\n"),
+        sleep_ms(30_000),
+    ]])
+    .await;
+    let client = client(ApiKind::Sncloud, &server.url("/v1"));
+    let begun = Instant::now();
+    let m = send_one(&client, "m", LONG).await;
+    assert!(m.error.is_none(), "{:?}", m.error);
+    assert!(begun.elapsed() < Duration::from_secs(5));
+    // The end is the arrival of [DONE], not the end of the wait for the body.
+    assert!(m.end.duration_since(m.token_events[0].at) < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn a_non_streaming_answer_is_reported_as_such() {
+    let server = ScriptedServer::start(vec![vec![response(
+        "200 OK",
+        "",
+        r#"{"choices":[{"message":{"content":"hi"}}]}"#,
+    )]])
+    .await;
+    let client = client(ApiKind::Openai, &server.url("/v1"));
+    let m = send_one(&client, "m", LONG).await;
+    let e = m.error.as_ref().unwrap();
+    assert_eq!(e.kind, ErrorKind::StreamBroken);
+    assert!(e.message.contains("application/json"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn keep_alive_comments_count_as_the_first_event_only() {
+    let server = ScriptedServer::start(vec![vec![
+        sse_head(),
+        chunk(": waiting\n\n"),
+        sleep_ms(60),
+        chunk(content("late")),
+        chunk("data: [DONE]\n\n"),
+        last_chunk(),
+    ]])
+    .await;
+    let client = client(ApiKind::Sncloud, &server.url("/v1"));
+    let m = send_one(&client, "m", LONG).await;
+    assert!(m.error.is_none(), "{:?}", m.error);
+    assert_eq!(m.token_events.len(), 1);
+    assert!(
+        m.token_events[0]
+            .at
+            .duration_since(m.first_event_at.unwrap())
+            >= Duration::from_millis(40)
+    );
+}

@@ -40,6 +40,17 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder with room for about `max_tokens` token events, so the stream rarely
+    /// reallocates (servers usually send one token per event).
+    pub fn with_capacity(max_tokens: u32) -> Self {
+        let events = max_tokens.min(16_384) as usize;
+        Recorder {
+            token_events: Vec::with_capacity(events),
+            text: String::with_capacity(events * 4),
+            ..Recorder::default()
+        }
+    }
+
     fn push_text(&mut self, at: Instant, parts: &[Option<&str>]) {
         let before = self.text.len();
         for part in parts.iter().flatten() {

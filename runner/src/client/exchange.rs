@@ -59,6 +59,11 @@ pub(crate) async fn exchange(
     if !status.is_success() {
         return Err(http_failure(response, deadline).await);
     }
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| shorten(v, 60));
     let mut body = response.into_body();
     loop {
         let frame_deadline = match rec.done_at {
@@ -94,17 +99,26 @@ pub(crate) async fn exchange(
     if rec.complete(generic) {
         Ok(end)
     } else {
+        let marker = if generic {
+            "a last response"
+        } else {
+            "[DONE] or a finish_reason"
+        };
+        let message = if rec.first_event_at.is_none() {
+            format!(
+                "the response ended without any streamed event (content-type: {}); \
+                 does the endpoint stream this request?",
+                content_type.as_deref().unwrap_or("none")
+            )
+        } else {
+            format!(
+                "the response ended before the stream's end marker ({marker}) after {} token events",
+                rec.token_events.len()
+            )
+        };
         Err(RequestError {
             kind: ErrorKind::StreamBroken,
-            message: format!(
-                "the response ended before the stream's end marker ({}) after {} token events",
-                if generic {
-                    "a last response"
-                } else {
-                    "[DONE] or a finish_reason"
-                },
-                rec.token_events.len()
-            ),
+            message,
         })
     }
 }
@@ -167,10 +181,7 @@ async fn http_failure(
 }
 
 /// Up to [`ERROR_BODY_LIMIT`] bytes of `body`, whatever arrived before `deadline`.
-pub(crate) async fn read_prefix(
-    mut body: Incoming,
-    deadline: Option<tokio::time::Instant>,
-) -> Vec<u8> {
+async fn read_prefix(mut body: Incoming, deadline: Option<tokio::time::Instant>) -> Vec<u8> {
     let mut out = Vec::new();
     while out.len() < ERROR_BODY_LIMIT {
         match within(deadline, body.frame()).await {

@@ -71,6 +71,7 @@ pub struct RequestSpec<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedRequest {
     body: Bytes,
+    max_tokens: u32,
 }
 
 impl PreparedRequest {
@@ -185,7 +186,10 @@ impl EndpointClient {
     /// Serialises the body of `spec` once, for every request of a row.
     pub fn prepare(&self, spec: &RequestSpec<'_>) -> Result<PreparedRequest, ClientError> {
         let body = endpoint::body(self.inner.target.wire, spec, &self.request_url())?;
-        Ok(PreparedRequest { body: body.into() })
+        Ok(PreparedRequest {
+            body: body.into(),
+            max_tokens: spec.max_tokens,
+        })
     }
 
     /// Sends one request and measures it, failing it as `timeout` when the whole exchange
@@ -211,7 +215,7 @@ impl EndpointClient {
             Wire::Chat { .. } => (Decoder::chat(), false),
             Wire::Generic { v2 } => (Decoder::generic(v2), true),
         };
-        let mut rec = Recorder::default();
+        let mut rec = Recorder::with_capacity(request.max_tokens);
         let start_wall = jiff::Timestamp::now();
         let start = Instant::now();
         let deadline = tokio::time::Instant::from_std(start).checked_add(timeout);
