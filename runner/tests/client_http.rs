@@ -42,7 +42,9 @@ fn spec<'a>(model: &'a str, prompt: &'a str) -> RequestSpec<'a> {
 
 async fn send_one(client: &EndpointClient, model: &str, timeout: Duration) -> Measurement {
     let prepared = client.prepare(&spec(model, "Say hello.")).unwrap();
-    client.send(&prepared, "req-1", timeout).await
+    let m = client.send(&prepared, "req-1", timeout).await;
+    assert_no_key(&m);
+    m
 }
 
 fn assert_no_key(m: &Measurement) {

@@ -339,3 +339,73 @@ struct ImageUrl<'a> {
 struct StreamOptions {
     include_usage: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::ApiKey;
+
+    fn target(api: ApiKind, url: &str) -> Target {
+        resolve(
+            &ResolvedEndpoint {
+                api,
+                url: url.to_string(),
+                api_key: Some(ApiKey::new("k")),
+            },
+            &ClientOptions::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn chat_urls_gain_chat_completions_and_keep_their_query() {
+        let t = target(ApiKind::Sncloud, "https://api.example.com/v1/");
+        assert_eq!(t.uri, "https://api.example.com/v1/chat/completions");
+        assert_eq!(t.models_uri.unwrap(), "https://api.example.com/v1/models");
+        assert_eq!(t.wire, Wire::Chat { ignore_eos: true });
+        let t = target(ApiKind::Openai, "http://h:8000/v1?api-version=2");
+        assert_eq!(t.uri, "http://h:8000/v1/chat/completions?api-version=2");
+        assert_eq!(
+            t.models_uri.unwrap(),
+            "http://h:8000/v1/models?api-version=2"
+        );
+        let t = target(ApiKind::Openai, "http://h/openai/v1/chat/completions");
+        assert_eq!(t.uri, "http://h/openai/v1/chat/completions");
+        assert_eq!(t.models_uri.unwrap(), "http://h/openai/v1/models");
+    }
+
+    #[test]
+    fn sambastudio_rules() {
+        let t = target(ApiKind::Sambastudio, "https://h/api/predict/generic/p/e");
+        assert_eq!(t.uri, "https://h/api/predict/generic/stream/p/e");
+        assert_eq!(t.wire, Wire::Generic { v2: false });
+        assert!(t.models_uri.is_none());
+        assert_eq!(t.headers.get("key").unwrap(), "k");
+        assert!(t.headers.get("key").unwrap().is_sensitive());
+        let t = target(ApiKind::Sambastudio, "https://h/api/v2/predict/generic/p/e");
+        assert_eq!(t.uri, "https://h/api/v2/predict/generic/stream/p/e");
+        assert_eq!(t.wire, Wire::Generic { v2: true });
+        let t = target(
+            ApiKind::Sambastudio,
+            "https://h/api/v2/predict/generic/stream/p/e",
+        );
+        assert_eq!(t.uri, "https://h/api/v2/predict/generic/stream/p/e");
+        let t = target(ApiKind::Sambastudio, "https://h/v1/p/chat/completions");
+        assert_eq!(t.wire, Wire::Chat { ignore_eos: false });
+    }
+
+    #[test]
+    fn keys_that_cannot_be_headers_are_rejected() {
+        let err = resolve(
+            &ResolvedEndpoint {
+                api: ApiKind::Sncloud,
+                url: "https://h/v1".into(),
+                api_key: Some(ApiKey::new("bad\nkey")),
+            },
+            &ClientOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err, ClientError::InvalidApiKey);
+        assert!(!err.to_string().contains("bad"));
+    }
+}

@@ -193,8 +193,12 @@ impl EndpointClient {
     }
 
     /// Sends one request and measures it, failing it as `timeout` when the whole exchange
-    /// takes longer than `timeout`. Sends `x-request-id: <request_id>`. Never panics and never
-    /// fails: errors are in [`Measurement::error`].
+    /// (connection, head and body) takes longer than `timeout`. Sends
+    /// `x-request-id: <request_id>` (omitted if the id is not a valid header value). Never
+    /// panics and never fails: errors are in [`Measurement::error`], key redacted.
+    ///
+    /// Token events are stamped with the instant the body frame holding their first byte was
+    /// received from the connection, before any parsing.
     pub async fn send(
         &self,
         request: &PreparedRequest,

@@ -1,6 +1,6 @@
 //! Prompts of an exact token length, and which prompt each request sends.
 //!
-//! The texts are coebench's own ([`texts`]), embedded in the binary. [`exact_prompt`] repeats a
+//! The texts are coebench's own (module `texts`), embedded in the binary. [`exact_prompt`] repeats a
 //! text and cuts it at a token boundary so that the tokenizer counts exactly N tokens, fixing up
 //! the cut when decoding and re-encoding merges or splits tokens (kit-reference 2.2; unlike the
 //! kit it never fails on a text that is already exact, defect 8.4). [`PromptBuilder`] builds each
