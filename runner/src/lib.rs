@@ -3,16 +3,25 @@
 //!
 //! Layers, each in its own module:
 //! - [`plan`]: the typed benchmark plan every input is translated into;
+//! - [`input`]: reading kit configs, model-configs CSVs and plan files, and validating them;
 //! - [`credentials`]: API keys and URLs from the environment;
+//! - [`tokenizer`]: token counting;
+//! - [`prompt`]: prompts of an exact token length and which one each request sends;
+//! - [`image`]: the generated images of multimodal rows;
+//! - [`client`]: endpoint clients that send requests and measure their streams;
 //! - [`measurement`]: what a client observed of one request;
-//! - [`tokenizer`]: token counting and exact-length prompts;
-//! - [`report`]: the compact run report handed to the operator.
+//! - [`engine`]: the load loops that run rows;
+//! - [`report`]: the compact run report handed to the operator;
+//! - [`timer`], [`sys`]: precise sleeping and the few operating-system calls.
 
+pub mod client;
 pub mod credentials;
 pub mod engine;
+pub mod image;
 pub mod input;
 pub mod measurement;
 pub mod plan;
+pub mod prompt;
 pub mod report;
 pub mod sys;
 pub mod timer;
