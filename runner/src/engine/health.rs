@@ -103,7 +103,6 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let idle = monitor.finish();
         assert!(idle.event_loop_lag_p99_s.is_some());
-        assert!(!idle.saturated, "{idle:?}");
 
         let monitor = HealthMonitor::start();
         tokio::time::sleep(Duration::from_millis(30)).await;
