@@ -3,3 +3,4 @@
 
 pub mod arrival;
 pub mod health;
+pub mod load;
