@@ -218,19 +218,16 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
+    /// What a tracked send returns: (index, intended send, actual send).
+    type Sent = (u32, Option<Instant>, Instant);
+    type SendFuture = std::pin::Pin<Box<dyn Future<Output = (u32, Sent)> + Send>>;
+
     /// A send function that takes `work` per request and tracks the peak number in flight.
     fn tracked_send(
         work: Duration,
         in_flight: Arc<AtomicUsize>,
         peak: Arc<AtomicUsize>,
-    ) -> impl Fn(
-        u32,
-        Option<Instant>,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = (u32, (u32, Option<Instant>, Instant))> + Send>,
-    > + Send
-    + Sync
-    + 'static {
+    ) -> impl Fn(u32, Option<Instant>) -> SendFuture + Send + Sync + 'static {
         move |index, intended| {
             let (in_flight, peak) = (Arc::clone(&in_flight), Arc::clone(&peak));
             Box::pin(async move {
