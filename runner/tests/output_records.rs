@@ -329,7 +329,7 @@ fn summary_keys_follow_the_kit_then_ours() {
     assert_eq!(keys[..kit.len()], kit[..]);
     let ours = &keys[kit.len()..];
     for expected in [
-        "results_switching_time",
+        "results_switching_time_s",
         "results_requests_grouping",
         "results_request_batching_frequencies",
         "results_representative_batch_size",
@@ -342,6 +342,20 @@ fn summary_keys_follow_the_kit_then_ours() {
     ] {
         assert!(ours.iter().any(|k| k == expected), "missing {expected}");
     }
+    // The kit's reader strips `results_`, `_quantiles` and `_per_request` from summary keys,
+    // then its HEAD consolidator merges its own `switching_time` column on `uuid`: renamed keys
+    // must stay unique and must not produce those columns, or pandas suffixes them `_x`/`_y`.
+    let renamed: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            k.replace("results_", "")
+                .replace("_quantiles", "")
+                .replace("_per_request", "")
+        })
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = renamed.iter().collect();
+    assert_eq!(unique.len(), renamed.len());
+    assert!(!renamed.iter().any(|k| k == "switching_time" || k == "uuid"));
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(value["results_error_code_frequency"], serde_json::json!({}));
     assert_eq!(value["num_concurrent_requests"], 1);
@@ -420,7 +434,7 @@ fn an_all_failed_row_has_counts_and_no_statistics() {
         serde_json::json!({"503": 1, "timeout": 1})
     );
     assert_eq!(value["results_num_requests_not_sent"], 1);
-    assert_eq!(value["results_switching_time"], serde_json::Value::Null);
+    assert_eq!(value["results_switching_time_s"], serde_json::Value::Null);
 }
 
 #[test]

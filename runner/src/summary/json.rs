@@ -67,7 +67,7 @@ impl RowSummary {
         map.serialize_entry("results_error_class_frequency", &self.error_class_frequency)?;
         map.serialize_entry("results_row_duration_s", &round4(self.row_duration_s))?;
         let s = &self.switching;
-        map.serialize_entry("results_switching_time", &s.switching_time_s)?;
+        map.serialize_entry("results_switching_time_s", &s.switching_time_s)?;
         map.serialize_entry("results_switching_time_source", &s.source)?;
         map.serialize_entry("results_switching_time_request_idx", &s.first_request_idx)?;
         map.serialize_entry("results_switching_time_first_ttft_s", &s.first_ttft_s)?;
