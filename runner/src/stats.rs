@@ -51,7 +51,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Statistics of the finite values in `values`; `None` when there are none.
+    /// Statistics of the finite values in `values`; `None` when there are none, or when a
+    /// statistic would overflow to infinity (values near `f64::MAX` are garbage, not data).
     pub fn of(values: &[f64]) -> Option<Stats> {
         // pandas sums in input order, so the mean and deviation use that order.
         let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
@@ -62,7 +63,7 @@ impl Stats {
         sorted.sort_by(f64::total_cmp);
         let q = |level: f64| round4(quantile_sorted(&sorted, level));
         let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
-        Some(Stats {
+        let stats = Stats {
             p5: q(0.05),
             p25: q(0.25),
             p50: q(0.5),
@@ -75,7 +76,12 @@ impl Stats {
             max: round4(max),
             stddev: sample_std(&finite).map(round4),
             count: sorted.len(),
-        })
+        };
+        let all_finite = stats.quantiles().iter().all(|v| v.is_finite())
+            && [stats.mean, stats.min, stats.max]
+                .iter()
+                .all(|v| v.is_finite());
+        all_finite.then_some(stats)
     }
 
     /// Statistics of optional values, ignoring the `None`s (the kit's `dropna`).
@@ -224,6 +230,8 @@ mod tests {
         assert_eq!((s.mean, s.min, s.max, s.stddev), (2.5, 2.5, 2.5, None));
         assert_eq!(Stats::of(&[]), None);
         assert_eq!(Stats::of(&[f64::NAN, f64::INFINITY]), None);
+        assert_eq!(Stats::of(&[f64::MAX, f64::MAX]), None, "the mean overflows");
+        assert_eq!(Stats::of(&[-f64::MAX, f64::MAX]).map(|s| s.p50), None);
         assert_eq!(
             Stats::of_options([None, Some(1.0), None, Some(3.0)])
                 .unwrap()
