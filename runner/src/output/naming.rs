@@ -161,6 +161,28 @@ mod tests {
     }
 
     #[test]
+    fn default_run_names_look_like_the_kits() {
+        let name = default_run_name(jiff::Timestamp::from_second(1_700_000_000).unwrap());
+        assert_eq!(name.len(), "YYYYmmdd-HHMMSS.ffffff".len(), "{name}");
+        assert_eq!((&name[8..9], &name[15..]), ("-", ".000000"), "{name}");
+        assert_eq!(
+            effective_load(&Row {
+                model: "m".into(),
+                input_tokens: 1,
+                output_tokens: 1,
+                num_requests: 1,
+                concurrency: Some(4),
+                qps: Some(2.0),
+                qps_distribution: None,
+                image_size: None,
+                max_sequence_length: None,
+            }),
+            Load::Concurrency(4),
+            "concurrency wins, as in the kit's HEAD runner"
+        );
+    }
+
+    #[test]
     fn sanitising_is_the_kits() {
         assert_eq!(sanitize("Meta-Llama-3.3-70B"), "Meta-Llama-3-3-70B");
         assert_eq!(sanitize("a/b..c - d"), "a-b-c-d");
