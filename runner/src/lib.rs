@@ -11,18 +11,28 @@
 //! - [`client`]: endpoint clients that send requests and measure their streams;
 //! - [`measurement`]: what a client observed of one request;
 //! - [`engine`]: the load loops that run rows;
+//! - [`record`]: per-request metrics, with [`token_timeline`] for per-token gaps;
+//! - [`stats`], [`switching`], [`batching`], [`summary`]: a row's statistics and summary;
+//! - [`output`]: every file a run writes;
 //! - [`report`]: the compact run report handed to the operator;
 //! - [`timer`], [`sys`]: precise sleeping and the few operating-system calls.
 
+pub mod batching;
 pub mod client;
 pub mod credentials;
 pub mod engine;
 pub mod image;
 pub mod input;
 pub mod measurement;
+pub mod output;
 pub mod plan;
 pub mod prompt;
+pub mod record;
 pub mod report;
+pub mod stats;
+pub mod summary;
+pub mod switching;
 pub mod sys;
 pub mod timer;
+pub mod token_timeline;
 pub mod tokenizer;

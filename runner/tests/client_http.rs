@@ -1,6 +1,7 @@
 //! Endpoint clients against a scripted HTTP server: request bodies and headers per flavour,
 //! stream parsing, TTFT stamping, and every failure class.
 
+#[path = "common/scripted_server.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
