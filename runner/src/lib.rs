@@ -12,4 +12,6 @@ pub mod credentials;
 pub mod measurement;
 pub mod plan;
 pub mod report;
+pub mod simulator;
+pub mod timer;
 pub mod tokenizer;
