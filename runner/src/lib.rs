@@ -15,6 +15,7 @@
 //! - [`stats`], [`switching`], [`batching`], [`summary`]: a row's statistics and summary;
 //! - [`output`]: every file a run writes;
 //! - [`report`]: the compact run report handed to the operator;
+//! - [`simulator`]: the composition-of-experts endpoint simulator;
 //! - [`timer`], [`sys`]: precise sleeping and the few operating-system calls.
 
 pub mod batching;
@@ -29,6 +30,7 @@ pub mod plan;
 pub mod prompt;
 pub mod record;
 pub mod report;
+pub mod simulator;
 pub mod stats;
 pub mod summary;
 pub mod switching;

@@ -45,13 +45,17 @@ impl RunObserver for Observers {
         self.0.iter().for_each(|o| o.run_started(run));
     }
     fn row_started(&self, row_index: usize, row: &Row, base_name: &str) {
-        self.0.iter().for_each(|o| o.row_started(row_index, row, base_name));
+        self.0
+            .iter()
+            .for_each(|o| o.row_started(row_index, row, base_name));
     }
     fn request_started(&self, row_index: usize) {
         self.0.iter().for_each(|o| o.request_started(row_index));
     }
     fn request_finished(&self, row_index: usize, record: &RequestRecord) {
-        self.0.iter().for_each(|o| o.request_finished(row_index, record));
+        self.0
+            .iter()
+            .for_each(|o| o.request_finished(row_index, record));
     }
     fn row_finished(&self, summary: &RowSummary, files: Option<&RowFilePaths>) {
         self.0.iter().for_each(|o| o.row_finished(summary, files));

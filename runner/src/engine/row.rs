@@ -128,8 +128,16 @@ pub async fn run_row(
     let prepared = Arc::new(PreparedRow::build(shared, row, seed)?);
     let started_wall = jiff::Timestamp::now();
     let started = Instant::now();
-    let mut execution = RowExecution::new(row_index, row.clone(), &shared.run_name, started, started_wall);
-    shared.observer.row_started(row_index, row, &execution.base_name());
+    let mut execution = RowExecution::new(
+        row_index,
+        row.clone(),
+        &shared.run_name,
+        started,
+        started_wall,
+    );
+    shared
+        .observer
+        .row_started(row_index, row, &execution.base_name());
     let request_tag = execution.row_uuid.simple().to_string()[..12].to_string();
     let timeout = Duration::from_secs_f64(shared.options.request_timeout_seconds);
     let send = {
@@ -162,8 +170,12 @@ pub async fn run_row(
                     prompt_tokens: prompt.tokens,
                     intended_send: intended,
                 };
-                let record =
-                    RequestRecord::from_measurement(&context, &measurement, &*shared.tokenizer, started);
+                let record = RequestRecord::from_measurement(
+                    &context,
+                    &measurement,
+                    &*shared.tokenizer,
+                    started,
+                );
                 shared.observer.request_finished(row_index, &record);
                 (index, record)
             }

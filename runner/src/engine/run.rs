@@ -14,11 +14,11 @@ use crate::engine::row::{RunShared, run_row};
 use crate::image::ImageSet;
 use crate::input::InputErrors;
 use crate::input::validate::validate_plan;
+use crate::output::OutputError;
 use crate::output::consolidated::{ConsolidatedPaths, ConsolidatedTable};
 use crate::output::manifest::{ManifestExit, RunManifest, write_manifest};
 use crate::output::naming::default_run_name;
 use crate::output::row_files::{run_dir, write_row_files};
-use crate::output::OutputError;
 use crate::plan::Plan;
 use crate::prompt::PromptBuilder;
 use crate::report::{RowReport, RunOutcome, RunReport};
@@ -105,7 +105,11 @@ impl RunResult {
             run_name: self.run_name.clone(),
             outcome: self.outcome,
             results_path: Some(self.run_dir.display().to_string()),
-            rows: self.rows.iter().map(RowSummary::row_report).collect::<Vec<RowReport>>(),
+            rows: self
+                .rows
+                .iter()
+                .map(RowSummary::row_report)
+                .collect::<Vec<RowReport>>(),
             rows_omitted: 0,
             message: self.message.clone(),
         }
@@ -132,7 +136,12 @@ pub async fn run_plan(
     observer: Arc<dyn RunObserver>,
     stop: Arc<StopSignal>,
 ) -> Result<RunResult, RunError> {
-    let ready: ReadyEndpoint = prepare_endpoint(&plan.endpoint, &*settings.env, settings.simulator_truth_log.as_deref()).await?;
+    let ready: ReadyEndpoint = prepare_endpoint(
+        &plan.endpoint,
+        &*settings.env,
+        settings.simulator_truth_log.as_deref(),
+    )
+    .await?;
     validate_plan(&plan, &settings.source.description, ready.catalog())?;
     let tokenizer = Arc::new(match &plan.options.tokenizer {
         Some(path) => Tokenizer::from_file(path)?,
@@ -145,7 +154,12 @@ pub async fn run_plan(
         .run_name
         .clone()
         .unwrap_or_else(|| default_run_name(started_wall));
-    let output_files_dir = PathBuf::from(plan.output.output_files_dir.as_deref().unwrap_or(DEFAULT_OUTPUT_FILES_DIR));
+    let output_files_dir = PathBuf::from(
+        plan.output
+            .output_files_dir
+            .as_deref()
+            .unwrap_or(DEFAULT_OUTPUT_FILES_DIR),
+    );
     let consolidated_dir = PathBuf::from(
         plan.output
             .consolidated_results_dir
@@ -185,7 +199,12 @@ pub async fn run_plan(
     let mut write_failures = Vec::new();
     for (row_index, row) in plan.rows.iter().enumerate() {
         if stop.is_stopped() {
-            summaries.push(RowSummary::not_run(row_index, row, &run_name, jiff::Timestamp::now()));
+            summaries.push(RowSummary::not_run(
+                row_index,
+                row,
+                &run_name,
+                jiff::Timestamp::now(),
+            ));
             continue;
         }
         if row_index > 0 && plan.options.time_delay_seconds > 0.0 {
@@ -194,7 +213,12 @@ pub async fn run_plan(
                 () = stop.stopped() => {}
             }
             if stop.is_stopped() {
-                summaries.push(RowSummary::not_run(row_index, row, &run_name, jiff::Timestamp::now()));
+                summaries.push(RowSummary::not_run(
+                    row_index,
+                    row,
+                    &run_name,
+                    jiff::Timestamp::now(),
+                ));
                 continue;
             }
         }
@@ -213,7 +237,8 @@ pub async fn run_plan(
             }
             Err(e) => {
                 tracing::error!(row = row_index, model = %row.model, "row not run: {e}");
-                let summary = RowSummary::not_run(row_index, row, &run_name, jiff::Timestamp::now());
+                let summary =
+                    RowSummary::not_run(row_index, row, &run_name, jiff::Timestamp::now());
                 observer.row_finished(&summary, None);
                 summary
             }
@@ -233,7 +258,12 @@ pub async fn run_plan(
             write_failures.push(e.to_string());
         }
     }
-    let (outcome, message) = decide_outcome(&summaries, shared.auth_failure.get(), stop.is_stopped(), &write_failures);
+    let (outcome, message) = decide_outcome(
+        &summaries,
+        shared.auth_failure.get(),
+        stop.is_stopped(),
+        &write_failures,
+    );
     manifest.finish(
         jiff::Timestamp::now(),
         ManifestExit {
@@ -257,7 +287,7 @@ pub async fn run_plan(
 }
 
 fn create_dir(dir: &Path) -> Result<(), OutputError> {
-    std::fs::create_dir_all(dir).map_err(|source| OutputError::Io {
+    std::fs::create_dir_all(dir).map_err(|source| OutputError::CreateDir {
         path: dir.to_path_buf(),
         source,
     })
@@ -279,7 +309,10 @@ fn decide_outcome(
         );
     }
     if let Some(first) = write_failures.first() {
-        return (RunOutcome::Failed, Some(format!("results could not be written: {first}")));
+        return (
+            RunOutcome::Failed,
+            Some(format!("results could not be written: {first}")),
+        );
     }
     let sent: u32 = rows.iter().map(|r| r.num_requests_started).sum();
     let completed: u32 = rows.iter().map(|r| r.num_completed_requests).sum();
@@ -297,7 +330,11 @@ fn decide_outcome(
         };
         return (RunOutcome::AllRequestsFailed, Some(why));
     }
-    let not_run = rows.iter().filter(|r| r.outcome == RowOutcome::NotRun).count();
-    let message = (not_run > 0).then(|| format!("{not_run} row(s) could not be prepared; see the log"));
+    let not_run = rows
+        .iter()
+        .filter(|r| r.outcome == RowOutcome::NotRun)
+        .count();
+    let message =
+        (not_run > 0).then(|| format!("{not_run} row(s) could not be prepared; see the log"));
     (RunOutcome::Succeeded, message)
 }
