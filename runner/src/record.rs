@@ -21,6 +21,8 @@ use crate::tokenizer::TokenCounter;
 pub struct RequestContext {
     /// Position of the request in the row, from 0.
     pub request_idx: u32,
+    /// The `x-request-id` header the request carried.
+    pub request_id: String,
     /// Model the request was sent to.
     pub model: String,
     /// Name of the prompt (`default`, `prompt1`, ... as the kit names them).
@@ -94,6 +96,8 @@ pub struct RequestRecord {
     pub client_mean_inter_token_latency_s: Option<f64>,
     /// Position of the request in its row, from 0.
     pub request_idx: u32,
+    /// The `x-request-id` header the request carried, to join it with server-side logs.
+    pub request_id: String,
     /// Model the request was sent to.
     pub model: String,
     /// UTC time the request was sent, RFC 3339 with microseconds (unambiguous across midnight).
@@ -141,6 +145,7 @@ impl RequestRecord {
             start_time: Some(wall_clock_time(m.start_wall)),
             end_time: Some(wall_clock_time(m.end_wall)),
             request_idx: ctx.request_idx,
+            request_id: ctx.request_id.clone(),
             model: ctx.model.clone(),
             start_timestamp: Some(utc_timestamp(m.start_wall)),
             stop_reason: m.stop_reason.clone(),

@@ -248,6 +248,7 @@ fn open_loop_records_carry_the_dispatch_delay() {
     let base = Instant::now();
     let ctx = RequestContext {
         request_idx: 0,
+        request_id: "req-0".into(),
         model: "m".into(),
         prompt_name: "default".into(),
         prompt_tokens: 10,

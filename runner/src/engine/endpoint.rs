@@ -1,6 +1,9 @@
 //! Getting an endpoint ready: resolve a real endpoint's URL and key from the environment, or start
 //! the simulator in-process on a free loopback port; and say what the endpoint declares about
 //! its models so the plan can be validated against it.
+//!
+//! An in-process simulator runs on its own single-thread tokio runtime, so its work never
+//! delays the client's tasks on the client's runtime (only the CPU is shared).
 
 use std::path::Path;
 
@@ -19,12 +22,21 @@ pub enum EndpointError {
     /// The in-process simulator could not load its config or start.
     #[error(transparent)]
     Simulator(#[from] SimulatorError),
+    /// The simulator's runtime could not be started.
+    #[error("cannot start the simulator's runtime: {0}")]
+    SimulatorRuntime(String),
+}
+
+/// An in-process simulator and the runtime it runs on.
+struct HostedSimulator {
+    handle: SimulatorHandle,
+    runtime: tokio::runtime::Runtime,
 }
 
 /// An endpoint ready for a client.
 pub struct ReadyEndpoint {
     resolved: ResolvedEndpoint,
-    simulator: Option<SimulatorHandle>,
+    simulator: Option<HostedSimulator>,
 }
 
 impl ReadyEndpoint {
@@ -35,13 +47,13 @@ impl ReadyEndpoint {
 
     /// The in-process simulator, when the endpoint is one.
     pub fn simulator(&self) -> Option<&SimulatorHandle> {
-        self.simulator.as_ref()
+        self.simulator.as_ref().map(|hosted| &hosted.handle)
     }
 
     /// What the endpoint declares about its models.
     pub fn catalog(&self) -> &dyn ModelCatalog {
         match &self.simulator {
-            Some(sim) => sim.config(),
+            Some(hosted) => hosted.handle.config(),
             None => &UnknownCatalog,
         }
     }
@@ -57,10 +69,11 @@ impl ReadyEndpoint {
 
     /// Stops the in-process simulator, if any, flushing its truth log.
     pub async fn shutdown(self) {
-        if let Some(sim) = self.simulator
-            && let Err(e) = sim.shutdown().await
-        {
-            tracing::error!("simulator shutdown: {e}");
+        if let Some(hosted) = self.simulator {
+            if let Err(e) = hosted.handle.shutdown().await {
+                tracing::error!("simulator shutdown: {e}");
+            }
+            hosted.runtime.shutdown_background();
         }
     }
 }
@@ -100,9 +113,18 @@ pub async fn prepare_endpoint(
         ..StartOptions::default()
     };
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let simulator = Simulator::start_with(config, loopback, options).await?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("coebench-simulator")
+        .enable_all()
+        .build()
+        .map_err(|e| EndpointError::SimulatorRuntime(e.to_string()))?;
+    let handle = runtime
+        .spawn(Simulator::start_with(config, loopback, options))
+        .await
+        .map_err(|e| EndpointError::SimulatorRuntime(e.to_string()))??;
     Ok(ReadyEndpoint {
-        resolved: simulator.resolved_endpoint(),
-        simulator: Some(simulator),
+        resolved: handle.resolved_endpoint(),
+        simulator: Some(HostedSimulator { handle, runtime }),
     })
 }

@@ -92,9 +92,10 @@ mod tests {
 
         let monitor = HealthMonitor::start();
         tokio::time::sleep(Duration::from_millis(30)).await;
-        // Block the only runtime thread, as a client with too much work per event would.
+        // Block the only runtime thread, as a client with too much work per event would: each
+        // probe then runs about 40 - 10 = 30 ms late.
         for _ in 0..10 {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(40));
             tokio::task::yield_now().await;
         }
         let starved = monitor.finish();

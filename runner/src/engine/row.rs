@@ -165,6 +165,7 @@ pub async fn run_row(
                 }
                 let context = RequestContext {
                     request_idx: index,
+                    request_id,
                     model,
                     prompt_name: prompt.name.to_string(),
                     prompt_tokens: prompt.tokens,

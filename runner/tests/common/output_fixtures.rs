@@ -85,6 +85,7 @@ pub fn measurement(base: Instant, req: &Req) -> Measurement {
 pub fn record(base: Instant, idx: u32, req: &Req) -> RequestRecord {
     let ctx = RequestContext {
         request_idx: idx,
+        request_id: format!("req-{idx}"),
         model: "Meta-Llama-3.3-70B-Instruct".into(),
         prompt_name: "default".into(),
         prompt_tokens: 18,
