@@ -219,6 +219,11 @@ pub struct RunOptions {
     /// Seed of every random choice (prompts, arrival gaps). Default 0.
     #[serde(default)]
     pub seed: u64,
+    /// Open the connections a row will need before it starts (its concurrency, or one second
+    /// of its arrivals), so handshakes are not timed as part of the first requests' TTFT.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub warm_up_connections: bool,
     /// Path of a Hugging Face `tokenizer.json` used to size prompts and count tokens.
     /// Default: the embedded `cl100k_base` BPE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,6 +238,7 @@ impl Default for RunOptions {
             request_timeout_seconds: default_request_timeout_seconds(),
             use_multiple_prompts: false,
             seed: 0,
+            warm_up_connections: true,
             tokenizer: None,
         }
     }
@@ -257,6 +263,10 @@ pub struct OutputOptions {
 
 fn default_timeout_seconds() -> f64 {
     3600.0
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_request_timeout_seconds() -> f64 {

@@ -44,6 +44,7 @@ const RECORD_KEYS: [&str; 40] = [
     "client_inter_token_latencies_s",
     "client_mean_inter_token_latency_s",
     "request_idx",
+    "request_id",
     "model",
     "start_timestamp",
     "stop_reason",

@@ -17,6 +17,7 @@ mod exchange;
 pub mod sse;
 mod transport;
 mod usage;
+mod warmup;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

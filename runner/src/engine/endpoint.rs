@@ -27,10 +27,35 @@ pub enum EndpointError {
     SimulatorRuntime(String),
 }
 
-/// An in-process simulator and the runtime it runs on.
+/// An in-process simulator and the runtime it runs on. Both are `Some` until shut down; a
+/// runtime must not be dropped in an async context, so `Drop` stops it in the background.
 struct HostedSimulator {
-    handle: SimulatorHandle,
-    runtime: tokio::runtime::Runtime,
+    handle: Option<SimulatorHandle>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl HostedSimulator {
+    fn handle(&self) -> &SimulatorHandle {
+        self.handle.as_ref().expect("present until shut down")
+    }
+
+    /// Shuts the simulator down gracefully (flushing its truth log), then its runtime.
+    async fn shutdown(mut self) {
+        if let Some(handle) = self.handle.take()
+            && let Err(e) = handle.shutdown().await
+        {
+            tracing::error!("simulator shutdown: {e}");
+        }
+    }
+}
+
+impl Drop for HostedSimulator {
+    fn drop(&mut self) {
+        drop(self.handle.take());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// An endpoint ready for a client.
@@ -47,13 +72,13 @@ impl ReadyEndpoint {
 
     /// The in-process simulator, when the endpoint is one.
     pub fn simulator(&self) -> Option<&SimulatorHandle> {
-        self.simulator.as_ref().map(|hosted| &hosted.handle)
+        self.simulator.as_ref().map(HostedSimulator::handle)
     }
 
     /// What the endpoint declares about its models.
     pub fn catalog(&self) -> &dyn ModelCatalog {
         match &self.simulator {
-            Some(hosted) => hosted.handle.config(),
+            Some(hosted) => hosted.handle().config(),
             None => &UnknownCatalog,
         }
     }
@@ -70,10 +95,7 @@ impl ReadyEndpoint {
     /// Stops the in-process simulator, if any, flushing its truth log.
     pub async fn shutdown(self) {
         if let Some(hosted) = self.simulator {
-            if let Err(e) = hosted.handle.shutdown().await {
-                tracing::error!("simulator shutdown: {e}");
-            }
-            hosted.runtime.shutdown_background();
+            hosted.shutdown().await;
         }
     }
 }
@@ -125,6 +147,9 @@ pub async fn prepare_endpoint(
         .map_err(|e| EndpointError::SimulatorRuntime(e.to_string()))??;
     Ok(ReadyEndpoint {
         resolved: handle.resolved_endpoint(),
-        simulator: Some(HostedSimulator { handle, runtime }),
+        simulator: Some(HostedSimulator {
+            handle: Some(handle),
+            runtime: Some(runtime),
+        }),
     })
 }

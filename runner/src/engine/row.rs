@@ -118,6 +118,22 @@ impl PreparedRow {
     }
 }
 
+/// How long opening a row's connections may take before the row starts anyway.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most connections opened ahead of a row.
+const MAX_WARM_CONNECTIONS: u32 = 10_000;
+
+/// Connections a row will have open at once: its concurrency, or a second's worth of arrivals.
+fn connections_needed(row: &Row) -> u32 {
+    let wanted = match row.load() {
+        Some(Load::Concurrency(c)) => c,
+        Some(Load::Rate { qps, .. }) => qps.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
+        None => 1,
+    };
+    wanted.min(row.num_requests).min(MAX_WARM_CONNECTIONS)
+}
+
 /// Runs row `row_index` to the end (or until the run is stopped) and summarises it.
 pub async fn run_row(
     shared: &Arc<RunShared>,
@@ -126,6 +142,16 @@ pub async fn run_row(
 ) -> Result<RowResult, RowSetupError> {
     let seed = row_seed(shared.options.seed, row_index);
     let prepared = Arc::new(PreparedRow::build(shared, row, seed)?);
+    if shared.options.warm_up_connections {
+        let connections = connections_needed(row);
+        let opened = shared.client.warm_up(connections, WARM_UP_TIMEOUT).await;
+        tracing::debug!(
+            row = row_index,
+            connections,
+            opened,
+            "connections warmed up"
+        );
+    }
     let started_wall = jiff::Timestamp::now();
     let started = Instant::now();
     let mut execution = RowExecution::new(

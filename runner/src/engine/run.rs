@@ -43,12 +43,15 @@ pub struct PlanSource {
     pub model_configs_path: Option<String>,
 }
 
+/// Reads an environment variable: `None` when it is unset.
+pub type EnvReader = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Settings of a run that are not part of the plan.
 pub struct RunSettings {
     /// Where the plan came from.
     pub source: PlanSource,
     /// Reads an environment variable (credentials are read through it only).
-    pub env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub env: EnvReader,
     /// Ground-truth log of an in-process simulator.
     pub simulator_truth_log: Option<PathBuf>,
     /// Client options.

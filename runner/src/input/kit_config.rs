@@ -5,7 +5,7 @@
 //! `timeout`, `time_delay`, `use_multiple_prompts`. The oldest kit nested them under
 //! `synthetic:`. Keys of later kits that coebench does not need (`concurrency_enabled`,
 //! `max_workers`, the Streamlit keys) are accepted and reported as ignored. coebench's own
-//! optional keys: `seed`, `request_timeout`, `tokenizer`, `run_name`. Relative paths resolve
+//! optional keys: `seed`, `request_timeout`, `tokenizer`, `run_name`, `warm_up_connections`. Relative paths resolve
 //! against the config file's folder.
 
 use std::path::{Path, PathBuf};
@@ -47,6 +47,7 @@ struct RawConfig {
     time_delay: Option<f64>,
     use_multiple_prompts: Option<bool>,
     seed: Option<u64>,
+    warm_up_connections: Option<bool>,
     request_timeout: Option<f64>,
     tokenizer: Option<String>,
     run_name: Option<String>,
@@ -226,6 +227,7 @@ pub fn parse_kit_config(
             request_timeout_seconds,
             use_multiple_prompts: raw.use_multiple_prompts.unwrap_or(false),
             seed: raw.seed.unwrap_or(0),
+            warm_up_connections: raw.warm_up_connections.unwrap_or(true),
             tokenizer: raw.tokenizer.as_deref().map(resolve),
         },
         output: OutputOptions {

@@ -1,0 +1,102 @@
+//! The client at high concurrency: a 1,000-stream row completes on this machine and its
+//! timestamps stay as close to the simulator's ground truth as at low concurrency.
+
+#[path = "common/engine_support.rs"]
+mod support;
+
+use coebench_runner::report::RunOutcome;
+use support::*;
+
+/// Many executors with large batches, so 1,000 streams are served at once, not queued.
+const WIDE: &str = r#"
+seed: 5
+batching_window_ms: 2
+executors: 40
+memory: {ddr_capacity_gb: 100, hbm_capacity_gb: 100, load_bandwidth_gb_per_s: 1000}
+models:
+  - name: wide
+    weights_gb: 1
+    prefill_tokens_per_sec: 400000
+    batch_sizes: [1, 8, 32]
+    decode_tokens_per_sec: [25, 22, 20]
+    max_sequence_length: 4096
+"#;
+
+/// p50 and p99 of client TTFT minus true TTFT, in seconds, for row `row_index`.
+fn ttft_errors(
+    result: &coebench_runner::engine::run::RunResult,
+    sim: &TestSim,
+    row_index: usize,
+) -> (f64, f64) {
+    let mut errors: Vec<f64> = individual_responses(result, row_index)
+        .iter()
+        .filter(|r| r["error_code"].is_null())
+        .map(|r| {
+            let truth = sim.truth_for(r["request_id"].as_str().unwrap()).unwrap();
+            r["client_ttft_s"].as_f64().unwrap() - (truth.first_token_s.unwrap() - truth.arrival_s)
+        })
+        .collect();
+    errors.sort_by(f64::total_cmp);
+    let p99 = errors[((errors.len() as f64 * 0.99) as usize).min(errors.len() - 1)];
+    (median(errors), p99)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_streams_complete_without_the_ttft_error_growing() {
+    let sim = start_simulator(WIDE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = plan_against(
+        &sim,
+        vec![
+            concurrency_row("wide", 100, 10, 40, 4),
+            concurrency_row("wide", 100, 10, 2000, 1000),
+        ],
+        dir.path(),
+    );
+    plan.options.request_timeout_seconds = 120.0;
+    let result = run_with_env(plan, &[("SAMBANOVA_API_KEY", "unused")])
+        .await
+        .unwrap();
+    assert_eq!(
+        result.outcome,
+        RunOutcome::Succeeded,
+        "{:?}",
+        result.message
+    );
+    let wide = &result.rows[1];
+    assert_eq!(
+        wide.num_completed_requests, 2000,
+        "{:?}",
+        wide.error_code_frequency
+    );
+    let mean_in_flight = wide.load_accuracy.mean_in_flight.unwrap();
+    assert!(mean_in_flight > 800.0, "mean in flight {mean_in_flight}");
+    let (low_p50, low_p99) = ttft_errors(&result, &sim, 0);
+    let (high_p50, high_p99) = ttft_errors(&result, &sim, 1);
+    let mut send_side = Vec::new();
+    let mut receive_side = Vec::new();
+    for r in individual_responses(&result, 1) {
+        let truth = sim.truth_for(r["request_id"].as_str().unwrap()).unwrap();
+        let start: jiff::Timestamp = r["start_timestamp"].as_str().unwrap().parse().unwrap();
+        let start_us = start.as_microsecond() as f64;
+        send_side.push((truth.arrival_unix_us as f64 - start_us) / 1e6);
+        let receipt = start_us / 1e6 + r["client_ttft_s"].as_f64().unwrap();
+        receive_side.push(receipt - truth.first_token_unix_us.unwrap() as f64 / 1e6);
+    }
+    eprintln!(
+        "send side p50 {:.6} receive side p50 {:.6}; health {:?}",
+        median(send_side),
+        median(receive_side),
+        wide.client_health
+    );
+    eprintln!(
+        "TTFT error at 4 streams p50 {low_p50:.6} p99 {low_p99:.6}; at 1000 p50 {high_p50:.6} p99 {high_p99:.6}"
+    );
+    // Either the client kept its timestamps as close to the truth as at low concurrency, or it
+    // says in the row's summary that it could not (never a silent distortion).
+    assert!(
+        high_p50 < low_p50 + 0.002 || wide.client_health.saturated,
+        "p50 error grew from {low_p50} to {high_p50} and the row was not flagged"
+    );
+    sim.shutdown().await.unwrap();
+}
