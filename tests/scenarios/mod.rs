@@ -13,6 +13,8 @@ use serde_json::json;
 
 use crate::support::*;
 
+mod rbac;
+
 fn condition<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'c Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
