@@ -3,17 +3,38 @@
 //!
 //! Layers, each in its own module:
 //! - [`plan`]: the typed benchmark plan every input is translated into;
+//! - [`input`]: reading kit configs, model-configs CSVs and plan files, and validating them;
 //! - [`credentials`]: API keys and URLs from the environment;
+//! - [`tokenizer`]: token counting;
+//! - [`prompt`]: prompts of an exact token length and which one each request sends;
+//! - [`image`]: the generated images of multimodal rows;
+//! - [`client`]: endpoint clients that send requests and measure their streams;
 //! - [`measurement`]: what a client observed of one request;
-//! - [`tokenizer`]: token counting and exact-length prompts;
-//! - [`report`]: the compact run report handed to the operator.
+//! - [`engine`]: the load loops that run rows;
+//! - [`record`]: per-request metrics, with [`token_timeline`] for per-token gaps;
+//! - [`stats`], [`switching`], [`batching`], [`summary`]: a row's statistics and summary;
+//! - [`output`]: every file a run writes;
+//! - [`report`]: the compact run report handed to the operator;
+//! - [`simulator`]: the composition-of-experts endpoint simulator;
+//! - [`timer`], [`sys`]: precise sleeping and the few operating-system calls.
 
+pub mod batching;
+pub mod client;
 pub mod credentials;
 pub mod engine;
+pub mod image;
 pub mod input;
 pub mod measurement;
+pub mod output;
 pub mod plan;
+pub mod prompt;
+pub mod record;
 pub mod report;
+pub mod simulator;
+pub mod stats;
+pub mod summary;
+pub mod switching;
 pub mod sys;
 pub mod timer;
+pub mod token_timeline;
 pub mod tokenizer;

@@ -12,56 +12,52 @@ use clap::Parser;
 
 use cli::args::{Cli, Command, LogFormat};
 
-/// Exit code for invalid input or usage.
-const EXIT_INVALID_INPUT: u8 = 2;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match cli.command {
-        Command::Schema => {
-            let schema = schemars::schema_for!(coebench_runner::plan::Plan);
-            match serde_json::to_string_pretty(&schema) {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
+    load_env_file(cli.env_file.as_deref());
+    match &cli.command {
+        Command::Schema => print_schema(),
+        Command::Validate(input) => cli::run::validate(input),
+        Command::Run(args) => cli::run::run(args),
+        Command::Simulate(args) => cli::simulate::simulate(args),
+    }
+}
+
+/// Loads `KEY=value` lines into the environment (never overriding variables already set).
+fn load_env_file(path: Option<&std::path::Path>) {
+    match path {
+        Some(path) => {
+            if let Err(e) = dotenvy::from_path(path) {
+                tracing::warn!("cannot load {}: {e}", path.display());
             }
         }
-        Command::Validate(input) => match cli::inputs::load_plan(&input).and_then(|loaded| {
-            coebench_runner::input::validate::validate_plan(
-                &loaded.plan,
-                &loaded.source,
-                &coebench_runner::input::validate::UnknownCatalog,
-            )
-            .map(|()| loaded)
-        }) {
-            Ok(loaded) => {
-                for note in &loaded.notes {
-                    eprintln!("note: {note}");
-                }
-                println!("{}: {} rows, valid", loaded.source, loaded.plan.rows.len());
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprint!("{errors}");
-                ExitCode::from(EXIT_INVALID_INPUT)
-            }
-        },
-        Command::Run(_) | Command::Simulate(_) => {
-            eprintln!("error: not available yet");
+        None => {
+            let _ = dotenvy::dotenv();
+        }
+    }
+}
+
+fn print_schema() -> ExitCode {
+    let schema = schemars::schema_for!(coebench_runner::plan::Plan);
+    match serde_json::to_string_pretty(&schema) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "warn,coebench_runner=info,coebench_runner::simulator=warn",
+        )
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1,0 +1,151 @@
+//! `coebench run` and `coebench validate`: load the plan, run it on a tokio runtime, print, and
+//! write the run report.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use coebench_runner::client::ClientOptions;
+use coebench_runner::engine::endpoint::EndpointError;
+use coebench_runner::engine::load::StopSignal;
+use coebench_runner::engine::observer::{Observers, RunObserver};
+use coebench_runner::engine::run::{PlanSource, RunError, RunSettings, exit_code, run_plan};
+use coebench_runner::input::validate::{UnknownCatalog, validate_plan};
+use coebench_runner::report::{RunOutcome, RunReport};
+use coebench_runner::simulator::SimulatorError;
+
+use crate::cli::args::{InputArgs, RunArgs};
+use crate::cli::inputs::{LoadedPlan, apply_overrides, load_plan};
+use crate::cli::terminal::Terminal;
+
+/// Runs `coebench run`.
+pub fn run(args: &RunArgs) -> ExitCode {
+    let mut loaded = match load_plan(&args.input) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            return fail_before_start(args, RunOutcome::InvalidInput, &errors.to_string());
+        }
+    };
+    apply_overrides(&mut loaded.plan, args);
+    for note in &loaded.notes {
+        eprintln!("note: {note}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fail_before_start(
+                args,
+                RunOutcome::Failed,
+                &format!("cannot start the runtime: {e}"),
+            );
+        }
+    };
+    coebench_runner::sys::raise_open_file_limit();
+    let stop = Arc::new(StopSignal::default());
+    let terminal = Arc::new(Terminal::new(!args.no_progress));
+    let observers: Vec<Arc<dyn RunObserver>> = vec![terminal.clone()];
+    let settings = RunSettings {
+        source: plan_source(&args.input, &loaded),
+        env: Box::new(|name| std::env::var(name).ok()),
+        simulator_truth_log: args.simulator_truth_log.clone(),
+        client: ClientOptions::default(),
+    };
+    let result = runtime.block_on(async {
+        let interrupt = Arc::clone(&stop);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "interrupted: finishing the rows' files (press Ctrl-C again to quit at once)"
+                );
+                interrupt.stop();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(i32::from(exit_code(RunOutcome::Interrupted)));
+                }
+            }
+        });
+        run_plan(loaded.plan, settings, Arc::new(Observers(observers)), stop).await
+    });
+    match result {
+        Ok(result) => {
+            terminal.print_result(&result);
+            write_report(args.report_file.as_deref(), &result.report());
+            ExitCode::from(result.exit_code())
+        }
+        Err(error) => {
+            let outcome = match &error {
+                RunError::Output(_) => RunOutcome::Failed,
+                RunError::Endpoint(EndpointError::Simulator(
+                    SimulatorError::Bind { .. } | SimulatorError::TruthLog { .. },
+                )) => RunOutcome::Failed,
+                _ => RunOutcome::InvalidInput,
+            };
+            fail_before_start(args, outcome, &error.to_string())
+        }
+    }
+}
+
+/// Runs `coebench validate`.
+pub fn validate(input: &InputArgs) -> ExitCode {
+    let checked = load_plan(input).and_then(|loaded| {
+        validate_plan(&loaded.plan, &loaded.source, &UnknownCatalog).map(|()| loaded)
+    });
+    match checked {
+        Ok(loaded) => {
+            for note in &loaded.notes {
+                eprintln!("note: {note}");
+            }
+            println!(
+                "{}: {} row(s), valid",
+                loaded.source,
+                loaded.plan.rows.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprint!("{errors}");
+            ExitCode::from(exit_code(RunOutcome::InvalidInput))
+        }
+    }
+}
+
+fn plan_source(input: &InputArgs, loaded: &LoadedPlan) -> PlanSource {
+    PlanSource {
+        description: loaded.source.clone(),
+        plan_path: input.plan.as_ref().map(|p| p.display().to_string()),
+        config_path: input.config.as_ref().map(|p| p.display().to_string()),
+        model_configs_path: loaded
+            .model_configs_path
+            .as_ref()
+            .map(|p| p.display().to_string()),
+    }
+}
+
+/// Reports a run that never started, on standard error and in the report file.
+fn fail_before_start(args: &RunArgs, outcome: RunOutcome, message: &str) -> ExitCode {
+    eprintln!("error: {}", message.trim_end());
+    let report = RunReport {
+        version: 1,
+        run_name: args.run_name.clone().unwrap_or_default(),
+        outcome,
+        results_path: None,
+        rows: Vec::new(),
+        rows_omitted: 0,
+        message: Some(message.trim_end().to_string()),
+    };
+    write_report(args.report_file.as_deref(), &report);
+    ExitCode::from(exit_code(outcome))
+}
+
+fn write_report(path: Option<&Path>, report: &RunReport) {
+    if let Some(path) = path
+        && let Err(e) = std::fs::write(path, report.to_bounded_json())
+    {
+        eprintln!(
+            "error: cannot write the run report to {}: {e}",
+            path.display()
+        );
+    }
+}

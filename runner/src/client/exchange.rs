@@ -1,0 +1,213 @@
+//! One timed request: send, stamp the head and each body frame, decode, and classify failures.
+//!
+//! `start` is taken immediately before the request is handed to the pool (so it includes
+//! connection set-up, as the kit's did), `headers_at` when the response head arrives, and every
+//! body frame is stamped the moment it is received, before any parsing; events inherit the
+//! stamp of the frame holding their first byte. One deadline covers the whole exchange. After
+//! the end marker, the rest of the body is awaited briefly so the connection can be reused.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+use super::decode::{Decoder, Recorder};
+use super::shorten;
+use super::transport::HttpClient;
+use crate::measurement::{ErrorKind, RequestError};
+
+/// How long the body's end is awaited after the stream's end marker.
+const AFTER_DONE_GRACE: Duration = Duration::from_secs(1);
+
+/// Longest error body read, in bytes.
+const ERROR_BODY_LIMIT: usize = 4096;
+
+/// How long an error body is awaited.
+const ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest error body excerpt in a message, in bytes.
+const ERROR_EXCERPT: usize = 300;
+
+/// Sends `request` and decodes its response into `rec`. Returns when the stream ended, with
+/// the instant it ended, or with the failure.
+pub(crate) async fn exchange(
+    http: &HttpClient,
+    request: http::Request<Full<Bytes>>,
+    mut decoder: Decoder,
+    generic: bool,
+    deadline: Option<tokio::time::Instant>,
+    timeout: Duration,
+    rec: &mut Recorder,
+) -> Result<Instant, RequestError> {
+    let timed_out = |what: &str, rec: &Recorder| RequestError {
+        kind: ErrorKind::Timeout,
+        message: format!(
+            "{what} within the request timeout of {}s ({} token events received)",
+            timeout.as_secs_f64(),
+            rec.token_events.len()
+        ),
+    };
+    let response = match within(deadline, http.request(request)).await {
+        None => return Err(timed_out("no response head", rec)),
+        Some(Err(e)) => return Err(request_failure(&e)),
+        Some(Ok(response)) => response,
+    };
+    rec.headers_at = Some(Instant::now());
+    let status = response.status();
+    if !status.is_success() {
+        return Err(http_failure(response, deadline).await);
+    }
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| shorten(v, 60));
+    let mut body = response.into_body();
+    loop {
+        let frame_deadline = match rec.done_at {
+            Some(done) => {
+                let grace = tokio::time::Instant::from_std(done) + AFTER_DONE_GRACE;
+                Some(deadline.map_or(grace, |d| d.min(grace)))
+            }
+            None => deadline,
+        };
+        let frame = match within(frame_deadline, body.frame()).await {
+            None if rec.done_at.is_some() => return Ok(rec.done_at.unwrap_or_else(Instant::now)),
+            None => return Err(timed_out("the stream did not finish", rec)),
+            Some(None) => break,
+            Some(Some(Err(e))) => {
+                return Err(RequestError {
+                    kind: ErrorKind::StreamBroken,
+                    message: format!(
+                        "the stream broke after {} token events: {}",
+                        rec.token_events.len(),
+                        chain(&e)
+                    ),
+                });
+            }
+            Some(Some(Ok(frame))) => frame,
+        };
+        let at = Instant::now();
+        if let Ok(data) = frame.into_data() {
+            decoder.feed(&data, at, rec)?;
+        }
+    }
+    let end = Instant::now();
+    decoder.finish(rec)?;
+    if rec.complete(generic) {
+        Ok(end)
+    } else {
+        let marker = if generic {
+            "a last response"
+        } else {
+            "[DONE] or a finish_reason"
+        };
+        let message = if rec.first_event_at.is_none() {
+            format!(
+                "the response ended without any streamed event (content-type: {}); \
+                 does the endpoint stream this request?",
+                content_type.as_deref().unwrap_or("none")
+            )
+        } else {
+            format!(
+                "the response ended before the stream's end marker ({marker}) after {} token events",
+                rec.token_events.len()
+            )
+        };
+        Err(RequestError {
+            kind: ErrorKind::StreamBroken,
+            message,
+        })
+    }
+}
+
+/// `fut`'s output, or `None` when `deadline` passes first.
+async fn within<F: Future>(deadline: Option<tokio::time::Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// A request that got no response head: no connection, or the connection failed.
+fn request_failure(e: &hyper_util::client::legacy::Error) -> RequestError {
+    if e.is_connect() {
+        RequestError {
+            kind: ErrorKind::Connect,
+            message: format!("cannot connect: {}", chain(e)),
+        }
+    } else {
+        RequestError {
+            kind: ErrorKind::StreamBroken,
+            message: format!(
+                "the connection failed before the response head: {}",
+                chain(e)
+            ),
+        }
+    }
+}
+
+/// A non-success status, with `Retry-After` and an excerpt of the error body.
+async fn http_failure(
+    response: http::Response<Incoming>,
+    deadline: Option<tokio::time::Instant>,
+) -> RequestError {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| format!(" (Retry-After: {})", shorten(v, 40)))
+        .unwrap_or_default();
+    let wait = tokio::time::Instant::now() + ERROR_BODY_WAIT;
+    let body = read_prefix(
+        response.into_body(),
+        Some(deadline.map_or(wait, |d| d.min(wait))),
+    )
+    .await;
+    let body = shorten(&String::from_utf8_lossy(&body), ERROR_EXCERPT);
+    let mut message = format!("HTTP {status}{retry_after}");
+    if !body.is_empty() {
+        message.push_str(": ");
+        message.push_str(&body);
+    }
+    let kind = match status.as_u16() {
+        429 => ErrorKind::RateLimited,
+        code => ErrorKind::Http(code),
+    };
+    RequestError { kind, message }
+}
+
+/// Up to [`ERROR_BODY_LIMIT`] bytes of `body`, whatever arrived before `deadline`.
+async fn read_prefix(mut body: Incoming, deadline: Option<tokio::time::Instant>) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < ERROR_BODY_LIMIT {
+        match within(deadline, body.frame()).await {
+            Some(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = ERROR_BODY_LIMIT - out.len();
+                    out.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// An error and its causes, `: `-separated.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,129 @@
+//! Maps a server's usage block (SambaNova `usage`, OpenAI `usage`, SambaStudio's final generic
+//! response) onto [`ServerMetrics`], with kit-reference 5.2's key precedence. Unlike the kit, a
+//! key that is present wins even when its value is 0 (kit defect 8.9): only absent or `null`
+//! falls through to the next key. Values sent as numeric strings are accepted.
+
+use serde_json::{Map, Value};
+
+use crate::measurement::ServerMetrics;
+
+/// The server metrics found in `usage`.
+pub(crate) fn server_metrics(usage: &Map<String, Value>) -> ServerMetrics {
+    let first = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| usage.get(*k).filter(|v| !v.is_null()))
+    };
+    let count = |keys: &[&str]| first(keys).and_then(as_count);
+    let real = |keys: &[&str]| first(keys).and_then(as_real);
+    ServerMetrics {
+        input_tokens: count(&["prompt_tokens_count", "prompt_tokens"]),
+        output_tokens: count(&["completion_tokens_count", "completion_tokens"]),
+        total_tokens: count(&["total_tokens_count", "total_tokens"]),
+        ttft_s: real(&["time_to_first_token", "time_to_first_response"]),
+        end_to_end_latency_s: real(&["total_latency", "model_execution_time"]),
+        output_tokens_per_s: real(&[
+            "completion_tokens_after_first_per_sec",
+            "completion_tokens_per_sec_after_first_response",
+            "throughput_after_first_token",
+        ]),
+        total_tokens_per_s: real(&["total_tokens_per_sec"]),
+        output_tokens_after_first_per_s_first_ten: real(&[
+            "completion_tokens_after_first_per_sec_first_ten",
+        ]),
+        batch_size_used: count(&["batch_size_used"]).and_then(|v| u32::try_from(v).ok()),
+        acceptance_rate: real(&["acceptance_rate"]),
+    }
+}
+
+/// A stop reason sent inside a usage block or final response (`stop_reason`).
+pub(crate) fn stop_reason(usage: &Map<String, Value>) -> Option<String> {
+    match usage.get("stop_reason")? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A non-negative whole number, from an integer, an integral float or a numeric string.
+fn as_count(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0 && *f < 2f64.powi(63))
+                .map(|f| f as u64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A finite number, from a number or a numeric string.
+fn as_real(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|f: &f64| f.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(json: &str) -> Map<String, Value> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn sambanova_usage_maps_every_field() {
+        let m = server_metrics(&map(
+            r#"{"is_last_response":true,"prompt_tokens":21,"completion_tokens":41,"total_tokens":62,
+                "time_to_first_token":0.0915,"total_latency":0.168,"total_tokens_per_sec":369.0,
+                "completion_tokens_per_sec":244.0,"completion_tokens_after_first_per_sec":522.9,
+                "completion_tokens_after_first_per_sec_first_ten":1016.0,"acceptance_rate":9.5,
+                "batch_size_used":4,"stop_reason":"stop"}"#,
+        ));
+        assert_eq!(
+            m,
+            ServerMetrics {
+                input_tokens: Some(21),
+                output_tokens: Some(41),
+                total_tokens: Some(62),
+                ttft_s: Some(0.0915),
+                end_to_end_latency_s: Some(0.168),
+                output_tokens_per_s: Some(522.9),
+                total_tokens_per_s: Some(369.0),
+                output_tokens_after_first_per_s_first_ten: Some(1016.0),
+                batch_size_used: Some(4),
+                acceptance_rate: Some(9.5),
+            }
+        );
+    }
+
+    #[test]
+    fn zero_is_a_value_and_precedence_holds() {
+        let m = server_metrics(&map(
+            r#"{"prompt_tokens_count":0,"prompt_tokens":9,"completion_tokens_count":null,
+                "completion_tokens":"5","time_to_first_token":0,"time_to_first_response":2.0,
+                "model_execution_time":1.5,"throughput_after_first_token":0.0}"#,
+        ));
+        assert_eq!(m.input_tokens, Some(0));
+        assert_eq!(m.output_tokens, Some(5));
+        assert_eq!(m.ttft_s, Some(0.0));
+        assert_eq!(m.end_to_end_latency_s, Some(1.5));
+        assert_eq!(m.output_tokens_per_s, Some(0.0));
+        assert_eq!(m.total_tokens, None);
+    }
+
+    #[test]
+    fn turbo_names_are_used_when_the_usual_ones_are_absent() {
+        let m = server_metrics(&map(
+            r#"{"time_to_first_response":0.2,"completion_tokens_per_sec_after_first_response":80.5,
+                "batch_size_used":1.0,"completion_tokens_count":3.0}"#,
+        ));
+        assert_eq!(m.ttft_s, Some(0.2));
+        assert_eq!(m.output_tokens_per_s, Some(80.5));
+        assert_eq!(m.batch_size_used, Some(1));
+        assert_eq!(m.output_tokens, Some(3));
+    }
+}

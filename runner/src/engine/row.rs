@@ -1,0 +1,206 @@
+//! Running one row: prepare its requests, drive the load loop, turn every finished request into
+//! a record, and summarise the row. Writing files is the caller's job.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::client::{EndpointClient, PreparedRequest, RequestSpec};
+use crate::engine::arrival::{arrival_offsets, row_seed};
+use crate::engine::health::HealthMonitor;
+use crate::engine::load::{LoadContext, LoadOutcome, StopSignal, closed_loop, open_loop};
+use crate::engine::observer::RunObserver;
+use crate::image::ImageSet;
+use crate::measurement::ErrorKind;
+use crate::plan::{Load, Row, RunOptions};
+use crate::prompt::{BuiltPrompt, PromptBuilder, PromptError, PromptSelection};
+use crate::record::{RequestContext, RequestRecord};
+use crate::summary::{RowExecution, RowResult};
+use crate::tokenizer::Tokenizer;
+
+/// What every row of a run shares.
+pub struct RunShared {
+    /// The endpoint client.
+    pub client: EndpointClient,
+    /// The tokenizer prompts are sized and tokens counted with.
+    pub tokenizer: Arc<Tokenizer>,
+    /// Prompt cache.
+    pub prompts: PromptBuilder,
+    /// Image cache.
+    pub images: ImageSet,
+    /// Run options.
+    pub options: RunOptions,
+    /// Name of the run.
+    pub run_name: String,
+    /// Progress hooks.
+    pub observer: Arc<dyn RunObserver>,
+    /// Stops every loop (interrupt, or rejected credentials).
+    pub stop: Arc<StopSignal>,
+    /// Set once, by the first request the endpoint answers with 401 or 403.
+    pub auth_failure: Arc<OnceLock<String>>,
+}
+
+/// Why a row could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum RowSetupError {
+    /// No prompt of the requested length could be built.
+    #[error("cannot build a {tokens}-token prompt: {source}")]
+    Prompt {
+        /// The requested length.
+        tokens: u32,
+        /// Why.
+        source: PromptError,
+    },
+    /// The image could not be generated.
+    #[error("cannot generate the image: {0}")]
+    Image(String),
+    /// The request body could not be built.
+    #[error("cannot build the request: {0}")]
+    Request(String),
+}
+
+/// A row's requests, built before it starts so nothing is tokenised while it runs.
+struct PreparedRow {
+    /// Prepared request and prompt per prompt name.
+    by_prompt: HashMap<&'static str, (PreparedRequest, Arc<BuiltPrompt>)>,
+    selection: PromptSelection,
+}
+
+impl PreparedRow {
+    fn build(shared: &RunShared, row: &Row, seed: u64) -> Result<PreparedRow, RowSetupError> {
+        let selection = PromptSelection::for_row(
+            shared.options.use_multiple_prompts,
+            row.image_size.is_some(),
+            seed,
+        );
+        let image = match row.image_size {
+            Some(size) => Some(
+                shared
+                    .images
+                    .get(size)
+                    .map_err(|e| RowSetupError::Image(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut by_prompt = HashMap::new();
+        for index in 0..u64::from(row.num_requests) {
+            let template = selection.template(index);
+            if by_prompt.contains_key(template.name) {
+                continue;
+            }
+            let prompt = shared
+                .prompts
+                .build(template, row.input_tokens)
+                .map_err(|source| RowSetupError::Prompt {
+                    tokens: row.input_tokens,
+                    source,
+                })?;
+            let request = shared
+                .client
+                .prepare(&RequestSpec {
+                    model: &row.model,
+                    prompt: &prompt.text,
+                    image: image.as_deref(),
+                    max_tokens: row.output_tokens,
+                })
+                .map_err(|e| RowSetupError::Request(e.to_string()))?;
+            by_prompt.insert(template.name, (request, prompt));
+        }
+        Ok(PreparedRow {
+            by_prompt,
+            selection,
+        })
+    }
+
+    fn request(&self, index: u32) -> &(PreparedRequest, Arc<BuiltPrompt>) {
+        let name = self.selection.template(u64::from(index)).name;
+        &self.by_prompt[name]
+    }
+}
+
+/// Runs row `row_index` to the end (or until the run is stopped) and summarises it.
+pub async fn run_row(
+    shared: &Arc<RunShared>,
+    row_index: usize,
+    row: &Row,
+) -> Result<RowResult, RowSetupError> {
+    let seed = row_seed(shared.options.seed, row_index);
+    let prepared = Arc::new(PreparedRow::build(shared, row, seed)?);
+    let started_wall = jiff::Timestamp::now();
+    let started = Instant::now();
+    let mut execution = RowExecution::new(
+        row_index,
+        row.clone(),
+        &shared.run_name,
+        started,
+        started_wall,
+    );
+    shared
+        .observer
+        .row_started(row_index, row, &execution.base_name());
+    let request_tag = execution.row_uuid.simple().to_string()[..12].to_string();
+    let timeout = Duration::from_secs_f64(shared.options.request_timeout_seconds);
+    let send = {
+        let shared = Arc::clone(shared);
+        let prepared = Arc::clone(&prepared);
+        let model = row.model.clone();
+        move |index: u32, intended: Option<Instant>| {
+            let shared = Arc::clone(&shared);
+            let prepared = Arc::clone(&prepared);
+            let model = model.clone();
+            let request_id = format!("{request_tag}-{row_index}-{index}");
+            async move {
+                let (request, prompt) = prepared.request(index);
+                shared.observer.request_started(row_index);
+                let measurement = shared.client.send(request, &request_id, timeout).await;
+                if let Some(error) = &measurement.error
+                    && matches!(error.kind, ErrorKind::Http(401 | 403))
+                {
+                    let _ = shared.auth_failure.set(format!(
+                        "the endpoint rejected the credentials (HTTP {}): {}",
+                        error.kind.code(),
+                        error.message
+                    ));
+                    shared.stop.stop();
+                }
+                let context = RequestContext {
+                    request_idx: index,
+                    request_id,
+                    model,
+                    prompt_name: prompt.name.to_string(),
+                    prompt_tokens: prompt.tokens,
+                    intended_send: intended,
+                };
+                let record = RequestRecord::from_measurement(
+                    &context,
+                    &measurement,
+                    &*shared.tokenizer,
+                    started,
+                );
+                shared.observer.request_finished(row_index, &record);
+                (index, record)
+            }
+        }
+    };
+    let context = LoadContext {
+        send,
+        num_requests: row.num_requests,
+        deadline: started + Duration::from_secs_f64(shared.options.timeout_seconds),
+        stop: Arc::clone(&shared.stop),
+    };
+    let monitor = HealthMonitor::start();
+    let outcome: LoadOutcome<RequestRecord> = match row.load() {
+        Some(Load::Rate { qps, distribution }) => {
+            let offsets = arrival_offsets(row.num_requests, qps, distribution, seed);
+            open_loop(context, &offsets).await
+        }
+        Some(Load::Concurrency(concurrency)) => closed_loop(context, concurrency).await,
+        // Validation rejects such rows; a plan that skipped it still runs them closed-loop at 1.
+        None => closed_loop(context, row.concurrency.unwrap_or(1)).await,
+    };
+    execution.client_health = monitor.finish();
+    execution.records = outcome.finished;
+    execution.ended = outcome.ended;
+    execution.not_sent = outcome.not_sent;
+    Ok(execution.finish())
+}

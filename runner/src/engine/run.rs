@@ -1,0 +1,340 @@
+//! Running a whole plan: set up the endpoint, client, tokenizer and output folders, run the rows
+//! in order, write each row's files as it finishes, keep the consolidated table and manifest
+//! current, and decide how the run ended.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::client::{ClientError, ClientOptions, EndpointClient};
+use crate::engine::endpoint::{EndpointError, ReadyEndpoint, prepare_endpoint};
+use crate::engine::load::StopSignal;
+use crate::engine::observer::{RunObserver, RunStarted};
+use crate::engine::row::{RunShared, run_row};
+use crate::image::ImageSet;
+use crate::input::InputErrors;
+use crate::input::validate::validate_plan;
+use crate::output::OutputError;
+use crate::output::consolidated::{ConsolidatedPaths, ConsolidatedTable};
+use crate::output::manifest::{ManifestExit, RunManifest, write_manifest};
+use crate::output::naming::default_run_name;
+use crate::output::row_files::{run_dir, write_row_files};
+use crate::plan::Plan;
+use crate::prompt::PromptBuilder;
+use crate::report::{RowReport, RunOutcome, RunReport};
+use crate::summary::{RowOutcome, RowSummary};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+/// Default folder of per-row files when the plan names none.
+pub const DEFAULT_OUTPUT_FILES_DIR: &str = "coebench-results/output_files";
+/// Default folder of consolidated tables when the plan names none.
+pub const DEFAULT_CONSOLIDATED_RESULTS_DIR: &str = "coebench-results/consolidated_results";
+
+/// Where the plan came from, for messages and the manifest.
+#[derive(Debug, Clone, Default)]
+pub struct PlanSource {
+    /// The file (or `command line`) the plan was read from.
+    pub description: String,
+    /// A native plan file.
+    pub plan_path: Option<String>,
+    /// A kit `config.yaml`.
+    pub config_path: Option<String>,
+    /// The kit's model-configs CSV.
+    pub model_configs_path: Option<String>,
+}
+
+/// Settings of a run that are not part of the plan.
+pub struct RunSettings {
+    /// Where the plan came from.
+    pub source: PlanSource,
+    /// Reads an environment variable (credentials are read through it only).
+    pub env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    /// Ground-truth log of an in-process simulator.
+    pub simulator_truth_log: Option<PathBuf>,
+    /// Client options.
+    pub client: ClientOptions,
+}
+
+/// A run that could not start. Nothing was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The plan is invalid.
+    #[error("{0}")]
+    InvalidInput(#[from] InputErrors),
+    /// The endpoint could not be set up.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The tokenizer could not be loaded.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// An output folder could not be created or written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
+/// How a run went.
+#[derive(Debug)]
+pub struct RunResult {
+    /// Name of the run.
+    pub run_name: String,
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// A message for runs that did not succeed.
+    pub message: Option<String>,
+    /// Folder of the per-row files and `run.json`.
+    pub run_dir: PathBuf,
+    /// The consolidated table's files, once at least one row finished.
+    pub consolidated: Option<ConsolidatedPaths>,
+    /// One summary per plan row, in plan order (rows that did not run included).
+    pub rows: Vec<RowSummary>,
+}
+
+impl RunResult {
+    /// The process exit code for this outcome (documented in `coebench --help`).
+    pub fn exit_code(&self) -> u8 {
+        exit_code(self.outcome)
+    }
+
+    /// The compact report for the operator.
+    pub fn report(&self) -> RunReport {
+        RunReport {
+            version: 1,
+            run_name: self.run_name.clone(),
+            outcome: self.outcome,
+            results_path: Some(self.run_dir.display().to_string()),
+            rows: self
+                .rows
+                .iter()
+                .map(RowSummary::row_report)
+                .collect::<Vec<RowReport>>(),
+            rows_omitted: 0,
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// The exit code of each outcome: 0 succeeded, 1 failed, 2 invalid input, 3 authentication
+/// failed, 4 every request failed, 5 interrupted.
+pub fn exit_code(outcome: RunOutcome) -> u8 {
+    match outcome {
+        RunOutcome::Succeeded => 0,
+        RunOutcome::Failed => 1,
+        RunOutcome::InvalidInput => 2,
+        RunOutcome::AuthenticationFailed => 3,
+        RunOutcome::AllRequestsFailed => 4,
+        RunOutcome::Interrupted => 5,
+    }
+}
+
+/// Runs `plan` to the end, or until `stop` is signalled.
+pub async fn run_plan(
+    plan: Plan,
+    settings: RunSettings,
+    observer: Arc<dyn RunObserver>,
+    stop: Arc<StopSignal>,
+) -> Result<RunResult, RunError> {
+    let ready: ReadyEndpoint = prepare_endpoint(
+        &plan.endpoint,
+        &*settings.env,
+        settings.simulator_truth_log.as_deref(),
+    )
+    .await?;
+    validate_plan(&plan, &settings.source.description, ready.catalog())?;
+    let tokenizer = Arc::new(match &plan.options.tokenizer {
+        Some(path) => Tokenizer::from_file(path)?,
+        None => Tokenizer::embedded(),
+    });
+    let client = EndpointClient::new(ready.resolved().clone(), settings.client.clone())?;
+    let started_wall = jiff::Timestamp::now();
+    let run_name = plan
+        .output
+        .run_name
+        .clone()
+        .unwrap_or_else(|| default_run_name(started_wall));
+    let output_files_dir = PathBuf::from(
+        plan.output
+            .output_files_dir
+            .as_deref()
+            .unwrap_or(DEFAULT_OUTPUT_FILES_DIR),
+    );
+    let consolidated_dir = PathBuf::from(
+        plan.output
+            .consolidated_results_dir
+            .as_deref()
+            .unwrap_or(DEFAULT_CONSOLIDATED_RESULTS_DIR),
+    );
+    let run_dir = run_dir(&output_files_dir, &run_name);
+    create_dir(&run_dir)?;
+    create_dir(&consolidated_dir)?;
+    let mut manifest = RunManifest::new(&run_name, started_wall, &plan.endpoint);
+    manifest.set_plan(&plan);
+    manifest.inputs.plan_path = settings.source.plan_path.clone();
+    manifest.inputs.config_path = settings.source.config_path.clone();
+    manifest.inputs.model_configs_path = settings.source.model_configs_path.clone();
+    write_manifest(&run_dir, &manifest)?;
+
+    observer.run_started(&RunStarted {
+        run_name: run_name.clone(),
+        rows: plan.rows.len(),
+        endpoint: ready.describe(),
+        run_dir: run_dir.clone(),
+    });
+    let shared = Arc::new(RunShared {
+        client,
+        prompts: PromptBuilder::new(Arc::clone(&tokenizer)),
+        tokenizer,
+        images: ImageSet::new(),
+        options: plan.options.clone(),
+        run_name: run_name.clone(),
+        observer: Arc::clone(&observer),
+        stop: Arc::clone(&stop),
+        auth_failure: Arc::new(OnceLock::new()),
+    });
+    let mut table = ConsolidatedTable::new(&run_name);
+    let mut consolidated = None;
+    let mut summaries = Vec::with_capacity(plan.rows.len());
+    let mut write_failures = Vec::new();
+    for (row_index, row) in plan.rows.iter().enumerate() {
+        if stop.is_stopped() {
+            summaries.push(RowSummary::not_run(
+                row_index,
+                row,
+                &run_name,
+                jiff::Timestamp::now(),
+            ));
+            continue;
+        }
+        if row_index > 0 && plan.options.time_delay_seconds > 0.0 {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs_f64(plan.options.time_delay_seconds)) => {}
+                () = stop.stopped() => {}
+            }
+            if stop.is_stopped() {
+                summaries.push(RowSummary::not_run(
+                    row_index,
+                    row,
+                    &run_name,
+                    jiff::Timestamp::now(),
+                ));
+                continue;
+            }
+        }
+        let summary = match run_row(&shared, row_index, row).await {
+            Ok(result) => {
+                let files = match write_row_files(&run_dir, &result) {
+                    Ok(files) => Some(files),
+                    Err(e) => {
+                        tracing::error!(row = row_index, "cannot write the row's files: {e}");
+                        write_failures.push(e.to_string());
+                        None
+                    }
+                };
+                observer.row_finished(&result.summary, files.as_ref());
+                result.summary
+            }
+            Err(e) => {
+                tracing::error!(row = row_index, model = %row.model, "row not run: {e}");
+                let summary =
+                    RowSummary::not_run(row_index, row, &run_name, jiff::Timestamp::now());
+                observer.row_finished(&summary, None);
+                summary
+            }
+        };
+        table.insert(&summary);
+        manifest.set_row(&summary);
+        summaries.push(summary);
+        match table.write(&consolidated_dir) {
+            Ok(paths) => consolidated = Some(paths),
+            Err(e) => {
+                tracing::error!("cannot write the consolidated table: {e}");
+                write_failures.push(e.to_string());
+            }
+        }
+        if let Err(e) = write_manifest(&run_dir, &manifest) {
+            tracing::error!("cannot write run.json: {e}");
+            write_failures.push(e.to_string());
+        }
+    }
+    let (outcome, message) = decide_outcome(
+        &summaries,
+        shared.auth_failure.get(),
+        stop.is_stopped(),
+        &write_failures,
+    );
+    manifest.finish(
+        jiff::Timestamp::now(),
+        ManifestExit {
+            outcome,
+            code: i32::from(exit_code(outcome)),
+            message: message.clone(),
+        },
+    );
+    if let Err(e) = write_manifest(&run_dir, &manifest) {
+        tracing::error!("cannot write run.json: {e}");
+    }
+    ready.shutdown().await;
+    Ok(RunResult {
+        run_name,
+        outcome,
+        message,
+        run_dir,
+        consolidated,
+        rows: summaries,
+    })
+}
+
+fn create_dir(dir: &Path) -> Result<(), OutputError> {
+    std::fs::create_dir_all(dir).map_err(|source| OutputError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn decide_outcome(
+    rows: &[RowSummary],
+    auth_failure: Option<&String>,
+    stopped: bool,
+    write_failures: &[String],
+) -> (RunOutcome, Option<String>) {
+    if let Some(message) = auth_failure {
+        return (RunOutcome::AuthenticationFailed, Some(message.clone()));
+    }
+    if stopped {
+        return (
+            RunOutcome::Interrupted,
+            Some("the run was interrupted; rows that finished were written".into()),
+        );
+    }
+    if let Some(first) = write_failures.first() {
+        return (
+            RunOutcome::Failed,
+            Some(format!("results could not be written: {first}")),
+        );
+    }
+    let sent: u32 = rows.iter().map(|r| r.num_requests_started).sum();
+    let completed: u32 = rows.iter().map(|r| r.num_completed_requests).sum();
+    if completed == 0 {
+        let mut codes: Vec<String> = rows
+            .iter()
+            .flat_map(|r| r.error_code_frequency.keys().cloned())
+            .collect();
+        codes.sort();
+        codes.dedup();
+        let why = if sent == 0 {
+            "no request was sent".to_string()
+        } else {
+            format!("every request failed (error codes: {})", codes.join(", "))
+        };
+        return (RunOutcome::AllRequestsFailed, Some(why));
+    }
+    let not_run = rows
+        .iter()
+        .filter(|r| r.outcome == RowOutcome::NotRun)
+        .count();
+    let message =
+        (not_run > 0).then(|| format!("{not_run} row(s) could not be prepared; see the log"));
+    (RunOutcome::Succeeded, message)
+}

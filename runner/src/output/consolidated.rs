@@ -1,0 +1,203 @@
+//! The consolidated table of a run: one row per plan row, in plan order, written as
+//! `consolidated_results_<run_name>.xlsx` (the kit's spreadsheet), `.csv` and `.json`.
+//!
+//! The engine inserts each row's summary as the row finishes and may rewrite the files after
+//! every row, so an interrupted run still has a table; every write is atomic. The xlsx and csv
+//! write list and dict cells as Python's `str()` like the kit; the json writes them as JSON
+//! arrays and objects. The columns are defined in [`super::columns`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+
+use super::OutputError;
+use super::atomic::{to_json_pretty, write_atomic};
+use super::columns::{self, Cell};
+use super::naming::{consolidated_stem, python_float_str};
+use crate::summary::RowSummary;
+
+/// Excel's limit on the characters of one cell.
+const XLSX_MAX_CELL_CHARS: usize = 32_767;
+
+/// Name of the worksheet, pandas' default.
+const SHEET_NAME: &str = "Sheet1";
+
+/// The consolidated table of a run, built up row by row.
+#[derive(Debug, Clone, Default)]
+pub struct ConsolidatedTable {
+    run_name: String,
+    rows: BTreeMap<usize, Vec<Cell>>,
+}
+
+/// Where the table was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsolidatedPaths {
+    /// The spreadsheet.
+    pub xlsx: PathBuf,
+    /// The same table as CSV.
+    pub csv: PathBuf,
+    /// The same table as a JSON array of objects.
+    pub json: PathBuf,
+}
+
+impl ConsolidatedTable {
+    /// An empty table for the run `run_name`.
+    pub fn new(run_name: impl Into<String>) -> Self {
+        ConsolidatedTable {
+            run_name: run_name.into(),
+            rows: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a row's summary, replacing any earlier one for the same row index.
+    pub fn insert(&mut self, summary: &RowSummary) {
+        self.rows.insert(summary.row_index, columns::cells(summary));
+    }
+
+    /// Number of rows in the table.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The paths the table is written to in `dir`.
+    pub fn paths(&self, dir: &Path) -> ConsolidatedPaths {
+        let stem = consolidated_stem(&self.run_name);
+        ConsolidatedPaths {
+            xlsx: dir.join(format!("{stem}.xlsx")),
+            csv: dir.join(format!("{stem}.csv")),
+            json: dir.join(format!("{stem}.json")),
+        }
+    }
+
+    /// Writes (or rewrites) the xlsx, csv and json files in `dir`, each atomically.
+    pub fn write(&self, dir: &Path) -> Result<ConsolidatedPaths, OutputError> {
+        let paths = self.paths(dir);
+        let xlsx = self.to_xlsx().map_err(|source| OutputError::Xlsx {
+            path: paths.xlsx.clone(),
+            source,
+        })?;
+        write_atomic(&paths.xlsx, &xlsx)?;
+        let csv = self.to_csv().map_err(|source| OutputError::Csv {
+            path: paths.csv.clone(),
+            source,
+        })?;
+        write_atomic(&paths.csv, &csv)?;
+        let json = to_json_pretty(&JsonTable(self)).map_err(|source| OutputError::Json {
+            path: paths.json.clone(),
+            source,
+        })?;
+        write_atomic(&paths.json, &json)?;
+        Ok(paths)
+    }
+
+    /// The spreadsheet's bytes: a bold header row, then one row per plan row.
+    pub fn to_xlsx(&self) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+        let mut workbook = rust_xlsxwriter::Workbook::new();
+        let bold = rust_xlsxwriter::Format::new().set_bold();
+        let sheet = workbook.add_worksheet();
+        sheet.set_name(SHEET_NAME)?;
+        for (col, name) in columns::header().into_iter().enumerate() {
+            sheet.write_string_with_format(0, col_index(col), name, &bold)?;
+        }
+        for (row, cells) in self.rows.values().enumerate() {
+            let row = u32::try_from(row + 1).unwrap_or(u32::MAX);
+            for (col, cell) in cells.iter().enumerate() {
+                let col = col_index(col);
+                match cell {
+                    Cell::Empty => {}
+                    Cell::Number(x) => {
+                        sheet.write_number(row, col, *x)?;
+                    }
+                    Cell::Int(n) => {
+                        sheet.write_number(row, col, *n as f64)?;
+                    }
+                    Cell::Bool(b) => {
+                        sheet.write_boolean(row, col, *b)?;
+                    }
+                    Cell::Text(text) => {
+                        sheet.write_string(row, col, fit_cell(text))?;
+                    }
+                    other => {
+                        let text = other.python_text().unwrap_or_default();
+                        sheet.write_string(row, col, fit_cell(&text))?;
+                    }
+                }
+            }
+        }
+        workbook.save_to_buffer()
+    }
+
+    /// The CSV bytes: header, then one line per plan row; numbers as Python prints them.
+    pub fn to_csv(&self) -> Result<Vec<u8>, csv::Error> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.write_record(columns::header())?;
+        for cells in self.rows.values() {
+            writer.write_record(cells.iter().map(csv_field))?;
+        }
+        writer.into_inner().map_err(|e| e.into_error().into())
+    }
+}
+
+fn col_index(col: usize) -> u16 {
+    u16::try_from(col).unwrap_or(u16::MAX)
+}
+
+/// Cuts text to Excel's cell limit (at a character boundary).
+fn fit_cell(text: &str) -> &str {
+    match text.char_indices().nth(XLSX_MAX_CELL_CHARS) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
+fn csv_field(cell: &Cell) -> String {
+    match cell {
+        Cell::Empty => String::new(),
+        Cell::Number(x) => python_float_str(*x),
+        Cell::Int(n) => n.to_string(),
+        Cell::Bool(b) => if *b { "True" } else { "False" }.to_string(),
+        Cell::Text(text) => text.clone(),
+        other => other.python_text().unwrap_or_default(),
+    }
+}
+
+/// The table as a JSON array of objects, keys in column order.
+struct JsonTable<'a>(&'a ConsolidatedTable);
+
+impl Serialize for JsonTable<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let header = columns::header();
+        let mut seq = serializer.serialize_seq(Some(self.0.rows.len()))?;
+        for cells in self.0.rows.values() {
+            seq.serialize_element(&JsonRow(&header, cells))?;
+        }
+        seq.end()
+    }
+}
+
+struct JsonRow<'a>(&'a [&'static str], &'a [Cell]);
+
+impl Serialize for JsonRow<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, cell) in self.0.iter().zip(self.1) {
+            match cell {
+                Cell::Empty => map.serialize_entry(name, &())?,
+                Cell::Number(x) => map.serialize_entry(name, &x.is_finite().then_some(*x))?,
+                Cell::Int(n) => map.serialize_entry(name, n)?,
+                Cell::Bool(b) => map.serialize_entry(name, b)?,
+                Cell::Text(text) => map.serialize_entry(name, text)?,
+                Cell::IntList(items) => map.serialize_entry(name, items)?,
+                Cell::IntMap(items) => map.serialize_entry(name, items)?,
+                Cell::CountMap(items) => map.serialize_entry(name, items)?,
+            }
+        }
+        map.end()
+    }
+}

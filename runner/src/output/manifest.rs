@@ -1,0 +1,201 @@
+//! The run manifest, `run.json` in the run folder: what was run, against which endpoint, when,
+//! how each row went and which files it wrote, and how the run ended.
+//!
+//! The engine fills a [`RunManifest`] as the run goes and may rewrite it after every row. It
+//! never holds credentials: URLs are stored without user info or query string.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::OutputError;
+use super::atomic::write_json_atomic;
+use super::naming::MANIFEST_FILE;
+use crate::plan::{ApiKind, EndpointSpec, Plan};
+use crate::report::RunOutcome;
+use crate::summary::{RowOutcome, RowSummary};
+
+/// Contents of `run.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    /// Version of coebench that ran.
+    pub coebench_version: String,
+    /// Name of the run.
+    pub run_name: String,
+    /// When the run started, RFC 3339 UTC.
+    pub started_at: String,
+    /// When the run ended, RFC 3339 UTC; `None` while it runs.
+    pub ended_at: Option<String>,
+    /// What the run was given.
+    pub inputs: ManifestInputs,
+    /// The endpoint benchmarked.
+    pub endpoint: ManifestEndpoint,
+    /// One entry per plan row that has an outcome, in plan order.
+    pub rows: Vec<ManifestRow>,
+    /// How the run ended; `None` while it runs.
+    pub exit: Option<ManifestExit>,
+}
+
+/// The inputs of a run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ManifestInputs {
+    /// The plan as run (endpoint URL redacted).
+    pub plan: Option<Plan>,
+    /// Path of a native plan file, if one was given.
+    pub plan_path: Option<String>,
+    /// Path of the kit's `config.yaml`, if one was given.
+    pub config_path: Option<String>,
+    /// Path of the kit's model-configs CSV, if one was given.
+    pub model_configs_path: Option<String>,
+}
+
+/// The endpoint of a run, without credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestEndpoint {
+    /// API flavour.
+    pub api: ApiKind,
+    /// URL without user info or query string.
+    pub url: Option<String>,
+}
+
+/// How one row went and where its files are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRow {
+    /// Position in the plan.
+    pub row_index: usize,
+    /// Model.
+    pub model: String,
+    /// Outcome.
+    pub outcome: RowOutcome,
+    /// The row's UUID.
+    pub row_uuid: String,
+    /// Summary file name (in the run folder); `None` when the row did not run.
+    pub summary_file: Option<String>,
+    /// Per-request file name (in the run folder); `None` when the row did not run.
+    pub individual_responses_file: Option<String>,
+    /// Requests sent.
+    pub num_requests_started: u32,
+    /// Requests that succeeded.
+    pub num_completed_requests: u32,
+    /// Requests that failed.
+    pub number_errors: u32,
+    /// Requests never sent.
+    pub num_requests_not_sent: u32,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestExit {
+    /// Outcome, as in the operator's report.
+    pub outcome: RunOutcome,
+    /// Process exit code.
+    pub code: i32,
+    /// Short message for failed runs.
+    pub message: Option<String>,
+}
+
+impl RunManifest {
+    /// A manifest for a run that started at `started`, with the endpoint's URL redacted and no
+    /// rows yet.
+    pub fn new(
+        run_name: impl Into<String>,
+        started: jiff::Timestamp,
+        endpoint: &EndpointSpec,
+    ) -> Self {
+        RunManifest {
+            coebench_version: env!("CARGO_PKG_VERSION").to_string(),
+            run_name: run_name.into(),
+            started_at: crate::record::utc_timestamp(started),
+            ended_at: None,
+            inputs: ManifestInputs::default(),
+            endpoint: ManifestEndpoint {
+                api: endpoint.api,
+                url: endpoint.url.as_deref().map(redact_url),
+            },
+            rows: Vec::new(),
+            exit: None,
+        }
+    }
+
+    /// Records the plan, with its endpoint URL redacted.
+    pub fn set_plan(&mut self, plan: &Plan) {
+        let mut plan = plan.clone();
+        plan.endpoint.url = plan.endpoint.url.as_deref().map(redact_url);
+        self.inputs.plan = Some(plan);
+    }
+
+    /// Records a row's outcome, replacing an earlier entry for the same row.
+    pub fn set_row(&mut self, summary: &RowSummary) {
+        let row = ManifestRow::from_summary(summary);
+        self.rows.retain(|r| r.row_index != row.row_index);
+        let at = self.rows.partition_point(|r| r.row_index < row.row_index);
+        self.rows.insert(at, row);
+    }
+
+    /// Records the end of the run.
+    pub fn finish(&mut self, ended: jiff::Timestamp, exit: ManifestExit) {
+        self.ended_at = Some(crate::record::utc_timestamp(ended));
+        self.exit = Some(exit);
+    }
+}
+
+impl ManifestRow {
+    /// The manifest entry of a row.
+    pub fn from_summary(summary: &RowSummary) -> Self {
+        let ran = summary.outcome != RowOutcome::NotRun;
+        ManifestRow {
+            row_index: summary.row_index,
+            model: summary.model.clone(),
+            outcome: summary.outcome,
+            row_uuid: summary.row_uuid.to_string(),
+            summary_file: ran.then(|| summary.summary_file()),
+            individual_responses_file: ran.then(|| summary.individual_responses_file()),
+            num_requests_started: summary.num_requests_started,
+            num_completed_requests: summary.num_completed_requests,
+            number_errors: summary.number_errors,
+            num_requests_not_sent: summary.num_requests_not_sent,
+        }
+    }
+}
+
+/// `url` without user info (`user:key@`) and without query string or fragment.
+pub fn redact_url(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or_default();
+    match without_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            let host = authority.rsplit('@').next().unwrap_or_default();
+            format!("{scheme}://{host}{path}")
+        }
+        None => without_query.to_string(),
+    }
+}
+
+/// Writes `run.json` into `run_dir`, atomically.
+pub fn write_manifest(run_dir: &Path, manifest: &RunManifest) -> Result<PathBuf, OutputError> {
+    let path = run_dir.join(MANIFEST_FILE);
+    write_json_atomic(&path, manifest)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_credentials() {
+        assert_eq!(
+            redact_url("https://user:secret@api.example.com/v1?key=abc#x"),
+            "https://api.example.com/v1"
+        );
+        assert_eq!(
+            redact_url("https://api.sambanova.ai/v1"),
+            "https://api.sambanova.ai/v1"
+        );
+        assert_eq!(redact_url("http://h:8080"), "http://h:8080");
+        assert_eq!(redact_url("not a url?k=v"), "not a url");
+    }
+}

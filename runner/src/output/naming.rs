@@ -1,0 +1,192 @@
+//! The kit's file names (kit-reference 6.1), so tools that parse them keep working.
+//!
+//! A row's base name is `synthetic_<idx>_<model>[_multimodal_<size>]_<in>_<out>_<concurrency>
+//! _stream_<uuid>` for closed-loop rows and `realworkload_<idx>_<model>[_multimodal_<size>]
+//! _<in>_<out>_<qps>_<distribution>_stream_<uuid>` for open-loop rows, where `_` in the model
+//! becomes `-` and the whole name is then sanitised the kit's way. Only names are built here.
+
+use crate::plan::{Load, Row};
+
+/// Suffix of a row's per-request file.
+pub const INDIVIDUAL_RESPONSES_SUFFIX: &str = "_individual_responses.json";
+/// Suffix of a row's summary file.
+pub const SUMMARY_SUFFIX: &str = "_summary.json";
+/// File name of the run manifest in the run folder.
+pub const MANIFEST_FILE: &str = "run.json";
+
+/// The load a row runs with: its concurrency when set (the kit's HEAD bundle runner lets
+/// concurrency win when both are set), else its rate, else concurrency 0 (such rows are
+/// rejected by input validation before a run).
+pub fn effective_load(row: &Row) -> Load {
+    match (row.concurrency, row.load()) {
+        (Some(c), _) => Load::Concurrency(c),
+        (None, Some(load)) => load,
+        (None, None) => Load::Concurrency(0),
+    }
+}
+
+/// The kit's sanitising: runs of characters other than word characters and `-` become one `-`
+/// (`re.sub(r'[^\w\d-]+', '-', s)`), then runs of `-` collapse (`re.sub(r'-{2,}', '-', s)`).
+pub fn sanitize(name: &str) -> String {
+    let mut replaced = String::with_capacity(name.len());
+    let mut in_run = false;
+    for c in name.chars() {
+        if c.is_alphanumeric() || c == '_' || c == '-' {
+            replaced.push(c);
+            in_run = false;
+        } else if !in_run {
+            replaced.push('-');
+            in_run = true;
+        }
+    }
+    let mut collapsed = String::with_capacity(replaced.len());
+    for c in replaced.chars() {
+        if !(c == '-' && collapsed.ends_with('-')) {
+            collapsed.push(c);
+        }
+    }
+    collapsed
+}
+
+/// Python's `str(x)` of a float: shortest round-trip digits, at least one decimal in fixed
+/// notation (`1.0`, `0.5`), scientific below 1e-4 and from 1e16 (`1e-05`, `1e+16`).
+pub fn python_float_str(x: f64) -> String {
+    if x.is_nan() {
+        return "nan".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0.0" } else { "0.0" }.into();
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits, e.g. `1.2345e3`, `5e-1`.
+    let sci = format!("{:e}", x.abs());
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let sign = if x < 0.0 { "-" } else { "" };
+    if !(-4..16).contains(&exponent) {
+        let (first, rest) = digits.split_at(1);
+        let fraction = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let exp_sign = if exponent < 0 { '-' } else { '+' };
+        return format!("{sign}{first}{fraction}e{exp_sign}{:02}", exponent.abs());
+    }
+    if exponent < 0 {
+        let zeros = "0".repeat((-exponent - 1) as usize);
+        return format!("{sign}0.{zeros}{digits}");
+    }
+    let int_len = exponent as usize + 1;
+    if digits.len() <= int_len {
+        let zeros = "0".repeat(int_len - digits.len());
+        format!("{sign}{digits}{zeros}.0")
+    } else {
+        let (int_part, fraction) = digits.split_at(int_len);
+        format!("{sign}{int_part}.{fraction}")
+    }
+}
+
+/// The base name of a row's files (see the module documentation).
+pub fn row_base_name(row_index: usize, row: &Row, uuid: &uuid::Uuid) -> String {
+    let model = row.model.replace('_', "-");
+    let multimodal = row
+        .image_size
+        .map(|size| format!("_multimodal_{}", size.as_str()))
+        .unwrap_or_default();
+    let (input, output) = (row.input_tokens, row.output_tokens);
+    let raw = match effective_load(row) {
+        Load::Concurrency(c) => {
+            format!("synthetic_{row_index}_{model}{multimodal}_{input}_{output}_{c}_stream_{uuid}")
+        }
+        Load::Rate { qps, distribution } => format!(
+            "realworkload_{row_index}_{model}{multimodal}_{input}_{output}_{}_{}_stream_{uuid}",
+            python_float_str(qps),
+            distribution.as_str()
+        ),
+    };
+    sanitize(&raw)
+}
+
+/// `<base>_individual_responses.json`.
+pub fn individual_responses_file(base: &str) -> String {
+    format!("{base}{INDIVIDUAL_RESPONSES_SUFFIX}")
+}
+
+/// `<base>_summary.json`.
+pub fn summary_file(base: &str) -> String {
+    format!("{base}{SUMMARY_SUFFIX}")
+}
+
+/// `consolidated_results_<run_name>`: the consolidated table's file name without extension.
+pub fn consolidated_stem(run_name: &str) -> String {
+    format!("consolidated_results_{run_name}")
+}
+
+/// The kit's default run name: the local start time as `YYYYmmdd-HHMMSS.ffffff`.
+pub fn default_run_name(started: jiff::Timestamp) -> String {
+    started
+        .to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y%m%d-%H%M%S.%6f")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_float_strings() {
+        let cases = [
+            (1.0, "1.0"),
+            (0.5, "0.5"),
+            (2.5, "2.5"),
+            (10.0, "10.0"),
+            (0.1, "0.1"),
+            (123.456, "123.456"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1e16, "1e+16"),
+            (1234567890123456.0, "1234567890123456.0"),
+            (-0.25, "-0.25"),
+            (0.0, "0.0"),
+        ];
+        for (x, expected) in cases {
+            assert_eq!(python_float_str(x), expected, "{x}");
+        }
+    }
+
+    #[test]
+    fn default_run_names_look_like_the_kits() {
+        let name = default_run_name(jiff::Timestamp::from_second(1_700_000_000).unwrap());
+        assert_eq!(name.len(), "YYYYmmdd-HHMMSS.ffffff".len(), "{name}");
+        assert_eq!((&name[8..9], &name[15..]), ("-", ".000000"), "{name}");
+        assert_eq!(
+            effective_load(&Row {
+                model: "m".into(),
+                input_tokens: 1,
+                output_tokens: 1,
+                num_requests: 1,
+                concurrency: Some(4),
+                qps: Some(2.0),
+                qps_distribution: None,
+                image_size: None,
+                max_sequence_length: None,
+            }),
+            Load::Concurrency(4),
+            "concurrency wins, as in the kit's HEAD runner"
+        );
+    }
+
+    #[test]
+    fn sanitising_is_the_kits() {
+        assert_eq!(sanitize("Meta-Llama-3.3-70B"), "Meta-Llama-3-3-70B");
+        assert_eq!(sanitize("a/b..c - d"), "a-b-c-d");
+        assert_eq!(sanitize("x__y"), "x__y");
+        assert_eq!(sanitize("é.ü"), "é-ü");
+    }
+}
