@@ -21,19 +21,40 @@ pub struct Leadership {
     lease: String,
 }
 
-/// Joins the election for Lease `namespace/name` as `identity`.
+/// Joins the election for Lease `namespace/name` as `identity`, with the default timing
+/// ([`LEASE_DURATION_SECONDS`], [`LEASE_GRACE_SECONDS`]).
 pub async fn join(
     client: Client,
     namespace: &str,
     name: &str,
     identity: &str,
 ) -> Result<Leadership> {
+    join_with(
+        client,
+        namespace,
+        name,
+        identity,
+        LEASE_DURATION_SECONDS,
+        LEASE_GRACE_SECONDS,
+    )
+    .await
+}
+
+/// Like [`join`], with the Lease's duration and renewal grace in seconds (grace < duration).
+pub async fn join_with(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    identity: &str,
+    duration_seconds: u64,
+    grace_seconds: u64,
+) -> Result<Leadership> {
     let lease = format!("{namespace}/{name}");
     let manager = LeaseManagerBuilder::new(client, name)
         .with_namespace(namespace)
         .with_identity(identity)
-        .with_duration(LEASE_DURATION_SECONDS)
-        .with_grace(LEASE_GRACE_SECONDS)
+        .with_duration(duration_seconds)
+        .with_grace(grace_seconds)
         .with_field_manager(crate::controller::FIELD_MANAGER)
         .build()
         .await

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::support::*;
 
+mod lease;
 mod rbac;
 
 fn condition<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'c Condition> {
