@@ -1,0 +1,466 @@
+//! The run reconciler: a `CoeBenchmarkRun` becomes a plan ConfigMap and a runner Job, and the
+//! Job's end becomes the run's status.
+//!
+//! Steps, each idempotent (a restarted operator repeats them without duplicating anything):
+//! 1. validate the plan (`Valid`); an invalid plan fails the run, since its spec is immutable;
+//! 2. before the Job exists, check the Secret, its key and the PersistentVolumeClaim; wait for
+//!    them at most `dependencyTimeout` (`JobCreated=False` meanwhile), then fail;
+//! 3. create the ConfigMap and the Job under deterministic names (AlreadyExists is success);
+//! 4. read the Job and its Pods ([`observe`](super::observe)) into phase, conditions and, at the
+//!    end, the per-row summary of the runner's report; a stuck run fails and its Job is deleted.
+//!
+//! A finished run is never touched again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coebench_runner::input::validate::{UnknownCatalog, validate_plan};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use super::observe::{Limits, Observation, observe};
+use super::{Context, is_conflict, is_not_found, publish_transitions, write_status};
+use crate::conditions::{NewCondition, Status, is_true, set_condition, types};
+use crate::crd::{CoeBenchmarkRun, CoeBenchmarkRunStatus, LABEL_RUN, RunPhase};
+use crate::error::{Error, Result};
+use crate::resources::configmap::build_config_map;
+use crate::resources::job::build_job;
+use crate::resources::{job_name, plan_config_map_name, results_relative_dir};
+use crate::status::{Outcome, row_summary, ttft_display};
+
+const CONTROLLER: &str = "run";
+
+/// Reconciles one run.
+#[tracing::instrument(skip_all, fields(run = %run.name_any(), namespace = run.namespace().unwrap_or_default()))]
+pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let name = run.name_any();
+    let namespace = run.namespace().ok_or_else(|| Error::MissingField {
+        object: format!("CoeBenchmarkRun {name}"),
+        field: "metadata.namespace",
+    })?;
+    let before = run.status.clone();
+    if before
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(RunPhase::is_finished)
+    {
+        return Ok(Action::await_change());
+    }
+    let mut step = Step {
+        status: before.clone().unwrap_or_default(),
+        generation: run.metadata.generation,
+        now: ctx.now(),
+    };
+    step.fill_static(&run, &namespace);
+    let action = advance(&run, &namespace, &ctx, &mut step).await?;
+
+    let api: Api<CoeBenchmarkRun> = Api::namespaced(ctx.client.clone(), &namespace);
+    if write_status(&api, &name, before.as_ref(), &step.status).await? {
+        let old = before.map(|s| s.conditions).unwrap_or_default();
+        publish_transitions(&ctx, &*run, &old, &step.status.conditions, CONTROLLER).await;
+        if let Some(phase) = step.status.phase.filter(|p| p.is_finished()) {
+            let reason = step.final_reason().unwrap_or_default();
+            ctx.metrics.run_finished(phase, &reason);
+        }
+    }
+    Ok(action)
+}
+
+/// Requeues a failed reconcile after a short delay, and counts the failure.
+pub fn error_policy(_run: Arc<CoeBenchmarkRun>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_error(CONTROLLER, error.metric_label());
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The status being built by one reconcile.
+struct Step {
+    status: CoeBenchmarkRunStatus,
+    generation: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+}
+
+impl Step {
+    fn set(&mut self, type_: &str, status: Status, reason: &str, message: &str) {
+        set_condition(
+            &mut self.status.conditions,
+            NewCondition {
+                type_,
+                status,
+                reason,
+                message,
+            },
+            self.generation,
+            self.now,
+        );
+    }
+
+    /// Fields that follow from the spec alone.
+    fn fill_static(&mut self, run: &CoeBenchmarkRun, namespace: &str) {
+        let name = run.name_any();
+        let s = &mut self.status;
+        s.observed_generation = self.generation;
+        s.phase.get_or_insert(RunPhase::Pending);
+        s.row_count = Some(run.spec.rows.len() as u32);
+        s.job_name = Some(job_name(&name));
+        match &run.spec.results {
+            Some(results) => {
+                let rel = results_relative_dir(
+                    Some(results),
+                    namespace,
+                    run.spec.benchmark.as_deref(),
+                    &name,
+                );
+                s.results_path = Some(format!(
+                    "{}:/{rel}/",
+                    results.persistent_volume_claim.claim_name
+                ));
+                s.results_note = None;
+            }
+            None => {
+                s.results_path = None;
+                s.results_note = Some(
+                    "results are not kept: spec.results is not set, so the runner writes to an emptyDir deleted with its Pod; status.rows keeps each row's headline numbers".into(),
+                );
+            }
+        }
+    }
+
+    fn waiting(&mut self, reason: &str, message: &str) {
+        self.status.phase = Some(RunPhase::Pending);
+        self.set(types::RUNNING, Status::False, reason, message);
+    }
+
+    /// Ends the run.
+    fn finish(&mut self, outcome: &Outcome, finished_at: Option<Time>) {
+        let s = &mut self.status;
+        s.phase = Some(if outcome.succeeded {
+            RunPhase::Succeeded
+        } else {
+            RunPhase::Failed
+        });
+        s.completion_time = Some(finished_at.unwrap_or(Time(self.now)));
+        let (type_, message) = if outcome.succeeded {
+            (types::COMPLETE, outcome.message.as_str())
+        } else {
+            (types::FAILED, outcome.message.as_str())
+        };
+        self.set(type_, Status::True, outcome.reason, message);
+        let ran = is_true(&self.status.conditions, types::JOB_CREATED);
+        if ran {
+            self.set(
+                types::RUNNING,
+                Status::False,
+                "Finished",
+                "the runner is no longer running",
+            );
+        }
+    }
+
+    fn final_reason(&self) -> Option<String> {
+        [types::COMPLETE, types::FAILED].iter().find_map(|t| {
+            crate::conditions::find(&self.status.conditions, t)
+                .filter(|c| c.status == "True")
+                .map(|c| c.reason.clone())
+        })
+    }
+}
+
+async fn advance(
+    run: &CoeBenchmarkRun,
+    namespace: &str,
+    ctx: &Context,
+    step: &mut Step,
+) -> Result<Action> {
+    let name = run.name_any();
+    let poll = Action::requeue(ctx.settings.poll_interval);
+
+    // 1. The plan.
+    let plan = crate::resources::configmap::build_plan(run, namespace);
+    let source = format!("CoeBenchmarkRun {namespace}/{name}");
+    if let Err(errors) = validate_plan(&plan, &source, &UnknownCatalog) {
+        let message = join_errors(&errors.0);
+        step.set(types::VALID, Status::False, "InvalidPlan", &message);
+        let outcome = Outcome {
+            succeeded: false,
+            reason: "InvalidPlan",
+            message: format!("the plan is invalid: {message}"),
+        };
+        step.finish(&outcome, None);
+        return Ok(Action::await_change());
+    }
+    let rows = run.spec.rows.len();
+    step.set(
+        types::VALID,
+        Status::True,
+        "Validated",
+        &format!(
+            "the plan has {rows} row{}",
+            if rows == 1 { "" } else { "s" }
+        ),
+    );
+
+    // 2-3. The Job.
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let job_name = job_name(&name);
+    let job = match jobs
+        .get_opt(&job_name)
+        .await
+        .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?
+    {
+        Some(job) => job,
+        None => {
+            if is_true(&step.status.conditions, types::JOB_CREATED) {
+                let outcome = Outcome {
+                    succeeded: false,
+                    reason: "JobDeleted",
+                    message: format!(
+                        "the Job {job_name} was deleted before the operator saw it finish (by hand, or by ttlSecondsAfterFinished while the operator was down); results on the volume may be incomplete"
+                    ),
+                };
+                step.finish(&outcome, None);
+                return Ok(Action::await_change());
+            }
+            if let Some((reason, message)) = missing_dependency(run, namespace, ctx).await? {
+                let created = run.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                let waited = created
+                    .map(|c| Duration::try_from(step.now.duration_since(c)).unwrap_or_default())
+                    .unwrap_or_default();
+                if waited > ctx.settings.dependency_timeout {
+                    step.set(types::JOB_CREATED, Status::False, reason, &message);
+                    let outcome = Outcome {
+                        succeeded: false,
+                        reason,
+                        message: format!(
+                            "{message} (waited {} s)",
+                            ctx.settings.dependency_timeout.as_secs()
+                        ),
+                    };
+                    step.finish(&outcome, None);
+                    return Ok(Action::await_change());
+                }
+                step.set(types::JOB_CREATED, Status::False, reason, &message);
+                step.waiting("WaitingForDependencies", &message);
+                return Ok(poll);
+            }
+            create_children(run, namespace, ctx).await?;
+            step.set(
+                types::JOB_CREATED,
+                Status::True,
+                "JobCreated",
+                &format!(
+                    "created Job {job_name} and ConfigMap {}",
+                    plan_config_map_name(&name)
+                ),
+            );
+            step.waiting("JobPending", "waiting for the Job to create the runner Pod");
+            return Ok(poll);
+        }
+    };
+    step.set(
+        types::JOB_CREATED,
+        Status::True,
+        "JobCreated",
+        &format!(
+            "created Job {job_name} and ConfigMap {}",
+            plan_config_map_name(&name)
+        ),
+    );
+    if step.status.start_time.is_none() {
+        step.status.start_time = job.status.as_ref().and_then(|s| s.start_time.clone());
+    }
+
+    // 4. What the Job and its Pods say.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_RUN}={name}")))
+        .await
+        .map_err(Error::kube(format!(
+            "list the Pods of run {namespace}/{name}"
+        )))?
+        .items;
+    let limits = Limits {
+        image_pull: ctx.settings.image_pull_timeout,
+        container_config: ctx.settings.dependency_timeout,
+        unschedulable: ctx.settings.unschedulable_timeout,
+        deadline_grace: ctx.settings.poll_interval * 6,
+    };
+    match observe(&job, &pods, step.now, &limits) {
+        Observation::Waiting { reason, message } => {
+            step.waiting(reason, &message);
+            Ok(poll)
+        }
+        Observation::Running { started } => {
+            step.status.phase = Some(RunPhase::Running);
+            if step.status.start_time.is_none() {
+                step.status.start_time = started;
+            }
+            step.set(
+                types::RUNNING,
+                Status::True,
+                "Started",
+                "the runner is running",
+            );
+            Ok(poll)
+        }
+        Observation::Stuck { reason, message } => {
+            tracing::info!(%reason, "run is stuck; deleting its Job");
+            match jobs.delete(&job_name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(Error::kube(format!("delete Job {namespace}/{job_name}"))(e)),
+            }
+            let outcome = Outcome {
+                succeeded: false,
+                reason,
+                message,
+            };
+            step.finish(&outcome, None);
+            Ok(Action::await_change())
+        }
+        Observation::Finished {
+            outcome,
+            report,
+            exit_code,
+            finished_at,
+        } => {
+            step.status.exit_code = exit_code;
+            if let Some(report) = &report {
+                step.status.rows = report.rows.iter().map(row_summary).collect();
+                step.status.rows_omitted = (report.rows_omitted > 0).then_some(report.rows_omitted);
+                step.status.ttft_p50 = ttft_display(&step.status.rows);
+            }
+            step.finish(&outcome, finished_at);
+            results_written(step, run, report.is_some());
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Sets `ResultsWritten` once the run has ended.
+fn results_written(step: &mut Step, run: &CoeBenchmarkRun, reported: bool) {
+    let succeeded = step.status.phase == Some(RunPhase::Succeeded);
+    let (status, reason, message) = match (&run.spec.results, reported, succeeded) {
+        (None, _, _) => (
+            Status::False,
+            "ResultsNotKept",
+            "spec.results is not set: the files were written to an emptyDir and deleted with the Pod".to_string(),
+        ),
+        (Some(_), true, _) | (Some(_), false, true) => (
+            Status::True,
+            "ResultsOnVolume",
+            format!(
+                "the run's files are in {}",
+                step.status.results_path.clone().unwrap_or_default()
+            ),
+        ),
+        (Some(_), false, false) => (
+            Status::Unknown,
+            "ReportMissing",
+            "the runner left no report, so whether it wrote files is unknown; check the volume and `kubectl logs`".to_string(),
+        ),
+    };
+    step.set(types::RESULTS_WRITTEN, status, reason, &message);
+}
+
+/// The first missing Secret, Secret key or claim, as (reason, message).
+async fn missing_dependency(
+    run: &CoeBenchmarkRun,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Option<(&'static str, String)>> {
+    if let Some(secret_ref) = &run.spec.endpoint.api_key_secret_ref {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+        let secret = secrets
+            .get_opt(&secret_ref.name)
+            .await
+            .map_err(Error::kube(format!(
+                "read Secret {namespace}/{}",
+                secret_ref.name
+            )))?;
+        let Some(secret) = secret else {
+            return Ok(Some((
+                "SecretNotFound",
+                format!(
+                    "Secret {namespace}/{} (endpoint.apiKeySecretRef) does not exist; create it with `kubectl create secret generic {} -n {namespace} --from-literal={}=<api key>`",
+                    secret_ref.name, secret_ref.name, secret_ref.key
+                ),
+            )));
+        };
+        let has_key = secret
+            .data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(&secret_ref.key))
+            || secret
+                .string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(&secret_ref.key));
+        if !has_key {
+            return Ok(Some((
+                "SecretKeyNotFound",
+                format!(
+                    "Secret {namespace}/{} has no key {:?} (endpoint.apiKeySecretRef.key); add it or fix the key name",
+                    secret_ref.name, secret_ref.key
+                ),
+            )));
+        }
+    }
+    if let Some(results) = &run.spec.results {
+        let claim = &results.persistent_volume_claim.claim_name;
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+        let found = claims.get_opt(claim).await.map_err(Error::kube(format!(
+            "read PersistentVolumeClaim {namespace}/{claim}"
+        )))?;
+        if found.is_none() {
+            return Ok(Some((
+                "VolumeClaimNotFound",
+                format!(
+                    "PersistentVolumeClaim {namespace}/{claim} (results.persistentVolumeClaim) does not exist; create it, or remove spec.results to not keep files"
+                ),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Creates the plan ConfigMap and the Job; an existing one (same deterministic name) is kept.
+async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) -> Result<()> {
+    let config_map = build_config_map(run)?;
+    let cm_name = config_map.name_any();
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    match config_maps
+        .create(&PostParams::default(), &config_map)
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_conflict(&e) => {}
+        Err(e) => {
+            return Err(Error::kube(format!(
+                "create ConfigMap {namespace}/{cm_name}"
+            ))(e));
+        }
+    }
+    let job = build_job(run, &ctx.settings.job)?;
+    let job_name = job.name_any();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    match jobs.create(&PostParams::default(), &job).await {
+        Ok(_) => tracing::info!(job = %job_name, "created the runner Job"),
+        Err(e) if is_conflict(&e) => {}
+        Err(e) => return Err(Error::kube(format!("create Job {namespace}/{job_name}"))(e)),
+    }
+    Ok(())
+}
+
+/// Every problem, joined; at most 10, then how many more.
+pub(crate) fn join_errors(errors: &[coebench_runner::input::InputError]) -> String {
+    let mut parts: Vec<String> = errors.iter().take(10).map(|e| e.to_string()).collect();
+    if errors.len() > 10 {
+        parts.push(format!("and {} more", errors.len() - 10));
+    }
+    parts.join("; ")
+}

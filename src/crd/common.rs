@@ -1,0 +1,208 @@
+//! Types shared by both resources: the endpoint, the runner Pod settings, the results volume,
+//! run phases and the per-row result summary.
+
+use std::collections::BTreeMap;
+
+use coebench_runner::plan::ApiKind;
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The endpoint to benchmark: which API it speaks, where it is, and the Secret with its key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.api in ['sncloud', 'sambastudio'] ? has(self.apiKeySecretRef) : true").message("endpoint.apiKeySecretRef is required for api sncloud and sambastudio: name the Secret and key that hold the API key"))]
+#[x_kube(validation = Rule::new("self.api in ['sambastudio', 'openai'] ? has(self.url) : true").message("endpoint.url is required for api sambastudio and openai"))]
+pub struct Endpoint {
+    /// The API flavour: `sncloud`, `sambastudio`, `openai`, or `simulator` (the runner's
+    /// built-in simulated endpoint, which needs no URL or key: handy for demos).
+    pub api: ApiKind,
+    /// Base URL (`sncloud`: default `https://api.sambanova.ai/v1`; `openai`: the API base, e.g.
+    /// `http://vllm:8000/v1`; `sambastudio`: the endpoint URL). Unused for `simulator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("endpoint.url must start with http:// or https://"))]
+    pub url: Option<String>,
+    /// The Secret key holding the API key; the runner Pod reads it as `COEBENCH_API_KEY`.
+    /// Required for `sncloud` and `sambastudio`, optional for `openai`, unused for `simulator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A key in a Secret of the resource's namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// A key in a ConfigMap of the resource's namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the ConfigMap.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// When the kubelet pulls the runner image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ImagePullPolicy {
+    /// Pull on every start.
+    Always,
+    /// Pull only when the node lacks the image.
+    IfNotPresent,
+    /// Never pull; the image must be on the node.
+    Never,
+}
+
+impl ImagePullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Settings of the runner Pod. Every field is optional.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerSpec {
+    /// Runner image. Default: the operator's `--runner-image`. A run records the image it used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: Option<String>,
+    /// Image pull policy. Default: Kubernetes' (`Always` for `:latest`, else `IfNotPresent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+    /// Compute resources. Default: requests of 500m CPU and 512Mi memory, no limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node selector of the runner Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations of the runner Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Affinity of the runner Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Service account of the runner Pod. Default: the namespace's `default`; the runner never
+    /// calls the Kubernetes API, so its token is not mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+    /// Extra environment variables of the runner container (e.g. `RUST_LOG`, proxies).
+    /// `COEBENCH_API_KEY` is set by the operator and cannot be overridden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    #[x_kube(validation = Rule::new("self.all(e, e.name != 'COEBENCH_API_KEY')").message("runner.env must not set COEBENCH_API_KEY: use endpoint.apiKeySecretRef"))]
+    pub env: Option<Vec<EnvVar>>,
+    /// Secrets for pulling the runner image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+}
+
+/// Where results are kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultsSpec {
+    /// The volume holding results; each run writes under
+    /// `<subPath>/<namespace>/<benchmark>/<run>/`.
+    pub persistent_volume_claim: PersistentVolumeClaimRef,
+    /// Folder inside the volume. Default: the volume's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..')").message("results.subPath must be a relative path without '..'"))]
+    pub sub_path: Option<String>,
+}
+
+/// A PersistentVolumeClaim in the resource's namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistentVolumeClaimRef {
+    /// Name of the claim.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+}
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RunPhase {
+    /// Waiting for its Job's Pod to start (or for a Secret, a volume, an image).
+    Pending,
+    /// The runner is running.
+    Running,
+    /// The runner finished every row.
+    Succeeded,
+    /// The run ended without results for every row; the `Failed` condition says why.
+    Failed,
+}
+
+impl RunPhase {
+    /// The Kubernetes-style spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Pending => "Pending",
+            RunPhase::Running => "Running",
+            RunPhase::Succeeded => "Succeeded",
+            RunPhase::Failed => "Failed",
+        }
+    }
+
+    /// Whether the run is over.
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunPhase::Succeeded | RunPhase::Failed)
+    }
+}
+
+/// A row's headline numbers, from the runner's report. Latencies in seconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RowSummary {
+    /// Model name.
+    pub model: String,
+    /// Input tokens per request.
+    pub input_tokens: u32,
+    /// Output tokens per request.
+    pub output_tokens: u32,
+    /// Concurrency of a closed-loop row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Requests per second of an open-loop row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qps: Option<f64>,
+    /// Requests that completed.
+    pub completed: u32,
+    /// Requests that failed.
+    pub errors: u32,
+    /// Median client-side time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ttft_p50_seconds: Option<f64>,
+    /// Median server-reported time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ttft_p50_seconds: Option<f64>,
+    /// Median client-side end-to-end latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e_p50_seconds: Option<f64>,
+    /// Median per-request output tokens per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens_per_second_p50: Option<f64>,
+    /// Estimated model-switching time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switching_time_seconds: Option<f64>,
+}

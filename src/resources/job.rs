@@ -1,0 +1,503 @@
+//! The runner Job of a run: one Pod running `coebench run` on the plan ConfigMap, with the API
+//! key from the Secret, the results volume, and a Pod Security "restricted" security context.
+//!
+//! Deadline formula (`activeDeadlineSeconds`): every row may send for `timeoutSeconds` and then
+//! wait `requestTimeoutSeconds` for its last requests, with `timeDelaySeconds` between rows, plus
+//! a fixed margin for image pull and start-up:
+//! `rows × (timeoutSeconds + requestTimeoutSeconds) + (rows − 1) × timeDelaySeconds + margin`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::CoeBenchmarkRun;
+use crate::error::{Error, Result};
+use crate::resources::configmap::{API_KEY_ENV, PLAN_DIR, PLAN_KEY, run_dirs};
+use crate::resources::{RESULTS_MOUNT, job_name, plan_config_map_name, run_labels};
+
+/// Name of the runner container (the operator reads its termination state).
+pub const RUNNER_CONTAINER: &str = "runner";
+/// User and group the runner runs as when the image does not say (distroless `nonroot`).
+pub const RUNNER_UID: i64 = 65532;
+/// Default `ttlSecondsAfterFinished`: one day, so the Pod (and the report in its termination
+/// message) outlives any reasonable operator downtime.
+pub const DEFAULT_TTL_SECONDS_AFTER_FINISHED: i32 = 86_400;
+/// Default start-up margin of the deadline, in seconds.
+pub const DEFAULT_DEADLINE_MARGIN_SECONDS: i64 = 300;
+
+/// Operator-wide defaults the Job builder needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobDefaults {
+    /// Image used when the run names none.
+    pub runner_image: String,
+    /// `ttlSecondsAfterFinished` when the run sets none.
+    pub ttl_seconds_after_finished: i32,
+    /// Start-up margin added to the deadline.
+    pub deadline_margin_seconds: i64,
+}
+
+impl Default for JobDefaults {
+    fn default() -> Self {
+        JobDefaults {
+            runner_image: default_runner_image(),
+            ttl_seconds_after_finished: DEFAULT_TTL_SECONDS_AFTER_FINISHED,
+            deadline_margin_seconds: DEFAULT_DEADLINE_MARGIN_SECONDS,
+        }
+    }
+}
+
+/// The runner image matching this operator's version.
+pub fn default_runner_image() -> String {
+    format!("ghcr.io/coebench/coebench:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// `activeDeadlineSeconds` of a run (see the module docs for the formula).
+pub fn active_deadline_seconds(run: &CoeBenchmarkRun, margin: i64) -> i64 {
+    let rows = run.spec.rows.len().max(1) as f64;
+    let o = &run.spec.options;
+    let positive = |v: f64| if v.is_finite() && v > 0.0 { v } else { 0.0 };
+    let seconds = rows * (positive(o.timeout_seconds) + positive(o.request_timeout_seconds))
+        + (rows - 1.0) * positive(o.time_delay_seconds);
+    // Cap at ~10 years: beyond that the number means "no deadline" anyway.
+    (seconds.ceil().min(315_360_000.0) as i64) + margin
+}
+
+/// The runner's arguments.
+pub fn runner_args(run: &CoeBenchmarkRun, namespace: &str) -> Vec<String> {
+    let dirs = run_dirs(run, namespace);
+    [
+        "run",
+        "--plan",
+        &format!("{PLAN_DIR}/{PLAN_KEY}"),
+        "--run-name",
+        &run.name_any(),
+        "--output-files-dir",
+        &dirs.output_files_dir,
+        "--consolidated-results-dir",
+        &dirs.consolidated_results_dir,
+        "--report-file",
+        "/dev/termination-log",
+        "--log-format",
+        "json",
+        "--no-progress",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect()
+}
+
+/// The runner Job of `run`, owned by it.
+pub fn build_job(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Result<Job> {
+    let name = run.name_any();
+    let namespace = run.namespace().ok_or_else(|| Error::MissingField {
+        object: format!("CoeBenchmarkRun {name}"),
+        field: "metadata.namespace",
+    })?;
+    let owner = run
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::MissingField {
+            object: format!("CoeBenchmarkRun {namespace}/{name}"),
+            field: "metadata.uid",
+        })?;
+    let runner = &run.spec.runner;
+    let labels = run_labels(run);
+
+    let mut env: Vec<EnvVar> = runner.env.clone().unwrap_or_default();
+    env.retain(|e| e.name != API_KEY_ENV);
+    env.push(EnvVar {
+        name: "HOME".into(),
+        value: Some("/tmp".into()),
+        ..EnvVar::default()
+    });
+    if let Some(secret) = &run.spec.endpoint.api_key_secret_ref {
+        env.push(EnvVar {
+            name: API_KEY_ENV.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name.clone(),
+                    key: secret.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+
+    let results_volume = match &run.spec.results {
+        Some(results) => Volume {
+            name: "results".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: results.persistent_volume_claim.claim_name.clone(),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        },
+        None => Volume {
+            name: "results".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    };
+    let volumes = vec![
+        Volume {
+            name: "plan".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: plan_config_map_name(&name),
+                items: Some(vec![KeyToPath {
+                    key: PLAN_KEY.into(),
+                    path: PLAN_KEY.into(),
+                    ..KeyToPath::default()
+                }]),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        results_volume,
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("1Gi".into())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    };
+
+    let container = Container {
+        name: RUNNER_CONTAINER.into(),
+        image: Some(
+            runner
+                .image
+                .clone()
+                .unwrap_or_else(|| defaults.runner_image.clone()),
+        ),
+        image_pull_policy: runner.image_pull_policy.map(|p| p.as_str().to_string()),
+        command: Some(vec!["coebench".into()]),
+        args: Some(runner_args(run, &namespace)),
+        env: Some(env),
+        resources: Some(runner.resources.clone().unwrap_or_else(default_resources)),
+        volume_mounts: Some(vec![
+            mount("plan", PLAN_DIR, true),
+            mount("results", RESULTS_MOUNT, false),
+            mount("tmp", "/tmp", false),
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(runtime_default()),
+            ..SecurityContext::default()
+        }),
+        termination_message_path: Some("/dev/termination-log".into()),
+        termination_message_policy: Some("File".into()),
+        ..Container::default()
+    };
+
+    let pod = PodSpec {
+        restart_policy: Some("Never".into()),
+        service_account_name: runner.service_account_name.clone(),
+        automount_service_account_token: Some(false),
+        image_pull_secrets: runner.image_pull_secrets.clone(),
+        node_selector: runner.node_selector.clone(),
+        tolerations: runner.tolerations.clone(),
+        affinity: runner.affinity.clone(),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUNNER_UID),
+            run_as_group: Some(RUNNER_UID),
+            fs_group: Some(RUNNER_UID),
+            seccomp_profile: Some(runtime_default()),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![container],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    };
+
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(&name)),
+            namespace: Some(namespace),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(active_deadline_seconds(
+                run,
+                defaults.deadline_margin_seconds,
+            )),
+            ttl_seconds_after_finished: Some(
+                run.spec
+                    .ttl_seconds_after_finished
+                    .unwrap_or(defaults.ttl_seconds_after_finished),
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
+/// Requests of a runner without `runner.resources`: 500m CPU and 512Mi memory, no limits.
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("500m".into())),
+            ("memory".to_string(), Quantity("512Mi".into())),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::crd::{
+        CoeBenchmarkRunSpec, Endpoint, PersistentVolumeClaimRef, ResultsSpec, RunTrigger,
+        RunnerSpec, SecretKeyRef, TriggerKind,
+    };
+    use coebench_runner::plan::{ApiKind, Row, RunOptions};
+
+    pub(crate) fn sample_run() -> CoeBenchmarkRun {
+        let row = Row {
+            model: "Meta-Llama-3.3-70B-Instruct".into(),
+            input_tokens: 1000,
+            output_tokens: 100,
+            num_requests: 16,
+            concurrency: Some(4),
+            qps: None,
+            qps_distribution: None,
+            image_size: None,
+            max_sequence_length: None,
+        };
+        let mut run = CoeBenchmarkRun::new(
+            "bench-1",
+            CoeBenchmarkRunSpec {
+                benchmark: Some("bench".into()),
+                trigger: RunTrigger {
+                    kind: TriggerKind::Initial,
+                    value: None,
+                    sequence: Some(1),
+                },
+                endpoint: Endpoint {
+                    api: ApiKind::Sncloud,
+                    url: None,
+                    api_key_secret_ref: Some(SecretKeyRef {
+                        name: "sn-key".into(),
+                        key: "apiKey".into(),
+                    }),
+                },
+                rows: vec![row.clone(), row],
+                options: RunOptions {
+                    timeout_seconds: 600.0,
+                    time_delay_seconds: 10.0,
+                    request_timeout_seconds: 60.0,
+                    ..RunOptions::default()
+                },
+                runner: RunnerSpec {
+                    image: Some("registry.local/coebench:1".into()),
+                    ..RunnerSpec::default()
+                },
+                results: Some(ResultsSpec {
+                    persistent_volume_claim: PersistentVolumeClaimRef {
+                        claim_name: "results".into(),
+                    },
+                    sub_path: Some("perf".into()),
+                }),
+                ttl_seconds_after_finished: None,
+            },
+        );
+        run.metadata.namespace = Some("team-a".into());
+        run.metadata.uid = Some("uid-run-1".into());
+        run
+    }
+
+    fn container(job: &Job) -> &Container {
+        &job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+    }
+
+    #[test]
+    fn the_job_runs_the_runner_once_with_its_contract_flags() {
+        let job = build_job(&sample_run(), &JobDefaults::default()).unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("bench-1"));
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(
+            spec.ttl_seconds_after_finished,
+            Some(DEFAULT_TTL_SECONDS_AFTER_FINISHED)
+        );
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = container(&job);
+        assert_eq!(c.image.as_deref(), Some("registry.local/coebench:1"));
+        assert_eq!(c.command.as_deref(), Some(&["coebench".to_string()][..]));
+        assert_eq!(
+            c.args.as_ref().unwrap().join(" "),
+            "run --plan /etc/coebench/plan.json --run-name bench-1 \
+             --output-files-dir /results/perf/team-a/bench \
+             --consolidated-results-dir /results/perf/team-a/bench/bench-1 \
+             --report-file /dev/termination-log --log-format json --no-progress"
+        );
+        assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(labels["coebench.dev/run"], "bench-1");
+        assert_eq!(labels["coebench.dev/benchmark"], "bench");
+    }
+
+    #[test]
+    fn the_api_key_comes_from_the_secret_and_cannot_be_overridden() {
+        let mut run = sample_run();
+        run.spec.runner.env = Some(vec![
+            EnvVar {
+                name: "COEBENCH_API_KEY".into(),
+                value: Some("leak".into()),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "RUST_LOG".into(),
+                value: Some("debug".into()),
+                ..EnvVar::default()
+            },
+        ]);
+        let job = build_job(&run, &JobDefaults::default()).unwrap();
+        let env = container(&job).env.as_ref().unwrap();
+        let keys: Vec<_> = env.iter().filter(|e| e.name == API_KEY_ENV).collect();
+        assert_eq!(keys.len(), 1);
+        let selector = keys[0]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (selector.name.as_str(), selector.key.as_str()),
+            ("sn-key", "apiKey")
+        );
+        assert!(env.iter().any(|e| e.name == "RUST_LOG"));
+    }
+
+    #[test]
+    fn the_pod_meets_pod_security_restricted() {
+        let job = build_job(&sample_run(), &JobDefaults::default()).unwrap();
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        let sc = container(&job).security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let mounts: Vec<_> = container(&job)
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(mounts, ["/etc/coebench", "/results", "/tmp"]);
+    }
+
+    #[test]
+    fn results_use_the_claim_or_an_empty_dir() {
+        let job = build_job(&sample_run(), &JobDefaults::default()).unwrap();
+        let volumes = job.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+        assert_eq!(
+            volumes[1]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
+            "results"
+        );
+        let mut run = sample_run();
+        run.spec.results = None;
+        let job = build_job(&run, &JobDefaults::default()).unwrap();
+        let volumes = job.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+        assert!(volumes[1].empty_dir.is_some());
+    }
+
+    #[test]
+    fn the_deadline_covers_every_row_its_requests_and_the_delays() {
+        // 2 rows × (600 + 60) + 1 × 10 + 300.
+        assert_eq!(active_deadline_seconds(&sample_run(), 300), 1630);
+        let job = build_job(&sample_run(), &JobDefaults::default()).unwrap();
+        assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(1630));
+    }
+
+    #[test]
+    fn the_simulator_needs_no_key() {
+        let mut run = sample_run();
+        run.spec.endpoint = Endpoint {
+            api: ApiKind::Simulator,
+            url: None,
+            api_key_secret_ref: None,
+        };
+        let job = build_job(&run, &JobDefaults::default()).unwrap();
+        assert!(
+            !container(&job)
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.name == API_KEY_ENV)
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! Pure builders of what a run creates: its plan ConfigMap and its runner Job, plus the names,
+//! labels and paths they share. Nothing here talks to the API server, so every object can be
+//! checked field by field in unit tests.
+
+pub mod configmap;
+pub mod job;
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+
+use crate::crd::{
+    CoeBenchmarkRun, LABEL_BENCHMARK, LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY, ResultsSpec,
+};
+
+/// Name of the `n`-th run of `benchmark` (n = 1, 2, ...): `<benchmark>-<n>`.
+pub fn run_name(benchmark: &str, n: u64) -> String {
+    format!("{benchmark}-{n}")
+}
+
+/// Name of a run's plan ConfigMap: `<run>-plan`.
+pub fn plan_config_map_name(run: &str) -> String {
+    format!("{run}-plan")
+}
+
+/// Name of a run's Job: the run's own name.
+pub fn job_name(run: &str) -> String {
+    run.to_string()
+}
+
+/// Folder segment of standalone runs (a run without a benchmark); not a valid object name, so it
+/// cannot clash with a benchmark's.
+pub const STANDALONE_FOLDER: &str = "_standalone";
+
+/// Where the results volume is mounted in the runner container.
+pub const RESULTS_MOUNT: &str = "/results";
+
+/// The run's folder relative to the volume: `<subPath>/<namespace>/<benchmark>/<run>`.
+pub fn results_relative_dir(
+    results: Option<&ResultsSpec>,
+    namespace: &str,
+    benchmark: Option<&str>,
+    run: &str,
+) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    if let Some(sub) = results.and_then(|r| r.sub_path.as_deref()) {
+        let sub = sub.trim_matches('/');
+        if !sub.is_empty() {
+            parts.push(sub);
+        }
+    }
+    parts.push(namespace);
+    parts.push(benchmark.unwrap_or(STANDALONE_FOLDER));
+    parts.push(run);
+    parts.join("/")
+}
+
+/// Labels of everything a run creates (Job, Pod, ConfigMap).
+pub fn run_labels(run: &CoeBenchmarkRun) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "coebench-runner".to_string(),
+        ),
+        (LABEL_RUN.to_string(), run.name_any()),
+    ]);
+    if let Some(benchmark) = &run.spec.benchmark {
+        labels.insert(LABEL_BENCHMARK.to_string(), benchmark.clone());
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::PersistentVolumeClaimRef;
+
+    #[test]
+    fn names_are_deterministic() {
+        assert_eq!(run_name("llama", 3), "llama-3");
+        assert_eq!(plan_config_map_name("llama-3"), "llama-3-plan");
+        assert_eq!(job_name("llama-3"), "llama-3");
+    }
+
+    #[test]
+    fn results_dirs_nest_namespace_benchmark_and_run() {
+        let results = ResultsSpec {
+            persistent_volume_claim: PersistentVolumeClaimRef {
+                claim_name: "c".into(),
+            },
+            sub_path: Some("/bench/".into()),
+        };
+        assert_eq!(
+            results_relative_dir(Some(&results), "ns", Some("b"), "b-1"),
+            "bench/ns/b/b-1"
+        );
+        assert_eq!(
+            results_relative_dir(None, "ns", None, "r"),
+            "ns/_standalone/r"
+        );
+    }
+}

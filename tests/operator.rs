@@ -1,0 +1,6 @@
+//! The operator's integration tests, in one test binary: controller scenarios against the
+//! in-process fake API server, and an end-to-end test on a real cluster (ignored by default).
+
+mod e2e;
+mod scenarios;
+mod support;

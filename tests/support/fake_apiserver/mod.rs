@@ -1,0 +1,537 @@
+//! An in-process, stateful fake Kubernetes API server, good enough for the real
+//! `kube::runtime::Controller` to run against it with no cluster.
+//!
+//! It serves a `kube::Client` through `tower::service_fn` (no sockets) and keeps every object in
+//! a store keyed by (apiVersion/plural, namespace, name), with a cluster-wide resourceVersion
+//! counter like etcd's. Verbs:
+//! - GET one object; LIST with `labelSelector` (`k=v`, `k!=v`, `k`, `!k`, `k in (a,b)`) and
+//!   `fieldSelector` (`metadata.name`, `metadata.namespace`), across namespaces too;
+//! - WATCH (`?watch=true`): newline-delimited ADDED/MODIFIED/DELETED events after the requested
+//!   `resourceVersion` (replayed from history, then live), plus a BOOKMARK when asked;
+//! - POST (409 AlreadyExists on a duplicate; sets uid, resourceVersion, creationTimestamp,
+//!   generation; ignores `status` of kinds with a status subresource; `generateName`);
+//! - PATCH merge / strategic (as merge) / apply (as merge, creating when missing) / JSON patch,
+//!   on the object or its `/status` subresource; a no-op patch changes nothing and emits nothing;
+//! - PUT (409 Conflict on a stale resourceVersion), on the object or `/status`;
+//! - DELETE: finalizers set `deletionTimestamp`; otherwise the object goes (DELETED event) and
+//!   so do its dependents, by ownerReference uid (the garbage collector).
+//!
+//! Errors are `metav1.Status` bodies, so kube maps them to `kube::Error::Api`. There is no Job
+//! controller or kubelet: tests play them with [`FakeApiServer::start_job_pod`],
+//! [`FakeApiServer::terminate_pod`], [`FakeApiServer::mark_job`] and friends. Every request is
+//! logged ([`FakeApiServer::requests`]).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::combinators::UnsyncBoxBody;
+use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+mod http_api;
+mod select;
+
+use http_api::handle;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// One request as the fake saw it.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    /// HTTP method.
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// The query string.
+    pub query: String,
+    /// The status code answered.
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    resource: String,
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug)]
+struct StoredEvent {
+    rv: u64,
+    resource: String,
+    namespace: String,
+    type_: &'static str,
+    object: Value,
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<Key, Value>,
+    rv: u64,
+    uid: u64,
+    history: Vec<StoredEvent>,
+    requests: Vec<RequestRecord>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    events: broadcast::Sender<StoredEvent>,
+}
+
+/// The fake API server. Cheap to clone; clones share the store.
+#[derive(Clone)]
+pub struct FakeApiServer {
+    inner: Arc<Inner>,
+}
+
+impl Default for FakeApiServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `apiVersion/plural` of a kube resource type, the store's resource key.
+pub fn resource_of<K: Resource<DynamicType = ()>>() -> String {
+    format!("{}/{}", K::api_version(&()), K::plural(&()))
+}
+
+fn kind_of(plural: &str) -> &'static str {
+    match plural {
+        "pods" => "Pod",
+        "configmaps" => "ConfigMap",
+        "secrets" => "Secret",
+        "persistentvolumeclaims" => "PersistentVolumeClaim",
+        "jobs" => "Job",
+        "events" => "Event",
+        "leases" => "Lease",
+        "namespaces" => "Namespace",
+        "coebenchmarks" => "CoeBenchmark",
+        "coebenchmarkruns" => "CoeBenchmarkRun",
+        _ => "Unknown",
+    }
+}
+
+fn has_status_subresource(plural: &str) -> bool {
+    matches!(
+        plural,
+        "pods" | "jobs" | "persistentvolumeclaims" | "coebenchmarks" | "coebenchmarkruns"
+    )
+}
+
+fn plural_of(resource: &str) -> &str {
+    resource.rsplit('/').next().unwrap_or(resource)
+}
+
+fn api_version_of(resource: &str) -> &str {
+    resource.rsplit_once('/').map(|(v, _)| v).unwrap_or("")
+}
+
+fn status_body(code: u16, reason: &str, message: String) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code
+    })
+}
+
+fn now_string() -> String {
+    Timestamp::now().to_string()
+}
+
+/// RFC 7386 merge of `patch` into `target`.
+pub fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().expect("object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+/// A parsed request path.
+impl State {
+    fn next_rv(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    fn emit(
+        &mut self,
+        events: &broadcast::Sender<StoredEvent>,
+        type_: &'static str,
+        key: &Key,
+        object: Value,
+    ) {
+        let event = StoredEvent {
+            rv: self.rv,
+            resource: key.resource.clone(),
+            namespace: key.namespace.clone(),
+            type_,
+            object,
+        };
+        self.history.push(event.clone());
+        let _ = events.send(event);
+    }
+
+    /// Stores `object` under `key` as a new version, emitting ADDED or MODIFIED.
+    fn store(
+        &mut self,
+        events: &broadcast::Sender<StoredEvent>,
+        key: &Key,
+        mut object: Value,
+    ) -> Value {
+        let rv = self.next_rv();
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let type_ = if self.objects.contains_key(key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.objects.insert(key.clone(), object.clone());
+        self.emit(events, type_, key, object.clone());
+        object
+    }
+
+    /// Removes `key` and, recursively, every object it owns.
+    fn remove(&mut self, events: &broadcast::Sender<StoredEvent>, key: &Key) -> Option<Value> {
+        let mut object = self.objects.remove(key)?;
+        let rv = self.next_rv();
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.emit(events, "DELETED", key, object.clone());
+        if let Some(uid) = object["metadata"]["uid"].as_str() {
+            let dependents: Vec<Key> = self
+                .objects
+                .iter()
+                .filter(|(_, o)| {
+                    o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for dependent in dependents {
+                self.remove(events, &dependent);
+            }
+        }
+        Some(object)
+    }
+
+    /// Fills server-set fields of a new object.
+    fn prepare_new(&mut self, key: &Key, mut object: Value) -> Value {
+        self.uid += 1;
+        let plural = plural_of(&key.resource);
+        if object["apiVersion"].is_null() {
+            object["apiVersion"] = json!(api_version_of(&key.resource));
+        }
+        if object["kind"].is_null() {
+            object["kind"] = json!(kind_of(plural));
+        }
+        let meta = &mut object["metadata"];
+        meta["name"] = json!(key.name);
+        if !key.namespace.is_empty() {
+            meta["namespace"] = json!(key.namespace);
+        }
+        meta["uid"] = json!(format!("uid-{:06}", self.uid));
+        meta["creationTimestamp"] = json!(now_string());
+        meta["generation"] = json!(1);
+        object
+    }
+}
+
+fn spec_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("metadata");
+            o.remove("status");
+        }
+        v
+    };
+    strip(old) != strip(new)
+}
+
+impl FakeApiServer {
+    /// An empty API server.
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(16_384);
+        FakeApiServer {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                events,
+            }),
+        }
+    }
+
+    /// A client talking to this server; default namespace `default`.
+    pub fn client(&self) -> kube::Client {
+        let inner = self.inner.clone();
+        let service = tower::service_fn(move |req: Request<kube::client::Body>| {
+            let inner = inner.clone();
+            async move { Ok::<_, Infallible>(handle(&inner, req).await) }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().expect("fake state lock")
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.state().requests.clone()
+    }
+
+    /// Creates or replaces `object` directly (no HTTP), filling server-set fields on creation.
+    pub fn put<K: Resource<DynamicType = ()> + serde::Serialize>(&self, object: &K) -> Value {
+        let value = serde_json::to_value(object).expect("serializable");
+        self.put_value(&resource_of::<K>(), value)
+    }
+
+    /// Like [`Self::put`], for a raw object under `resource` (`apiVersion/plural`).
+    pub fn put_value(&self, resource: &str, value: Value) -> Value {
+        let key = Key {
+            resource: resource.to_string(),
+            namespace: value["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            name: value["metadata"]["name"]
+                .as_str()
+                .expect("a name")
+                .to_string(),
+        };
+        let mut state = self.state();
+        let value = match state.objects.get(&key) {
+            Some(existing) => {
+                let mut v = value;
+                for field in ["uid", "creationTimestamp", "generation"] {
+                    v["metadata"][field] = existing["metadata"][field].clone();
+                }
+                v
+            }
+            None => state.prepare_new(&key, value),
+        };
+        state.store(&self.inner.events, &key, value)
+    }
+
+    /// The stored object, if any.
+    pub fn get<K: Resource<DynamicType = ()> + DeserializeOwned>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<K> {
+        let key = Key {
+            resource: resource_of::<K>(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        let value = self.state().objects.get(&key).cloned()?;
+        Some(serde_json::from_value(value).expect("stored objects deserialize"))
+    }
+
+    /// Every stored object of kind `K` in `namespace`, by name.
+    pub fn list<K: Resource<DynamicType = ()> + DeserializeOwned>(
+        &self,
+        namespace: &str,
+    ) -> Vec<K> {
+        let resource = resource_of::<K>();
+        self.state()
+            .objects
+            .iter()
+            .filter(|(k, _)| k.resource == resource && k.namespace == namespace)
+            .map(|(_, v)| serde_json::from_value(v.clone()).expect("stored objects deserialize"))
+            .collect()
+    }
+
+    /// Changes a stored object in place (as a controller or the kubelet would), emitting
+    /// MODIFIED. Panics when it does not exist.
+    pub fn modify<K: Resource<DynamicType = ()>>(
+        &self,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) {
+        let key = Key {
+            resource: resource_of::<K>(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        let mut state = self.state();
+        let mut value = state
+            .objects
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {key:?}"));
+        change(&mut value);
+        state.store(&self.inner.events, &key, value);
+    }
+
+    /// Deletes an object directly, with the same cascade as an HTTP DELETE.
+    pub fn delete<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) -> bool {
+        let key = Key {
+            resource: resource_of::<K>(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.state().remove(&self.inner.events, &key).is_some()
+    }
+
+    /// Plays the Job controller: creates the runner Pod of Job `namespace/job` from its
+    /// template (Pending, scheduled) and marks the Job started. Returns the Pod's name.
+    pub fn start_job_pod(&self, namespace: &str, job: &str) -> String {
+        use k8s_openapi::api::batch::v1::Job;
+        use k8s_openapi::api::core::v1::Pod;
+        let job_value = {
+            let key = Key {
+                resource: resource_of::<Job>(),
+                namespace: namespace.into(),
+                name: job.into(),
+            };
+            self.state()
+                .objects
+                .get(&key)
+                .cloned()
+                .expect("the Job exists")
+        };
+        let template = &job_value["spec"]["template"];
+        let pod_name = format!("{job}-x7k2p");
+        let mut labels = template["metadata"]["labels"].clone();
+        labels["job-name"] = json!(job);
+        let now = now_string();
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": pod_name, "namespace": namespace, "labels": labels,
+                "ownerReferences": [{
+                    "apiVersion": "batch/v1", "kind": "Job", "name": job,
+                    "uid": job_value["metadata"]["uid"], "controller": true
+                }]
+            },
+            "spec": template["spec"],
+            "status": {
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]
+            }
+        });
+        self.put_value(&resource_of::<Pod>(), pod);
+        self.modify::<Job>(namespace, job, |j| {
+            j["status"]["startTime"] = json!(now);
+            j["status"]["active"] = json!(1);
+        });
+        pod_name
+    }
+
+    /// Plays the kubelet: the runner container of `pod` waits with `reason`.
+    pub fn set_pod_waiting(&self, namespace: &str, pod: &str, reason: &str, message: &str) {
+        self.set_container_state(
+            namespace,
+            pod,
+            "Pending",
+            json!({"waiting": {"reason": reason, "message": message}}),
+        );
+    }
+
+    /// Plays the kubelet: the runner container of `pod` runs.
+    pub fn set_pod_running(&self, namespace: &str, pod: &str) {
+        self.set_container_state(
+            namespace,
+            pod,
+            "Running",
+            json!({"running": {"startedAt": now_string()}}),
+        );
+    }
+
+    /// Plays the kubelet: the runner container of `pod` exits with `exit_code`, leaving
+    /// `message` as its termination message.
+    pub fn terminate_pod(&self, namespace: &str, pod: &str, exit_code: i32, message: &str) {
+        let phase = if exit_code == 0 {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
+        let reason = if exit_code == 0 { "Completed" } else { "Error" };
+        self.set_container_state(
+            namespace,
+            pod,
+            phase,
+            json!({"terminated": {
+                "exitCode": exit_code, "reason": reason, "message": message,
+                "startedAt": now_string(), "finishedAt": now_string()
+            }}),
+        );
+    }
+
+    fn set_container_state(&self, namespace: &str, pod: &str, phase: &str, state: Value) {
+        use k8s_openapi::api::core::v1::Pod;
+        self.modify::<Pod>(namespace, pod, |p| {
+            let image = p["spec"]["containers"][0]["image"].clone();
+            let name = p["spec"]["containers"][0]["name"].clone();
+            p["status"]["phase"] = json!(phase);
+            p["status"]["containerStatuses"] = json!([{
+                "name": name, "image": image, "imageID": "", "ready": false,
+                "restartCount": 0, "state": state
+            }]);
+        });
+    }
+
+    /// Plays the Job controller: Job `namespace/job` ends with condition `Complete` (when
+    /// `reason` is `None`) or `Failed` with `reason`.
+    pub fn mark_job(&self, namespace: &str, job: &str, reason: Option<&str>) {
+        use k8s_openapi::api::batch::v1::Job;
+        let now = now_string();
+        self.modify::<Job>(namespace, job, |j| {
+            j["status"]["active"] = json!(0);
+            match reason {
+                None => {
+                    j["status"]["succeeded"] = json!(1);
+                    j["status"]["completionTime"] = json!(now);
+                    j["status"]["conditions"] = json!([{
+                        "type": "Complete", "status": "True", "lastTransitionTime": now
+                    }]);
+                }
+                Some(reason) => {
+                    j["status"]["failed"] = json!(1);
+                    j["status"]["conditions"] = json!([{
+                        "type": "Failed", "status": "True", "reason": reason,
+                        "message": format!("Job failed: {reason}"), "lastTransitionTime": now
+                    }]);
+                }
+            }
+        });
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
