@@ -105,7 +105,7 @@ fn emit(ctx: &Ctx, batch: &StartedBatch, requests: u32, p: &mut Progress, step: 
         Some((after, pause)) if p.job.stream && p.sent >= after => at + pause,
         _ => at,
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(if p.job.stream { 256 } else { 0 });
     if p.job.stream {
         if step == 0 {
             p.job.wire.first_event(&mut out);
