@@ -294,7 +294,11 @@ fn main() {
         } else {
             "measured"
         };
-        println!("run {} ({label}), load average {}:", run + 1, load_average());
+        println!(
+            "run {} ({label}), load average {}:",
+            run + 1,
+            load_average()
+        );
         let cpu0 = cpu_seconds();
         let t0 = Instant::now();
         let outcome = runtime.block_on(run_once(streams, tokens, rate, ramp));

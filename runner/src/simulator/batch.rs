@@ -8,12 +8,12 @@
 //! the response bodies at their scheduled instant; a stall shifts one stream's later frames.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::body::Frame;
-use super::context::Ctx;
+use super::context::{Ctx, after};
 use super::scheduler::Job;
 use super::truth::TruthRecord;
 use super::wire::Usage;
@@ -49,7 +49,7 @@ struct Progress {
 
 impl StartedBatch {
     fn step_at(&self, step: u32) -> Instant {
-        self.first_token + Duration::from_secs_f64(f64::from(step) / self.decode_rate)
+        after(self.first_token, f64::from(step) / self.decode_rate)
     }
 }
 
