@@ -258,3 +258,40 @@ async fn the_same_seed_and_arrival_order_replay_the_same_choices() {
     }
     assert_eq!(outputs[0], outputs[1]);
 }
+
+#[tokio::test]
+async fn serve_runs_the_builtin_bundle_until_told_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("t.jsonl");
+    // Find a free port first, since serve() does not report the one it bound.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let options = coebench_runner::simulator::ServeOptions {
+        config: None,
+        listen: addr,
+        truth_log: Some(log.clone()),
+        seed: Some(3),
+    };
+    let server = tokio::spawn(coebench_runner::simulator::serve(options, async move {
+        let _ = stop_rx.await;
+    }));
+    let mut reply = None;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            reply = Some(stream_chat(addr, "cli", "Meta-Llama-3.1-8B-Instruct", 3).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(reply.expect("the server came up").status, 200);
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let record: TruthRecord = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(record.request_id, "cli");
+    // The built-in bundle's chat template is counted.
+    assert!(record.prompt_tokens.unwrap() > 37);
+}
