@@ -49,7 +49,7 @@ impl Frame {
 
 /// The error that makes hyper drop a connection mid-body.
 #[derive(Debug, thiserror::Error)]
-pub enum StreamCut {
+pub(crate) enum StreamCut {
     /// A `disconnect` fault.
     #[error("stream cut by an injected disconnect fault")]
     Injected,
@@ -59,7 +59,7 @@ pub enum StreamCut {
 }
 
 /// A response body of the simulator.
-pub enum SimBody {
+pub(crate) enum SimBody {
     /// A complete body.
     Full(Option<Bytes>),
     /// A paced stream.
@@ -67,7 +67,7 @@ pub enum SimBody {
 }
 
 /// A stream of frames paced by the batch runner.
-pub struct StreamBody {
+pub(crate) struct StreamBody {
     ctx: Arc<Ctx>,
     rx: mpsc::UnboundedReceiver<Frame>,
     held: Option<Frame>,

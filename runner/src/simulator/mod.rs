@@ -44,7 +44,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use body::{SimBody, StreamBody, StreamCut};
 pub use config::{
     ApiMode, DisconnectFault, ErrorFault, FaultsConfig, MalformedEventFault, MemoryConfig,
     ModelConfig, NaturalLength, RateLimitFault, SimulatorConfig, SlowFirstByteFault,
