@@ -8,12 +8,12 @@
 //! the response bodies at their scheduled instant; a stall shifts one stream's later frames.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::body::Frame;
-use super::context::Ctx;
+use super::context::{Ctx, after};
 use super::scheduler::Job;
 use super::truth::TruthRecord;
 use super::wire::Usage;
@@ -49,7 +49,7 @@ struct Progress {
 
 impl StartedBatch {
     fn step_at(&self, step: u32) -> Instant {
-        self.first_token + Duration::from_secs_f64(f64::from(step) / self.decode_rate)
+        after(self.first_token, f64::from(step) / self.decode_rate)
     }
 }
 
@@ -105,7 +105,7 @@ fn emit(ctx: &Ctx, batch: &StartedBatch, requests: u32, p: &mut Progress, step: 
         Some((after, pause)) if p.job.stream && p.sent >= after => at + pause,
         _ => at,
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(if p.job.stream { 256 } else { 0 });
     if p.job.stream {
         if step == 0 {
             p.job.wire.first_event(&mut out);

@@ -49,7 +49,7 @@ impl Frame {
 
 /// The error that makes hyper drop a connection mid-body.
 #[derive(Debug, thiserror::Error)]
-pub enum StreamCut {
+pub(crate) enum StreamCut {
     /// A `disconnect` fault.
     #[error("stream cut by an injected disconnect fault")]
     Injected,
@@ -59,7 +59,7 @@ pub enum StreamCut {
 }
 
 /// A response body of the simulator.
-pub enum SimBody {
+pub(crate) enum SimBody {
     /// A complete body.
     Full(Option<Bytes>),
     /// A paced stream.
@@ -67,7 +67,7 @@ pub enum SimBody {
 }
 
 /// A stream of frames paced by the batch runner.
-pub struct StreamBody {
+pub(crate) struct StreamBody {
     ctx: Arc<Ctx>,
     rx: mpsc::UnboundedReceiver<Frame>,
     held: Option<Frame>,
@@ -75,6 +75,9 @@ pub struct StreamBody {
     lag: LagAccumulator,
     /// Record to file once the last bytes have been handed over.
     ending: Option<Box<TruthRecord>>,
+    /// Data was handed to hyper since the body last returned `Pending`: hyper may still hold it
+    /// unflushed, and drops its buffer when a body fails.
+    unflushed: bool,
     done: bool,
 }
 
@@ -87,6 +90,7 @@ impl StreamBody {
             sleep: None,
             lag: LagAccumulator::default(),
             ending: None,
+            unflushed: false,
             done: false,
         }
     }
@@ -153,7 +157,10 @@ impl StreamBody {
                     self.done = true;
                     return Poll::Ready(Some(Err(StreamCut::Shutdown)));
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.unflushed = false;
+                    return Poll::Pending;
+                }
             },
         };
         let at = frame.at();
@@ -164,6 +171,7 @@ impl StreamBody {
             };
             if sleep.as_mut().poll(cx).is_pending() {
                 self.held = Some(frame);
+                self.unflushed = false;
                 return Poll::Pending;
             }
         }
@@ -171,6 +179,7 @@ impl StreamBody {
         match frame {
             Frame::Data { bytes, at, tokens } => {
                 self.measure(at, tokens);
+                self.unflushed = true;
                 Poll::Ready(Some(Ok(HttpFrame::data(bytes))))
             }
             Frame::End {
@@ -182,6 +191,13 @@ impl StreamBody {
                 self.measure(at, tokens);
                 self.ending = Some(record);
                 Poll::Ready(Some(Ok(HttpFrame::data(bytes))))
+            }
+            Frame::Abort { at, record } if self.unflushed => {
+                // Let hyper flush what it holds (it flushes when the body is pending), then cut.
+                self.held = Some(Frame::Abort { at, record });
+                self.unflushed = false;
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
             Frame::Abort { record, .. } => {
                 self.done = true;

@@ -3,7 +3,7 @@
 //! It holds data only; behaviour lives in the modules that use it.
 
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -48,4 +48,12 @@ impl Ctx {
     pub(crate) fn unix_s(&self, t: Instant) -> f64 {
         self.start_unix_us as f64 / 1e6 + self.rel(t)
     }
+}
+
+/// `t + secs`, saturating: a config with absurd speeds yields "far in the future" (a year),
+/// never a panic.
+pub(crate) fn after(t: Instant, secs: f64) -> Instant {
+    let far = Duration::from_secs(365 * 24 * 3600);
+    let d = Duration::try_from_secs_f64(secs).unwrap_or(far).min(far);
+    t.checked_add(d).unwrap_or(t)
 }

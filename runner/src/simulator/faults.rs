@@ -131,7 +131,9 @@ impl TokenBucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+            let wait = (1.0 - self.tokens) / self.rate;
+            Err(Duration::try_from_secs_f64(wait)
+                .unwrap_or(Duration::from_secs(u64::from(u32::MAX))))
         }
     }
 }

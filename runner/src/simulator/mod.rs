@@ -44,7 +44,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use body::{SimBody, StreamBody, StreamCut};
 pub use config::{
     ApiMode, DisconnectFault, ErrorFault, FaultsConfig, MalformedEventFault, MemoryConfig,
     ModelConfig, NaturalLength, RateLimitFault, SimulatorConfig, SlowFirstByteFault,
@@ -120,6 +119,42 @@ impl Default for StartOptions {
             shutdown_grace: Duration::from_secs(30),
         }
     }
+}
+
+/// What `coebench simulate` takes; see [`serve`].
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// `--config`: a `sim.yaml`; `None` serves the built-in bundle.
+    pub config: Option<PathBuf>,
+    /// `--listen`: the address to bind (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// `--truth-log`: append every truth record to this JSON-lines file.
+    pub truth_log: Option<PathBuf>,
+    /// `--seed`: replaces the config's `seed`.
+    pub seed: Option<u64>,
+}
+
+/// Runs a simulator for the command line: loads the config (or the built-in bundle), applies
+/// the seed, serves until `shutdown` completes (for example Ctrl-C), then shuts down gracefully.
+/// Truth records are not kept in memory (only in the log), so it can run indefinitely.
+pub async fn serve(
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SimulatorError> {
+    let mut config = match &options.config {
+        Some(path) => SimulatorConfig::from_yaml_file(path)?,
+        None => SimulatorConfig::builtin(),
+    };
+    if let Some(seed) = options.seed {
+        config.seed = seed;
+    }
+    let start = StartOptions {
+        truth_log: options.truth_log,
+        keep_truth_in_memory: false,
+        ..StartOptions::default()
+    };
+    let handle = Simulator::start_with(config, options.listen, start).await?;
+    handle.run_until(shutdown).await
 }
 
 /// Starts simulators. See [`Simulator::start`].

@@ -18,13 +18,13 @@
 //! - The executor is busy until the batch's last token.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use super::batch::{self, StartedBatch};
 use super::body::Frame;
-use super::context::Ctx;
+use super::context::{Ctx, after};
 use super::faults::StreamFaults;
 use super::memory::{ConfigKey, Hbm};
 use super::truth::TruthRecord;
@@ -136,11 +136,10 @@ impl Scheduler {
                 }
             }
             None => {
-                let window = Duration::from_secs_f64(self.ctx.config.batching_window_ms / 1000.0);
                 let ready_at = if max <= 1 {
                     job.submitted
                 } else {
-                    job.submitted + window
+                    after(job.submitted, self.ctx.config.batching_window_ms / 1000.0)
                 };
                 self.pending.push(PendingBatch {
                     seq: self.next_seq,
@@ -209,8 +208,8 @@ impl Scheduler {
         let decode_rate = model.decode_speed(key.batch_size).unwrap_or(1.0);
         let max_steps = batch.jobs.iter().map(Job::steps).max().unwrap_or(0);
         let ttft_s = switching_s + prefill_s;
-        let first_token = start + Duration::from_secs_f64(ttft_s);
-        exec.free_at = first_token + Duration::from_secs_f64(f64::from(max_steps) / decode_rate);
+        let first_token = after(start, ttft_s);
+        exec.free_at = after(first_token, f64::from(max_steps) / decode_rate);
         let id = self.next_batch_id;
         self.next_batch_id += 1;
         if !load.evicted.is_empty() || load.loaded_gb > 0.0 {

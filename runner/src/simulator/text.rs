@@ -22,6 +22,13 @@ pub(crate) fn words(key: u64, from: u32, to: u32) -> String {
     out
 }
 
+/// Appends the text of tokens `from..to` (see [`words`]) to `out`, without allocating.
+pub(crate) fn push_words(key: u64, from: u32, to: u32, out: &mut Vec<u8>) {
+    for i in from..to {
+        out.extend_from_slice(word(key, i).as_bytes());
+    }
+}
+
 /// Token `i` of the completion with text key `key`.
 pub(crate) fn word(key: u64, i: u32) -> &'static str {
     let n = VOCAB.len() as u64;
@@ -52,5 +59,8 @@ mod tests {
             format!("{}{}", words(3, 0, 4), words(3, 4, 10))
         );
         assert_ne!(words(3, 0, 10), words(4, 0, 10));
+        let mut out = Vec::new();
+        push_words(3, 2, 7, &mut out);
+        assert_eq!(out, words(3, 2, 7).into_bytes());
     }
 }

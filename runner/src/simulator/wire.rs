@@ -299,7 +299,7 @@ impl Wire {
         out.extend_from_slice(self.chunk_prefix.as_bytes());
         match self.kind {
             WireKind::Generic { v2 } => {
-                out.extend_from_slice(text::words(self.text_key, from, to).as_bytes());
+                text::push_words(self.text_key, from, to, out);
                 out.extend_from_slice(if v2 {
                     b"\",\"is_last_response\":false}}]}}\n"
                 } else {
@@ -308,7 +308,7 @@ impl Wire {
             }
             _ => {
                 out.extend_from_slice(b"{\"content\":\"");
-                out.extend_from_slice(text::words(self.text_key, from, to).as_bytes());
+                text::push_words(self.text_key, from, to, out);
                 out.extend_from_slice(b"\"}");
                 out.extend_from_slice(CHUNK_TAIL.as_bytes());
             }

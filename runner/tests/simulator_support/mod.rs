@@ -239,3 +239,47 @@ pub fn stream_usage(reply: &Reply) -> Option<Value> {
         .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
         .find_map(|v| v.get("usage").filter(|u| !u.is_null()).cloned())
 }
+
+/// Opens a streaming chat request and returns once its response headers have arrived: the
+/// status and the body still to read.
+pub async fn open_stream(
+    addr: SocketAddr,
+    id: &str,
+    model: &str,
+    max_tokens: u32,
+) -> (u16, hyper::body::Incoming) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let body = chat(model, "Tell me about composition of experts.", max_tokens).to_string();
+    let req = Request::post("/v1/chat/completions")
+        .header("host", addr.to_string())
+        .header("x-request-id", id)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("headers within 10 s")
+        .unwrap();
+    (response.status().as_u16(), response.into_body())
+}
+
+/// Reads the rest of a body: its text, or the error that cut it.
+pub async fn read_body(mut body: hyper::body::Incoming) -> Result<String, String> {
+    let mut out = Vec::new();
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    out.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Ok(String::from_utf8_lossy(&out).into_owned()),
+        }
+    }
+}
