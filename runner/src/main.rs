@@ -14,7 +14,12 @@ use cli::args::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The simulator's log (its address, its shutdown) is its output; a run's is noise.
+    let default_filter = match cli.command {
+        Command::Simulate(_) => "warn,coebench_runner=info",
+        _ => "warn,coebench_runner=info,coebench_runner::simulator=warn",
+    };
+    init_logging(cli.log_format, default_filter);
     load_env_file(cli.env_file.as_deref());
     match &cli.command {
         Command::Schema => print_schema(),
@@ -52,12 +57,9 @@ fn print_schema() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "warn,coebench_runner=info,coebench_runner::simulator=warn",
-        )
-    });
+fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use coebench_runner::simulator::{Simulator, SimulatorConfig, SimulatorError, StartOptions};
+use coebench_runner::simulator::{ServeOptions, SimulatorError, serve};
 
 use crate::cli::args::SimulateArgs;
 
@@ -11,20 +11,6 @@ const EXIT_INVALID_CONFIG: u8 = 2;
 
 /// Runs `coebench simulate`.
 pub fn simulate(args: &SimulateArgs) -> ExitCode {
-    let config = match &args.config {
-        Some(path) => SimulatorConfig::from_yaml_file(path),
-        None => Ok(SimulatorConfig::builtin()),
-    };
-    let mut config = match config {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
-    };
-    if let Some(seed) = args.seed {
-        config.seed = seed;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,24 +22,13 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         }
     };
     coebench_runner::sys::raise_open_file_limit();
-    let options = StartOptions {
+    let options = ServeOptions {
+        config: args.config.clone(),
+        listen: args.listen,
         truth_log: args.truth_log.clone(),
-        keep_truth_in_memory: false,
-        ..StartOptions::default()
+        seed: args.seed,
     };
-    let served = runtime.block_on(async {
-        let sim = Simulator::start_with(config, args.listen, options).await?;
-        println!(
-            "simulator serving {} model(s) on {}",
-            sim.config().models.len(),
-            sim.base_url()
-        );
-        for model in sim.config().model_names() {
-            println!("  {model}");
-        }
-        sim.run_until(shutdown_signal()).await
-    });
-    match served {
+    match runtime.block_on(serve(options, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(
             e @ (SimulatorError::Invalid(_)
@@ -84,5 +59,5 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
-    eprintln!("shutting down");
+    tracing::info!("shutting down");
 }
