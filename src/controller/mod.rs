@@ -29,6 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::clock::{Clock, SystemClock};
 use crate::conditions::{self, types};
 use crate::crd::{CoeBenchmark, CoeBenchmarkRun, LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY};
 use crate::error::{Error, Result};
@@ -72,9 +73,6 @@ impl Default for Settings {
     }
 }
 
-/// The clock reconcilers read; tests may substitute their own.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
 /// What every reconcile gets.
 pub struct Context {
     /// The API client.
@@ -85,8 +83,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Timeouts and defaults.
     pub settings: Settings,
-    /// The current time.
-    pub clock: Clock,
+    /// The current time; tests substitute a [`ManualClock`](crate::clock::ManualClock).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Context {
@@ -107,13 +105,18 @@ impl Context {
             client,
             metrics,
             settings,
-            clock: Arc::new(Timestamp::now),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same context reading the time from `clock`.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Context { clock, ..self }
     }
 
     /// The current time.
     pub fn now(&self) -> Timestamp {
-        (self.clock)()
+        self.clock.now()
     }
 }
 
