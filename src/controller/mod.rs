@@ -1,7 +1,8 @@
 //! The two controllers and what they share: the [`Context`] handed to every reconcile, the
 //! [`Settings`] that bound how long a run may wait, status writing, and Event publishing.
 //!
-//! - [`benchmark`]: turns a `CoeBenchmark` into `CoeBenchmarkRun`s, trims history, summarizes.
+//! - [`benchmark`]: turns a `CoeBenchmark` into `CoeBenchmarkRun`s (at creation, on run-now, and
+//!   per schedule slot), trims history, summarizes.
 //! - [`run`]: turns a `CoeBenchmarkRun` into a plan ConfigMap and a runner Job, and reports.
 //! - [`observe`]: the pure reading of a Job and its Pods.
 //!
@@ -177,6 +178,7 @@ pub async fn run_controllers(
     .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
     .graceful_shutdown_on(stop(shutdown.clone()));
     let benchmark_store = benchmark_controller.store();
+    ctx.metrics.watch_benchmarks(benchmark_store.clone());
 
     let readiness = async move {
         let synced = run_store.wait_until_ready().await.is_ok()

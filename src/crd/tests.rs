@@ -33,7 +33,10 @@ fn the_crd_files_parse_as_crds_with_the_printer_columns() {
         (
             "CoeBenchmark",
             "coeb",
-            vec!["Phase", "Last Run", "Rows", "P50 TTFT", "Age"],
+            vec![
+                "Phase", "Last Run", "Rows", "P50 TTFT", "Schedule", "Next", "Suspend", "Last",
+                "Age",
+            ],
         ),
         (
             "CoeBenchmarkRun",
