@@ -225,3 +225,18 @@ fn a_runs_spec_is_immutable() {
     });
     with_status.validate_cel_update(&old).unwrap();
 }
+
+#[test]
+fn the_nightly_example_is_a_valid_scheduled_benchmark() {
+    let mut bench: CoeBenchmark =
+        serde_saphyr::from_str(include_str!("../../examples/benchmark-nightly.yaml")).unwrap();
+    bench.metadata.namespace = Some("default".into());
+    bench.validate_cel().unwrap();
+    let schedule = crate::schedule::Schedule::parse(
+        bench.spec.schedule.as_deref().unwrap(),
+        bench.spec.time_zone.as_deref(),
+    )
+    .unwrap();
+    assert_eq!(schedule.time_zone(), "America/New_York");
+    assert_eq!(bench.spec.endpoint.api, ApiKind::Simulator);
+}

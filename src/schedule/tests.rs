@@ -406,6 +406,11 @@ fn spring_forward_runs_a_skipped_fixed_time_once_after_the_gap() {
     let o = decide(&s, &i, t("2026-03-08T07:00:02Z")).unwrap();
     assert_eq!(o.decision, start("2026-03-08T07:00:00Z", 0));
     assert_eq!(o.next, Some(t("2026-03-09T06:30:00Z")));
+    // The nightly example's 02:00 is the first instant of the gap: 03:00 EDT too.
+    assert_eq!(
+        slots(&new_york("0 2 * * *"), "2026-03-07T12:00:00Z", 2),
+        [t("2026-03-08T07:00:00Z"), t("2026-03-09T06:00:00Z")]
+    );
     // A job with a wildcard hour skips the missing hour.
     assert_eq!(
         slots(&new_york("30 * * * *"), "2026-03-08T06:00:00Z", 2),
@@ -421,10 +426,14 @@ fn fall_back_runs_a_fixed_time_once_and_an_hourly_job_twice() {
         slots(&s, "2026-10-31T12:00:00Z", 2),
         [t("2026-11-01T05:30:00Z"), t("2026-11-02T06:30:00Z")] // 01:30 EDT, then the next day
     );
-    // The 02:30 of the nightly example happens once, in EST.
+    // 02:00 and 02:30 happen once, in EST.
     assert_eq!(
         slots(&new_york("30 2 * * *"), "2026-10-31T12:00:00Z", 2),
         [t("2026-11-01T07:30:00Z"), t("2026-11-02T07:30:00Z")]
+    );
+    assert_eq!(
+        slots(&new_york("0 2 * * *"), "2026-10-31T12:00:00Z", 2),
+        [t("2026-11-01T07:00:00Z"), t("2026-11-02T07:00:00Z")]
     );
     assert_eq!(
         slots(&new_york("30 * * * *"), "2026-11-01T05:00:00Z", 3),
