@@ -9,7 +9,7 @@
 //! - `coebench_operator_runs{phase}`: runs in the operator's cache by phase, counted at scrape time.
 //!
 //! Per-benchmark schedule metrics (`coebench_benchmark_*`) have their own registry in
-//! [`schedule`](self::schedule), encoded after this one.
+//! `metrics/schedule.rs`, encoded after this one.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //!
 //! A run is asked for once when a benchmark without a schedule is created (`Initial`), once per
 //! new value of the `coebench.dev/run-now` annotation (`RunNow`), and once per slot of its
-//! schedule (`Schedule`, see [`scheduling`]). The `n`-th run is named `<benchmark>-<n>`, with `n`
+//! schedule (`Schedule`, see `scheduling.rs`). The `n`-th run is named `<benchmark>-<n>`, with `n`
 //! counted in `status.runCount`, and a scheduled run `<benchmark>-<slot in unix minutes>`: a run
 //! that already exists under the name it would get (an operator restarted between creating it
 //! and recording it) is adopted, never duplicated. Runs, and through them their Jobs and

@@ -1,10 +1,10 @@
 //! Recurring benchmarks: the real controllers against the fake API server, with one manual clock
 //! shared by the server (creation and kubelet times) and the operator.
 //!
-//! Each step sets the clock and touches the benchmark ([`tick`]) so the controller reconciles
-//! at the new time at once, then waits until that reconcile has written its status. In
-//! production nothing touches the benchmark: the reconciler requeues itself exactly at the next
-//! slot, which [`a_reconcile_requeues_exactly_at_the_next_slot`] checks on `reconcile` itself.
+//! Each step sets the clock and touches the benchmark ([`Scene::tick`]) so the controller
+//! reconciles at the new time at once, then waits until that reconcile has written its status.
+//! In production nothing touches the benchmark: the reconciler requeues itself exactly at the
+//! next slot, which [`a_reconcile_requeues_exactly_at_the_next_slot`] checks on `reconcile`.
 
 use std::sync::Arc;
 use std::time::Duration;
