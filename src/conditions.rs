@@ -23,7 +23,7 @@ pub mod types {
     pub const RESULTS_WRITTEN: &str = "ResultsWritten";
     /// The benchmark's most recent finished run succeeded.
     pub const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
-    /// The benchmark's schedule is active (reserved: scheduling is not active yet).
+    /// The benchmark's schedule is active: a next slot is known and not suspended.
     pub const SCHEDULED: &str = "Scheduled";
 }
 

@@ -6,10 +6,13 @@
 //! - [`crd`]: the resource types and their schema rules;
 //! - [`resources`]: pure builders of the Job and ConfigMap of a run;
 //! - [`conditions`], [`status`]: condition bookkeeping and report-to-status translation;
+//! - [`schedule`], [`clock`]: cron schedules and their CronJob-style decisions, and the time
+//!   they are decided at;
 //! - [`controller`]: the two reconcilers and the code that runs them;
 //! - [`http`], [`metrics`], [`lease`], [`cli`]: the operator process.
 
 pub mod cli;
+pub mod clock;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
@@ -18,6 +21,7 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod resources;
+pub mod schedule;
 pub mod status;
 
 pub use error::{Error, Result};

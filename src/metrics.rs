@@ -7,6 +7,9 @@
 //! - `coebench_operator_reconcile_duration_seconds{controller}` (histogram);
 //! - `coebench_operator_runs_finished_total{phase,reason}`;
 //! - `coebench_operator_runs{phase}`: runs in the operator's cache by phase, counted at scrape time.
+//!
+//! Per-benchmark schedule metrics (`coebench_benchmark_*`) have their own registry in
+//! `metrics/schedule.rs`, encoded after this one.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -23,6 +26,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::crd::{CoeBenchmarkRun, RunPhase};
+
+mod schedule;
+
+pub use schedule::MissedLabels;
 
 /// Labels naming a controller (`benchmark` or `run`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +67,7 @@ pub struct Metrics {
     duration: HistogramFamily,
     runs_finished: Family<FinishedLabels, Counter>,
     run_phases: Arc<RunPhases>,
+    schedule: schedule::ScheduleMetrics,
 }
 
 impl Default for Metrics {
@@ -102,6 +110,7 @@ impl Metrics {
             duration,
             runs_finished,
             run_phases,
+            schedule: schedule::ScheduleMetrics::new(),
         }
     }
 
@@ -140,7 +149,10 @@ impl Metrics {
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> Result<String, fmt::Error> {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        encode_registry(&mut out, &self.registry)?;
+        encode_registry(&mut out, &self.schedule.registry)?;
+        encode_eof(&mut out)?;
         Ok(out)
     }
 }

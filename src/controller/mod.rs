@@ -1,7 +1,8 @@
 //! The two controllers and what they share: the [`Context`] handed to every reconcile, the
 //! [`Settings`] that bound how long a run may wait, status writing, and Event publishing.
 //!
-//! - [`benchmark`]: turns a `CoeBenchmark` into `CoeBenchmarkRun`s, trims history, summarizes.
+//! - [`benchmark`]: turns a `CoeBenchmark` into `CoeBenchmarkRun`s (at creation, on run-now, and
+//!   per schedule slot), trims history, summarizes.
 //! - [`run`]: turns a `CoeBenchmarkRun` into a plan ConfigMap and a runner Job, and reports.
 //! - [`observe`]: the pure reading of a Job and its Pods.
 //!
@@ -29,6 +30,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::clock::{Clock, SystemClock};
 use crate::conditions::{self, types};
 use crate::crd::{CoeBenchmark, CoeBenchmarkRun, LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY};
 use crate::error::{Error, Result};
@@ -72,9 +74,6 @@ impl Default for Settings {
     }
 }
 
-/// The clock reconcilers read; tests may substitute their own.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
 /// What every reconcile gets.
 pub struct Context {
     /// The API client.
@@ -85,8 +84,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Timeouts and defaults.
     pub settings: Settings,
-    /// The current time.
-    pub clock: Clock,
+    /// The current time; tests substitute a [`ManualClock`](crate::clock::ManualClock).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Context {
@@ -107,13 +106,18 @@ impl Context {
             client,
             metrics,
             settings,
-            clock: Arc::new(Timestamp::now),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same context reading the time from `clock`.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Context { clock, ..self }
     }
 
     /// The current time.
     pub fn now(&self) -> Timestamp {
-        (self.clock)()
+        self.clock.now()
     }
 }
 
@@ -174,6 +178,7 @@ pub async fn run_controllers(
     .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
     .graceful_shutdown_on(stop(shutdown.clone()));
     let benchmark_store = benchmark_controller.store();
+    ctx.metrics.watch_benchmarks(benchmark_store.clone());
 
     let readiness = async move {
         let synced = run_store.wait_until_ready().await.is_ok()

@@ -10,8 +10,9 @@ use super::common::{ConfigMapKeyRef, Endpoint, ResultsSpec, RowSummary, RunPhase
 
 /// What to benchmark, with which rows and options, and how to run it in the cluster.
 ///
-/// Without a schedule the operator starts one run when the benchmark is created; setting the
-/// annotation `coebench.dev/run-now` to a new value asks for one more.
+/// Without a schedule the operator starts one run when the benchmark is created; with one, a
+/// run per slot of the schedule (CronJob semantics). Setting the annotation
+/// `coebench.dev/run-now` to a new value asks for one more run either way.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "coebench.dev",
@@ -28,8 +29,10 @@ use super::common::{ConfigMapKeyRef, Endpoint, ResultsSpec, RowSummary, RunPhase
     printcolumn(name = "Last Run", type_ = "string", json_path = ".status.lastRun"),
     printcolumn(name = "Rows", type_ = "integer", json_path = ".status.rowCount"),
     printcolumn(name = "P50 TTFT", type_ = "string", json_path = ".status.lastResult.ttftP50", description = "Client-side median time to first token of the last successful run (range over rows)"),
-    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule", priority = 1),
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule", description = "Cron schedule of recurring runs"),
+    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextScheduleTime", description = "When the next scheduled run is due (empty when suspended or unscheduled)"),
     printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend", priority = 1),
+    printcolumn(name = "Last", type_ = "date", json_path = ".status.lastScheduleTime", priority = 1, description = "When the last scheduled run was due"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -71,21 +74,26 @@ pub struct CoeBenchmarkSpec {
     #[serde(default = "default_failed_history")]
     #[schemars(range(min = 0, max = 100))]
     pub failed_runs_history_limit: i32,
-    /// Scheduling: not yet active. A 5-field cron schedule for recurring runs.
+    /// Cron schedule of recurring runs: five fields (minute hour day-of-month month
+    /// day-of-week, e.g. `0 2 * * *`) or a macro (`@hourly`, `@daily`, `@midnight`, `@weekly`,
+    /// `@monthly`, `@yearly`). Each slot starts run `<benchmark>-<slot in unix minutes>`.
+    /// Without a schedule, the benchmark runs once when created (and on run-now).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub schedule: Option<String>,
-    /// Scheduling: not yet active. IANA time zone of `schedule`. Default UTC.
+    /// IANA time zone of `schedule` (e.g. `Europe/Paris`). Default UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub time_zone: Option<String>,
-    /// Scheduling: not yet active. Suspends scheduled runs (run-now still works). Default false.
+    /// Stops scheduled runs (run-now still works). On resume, the latest slot missed meanwhile
+    /// starts at once unless `startingDeadlineSeconds` says it is too late. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
-    /// Scheduling: not yet active. What a scheduled run does when one is active. Default Forbid.
+    /// What a slot does while a run of this benchmark is active. Default Forbid.
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
-    /// Scheduling: not yet active. Seconds after a missed slot within which it may still start.
+    /// Seconds after its time within which a slot may still start (e.g. after operator
+    /// downtime); an older slot is recorded as missed. Default: no limit. Use 10 or more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub starting_deadline_seconds: Option<i64>,
@@ -108,15 +116,15 @@ pub struct RowsFrom {
     pub config_map_key_ref: ConfigMapKeyRef,
 }
 
-/// Scheduling: not yet active. What a scheduled run does when another run is active.
+/// What a schedule slot does when a run of the benchmark (of any trigger) is active.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ConcurrencyPolicy {
     /// Start it anyway.
     Allow,
-    /// Skip the slot (overlapping load tests skew each other).
+    /// Skip the slot (overlapping load tests skew each other): Event `RunSkipped`.
     #[default]
     Forbid,
-    /// Stop the active run, then start the new one.
+    /// Delete the active runs (and their Jobs), then start the new one.
     Replace,
 }
 
@@ -155,10 +163,14 @@ pub struct CoeBenchmarkStatus {
     /// The last `coebench.dev/run-now` value acted on; the same value never triggers twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_run_now: Option<String>,
-    /// Scheduling: not yet active. When the last scheduled run was due.
+    /// The slot of the last scheduled run (when it was due, not when it started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
-    /// Scheduling: not yet active. When the next scheduled run is due.
+    /// The last slot that started no run: skipped (Forbid), past `startingDeadlineSeconds`, or
+    /// beyond 100 missed slots. Slots up to it are never reconsidered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_missed_schedule_time: Option<Time>,
+    /// When the next scheduled run is due; absent without a valid schedule or while suspended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
     /// When the most recent succeeded run completed.

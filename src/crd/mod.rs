@@ -41,10 +41,15 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "coebench-operator";
 /// Annotation on a `CoeBenchmark`: any new value asks for one more run.
 pub const ANNOTATION_RUN_NOW: &str = "coebench.dev/run-now";
+/// Annotation on a scheduled `CoeBenchmarkRun`: its slot, RFC 3339 in the benchmark's time zone
+/// (like `batch.kubernetes.io/cronjob-scheduled-timestamp` on a CronJob's Jobs).
+pub const ANNOTATION_SCHEDULED_TIMESTAMP: &str = "coebench.dev/scheduled-timestamp";
 
 /// Most rows a benchmark or run may hold (inline or from a CSV); bounds the CEL rules' cost.
 pub const MAX_ROWS: usize = 1000;
-/// Longest `CoeBenchmark` name: leaves room for the `-<run number>` suffix within 63 characters.
+/// Longest `CoeBenchmark` name: leaves room for the `-<run number>` suffix, and for the
+/// `-<slot in unix minutes>` suffix of scheduled runs (8 digits until the 2160s), within 63
+/// characters.
 pub const MAX_BENCHMARK_NAME: usize = 52;
 /// Longest `CoeBenchmarkRun` name: it names the Job, whose name is a label value.
 pub const MAX_RUN_NAME: usize = 63;

@@ -84,7 +84,7 @@ pub enum TriggerKind {
     Initial,
     /// The `coebench.dev/run-now` annotation.
     RunNow,
-    /// A schedule slot (reserved: scheduling is not active yet).
+    /// A slot of the benchmark's schedule.
     Schedule,
     /// Created directly by a user.
     #[default]

@@ -33,7 +33,10 @@ fn the_crd_files_parse_as_crds_with_the_printer_columns() {
         (
             "CoeBenchmark",
             "coeb",
-            vec!["Phase", "Last Run", "Rows", "P50 TTFT", "Age"],
+            vec![
+                "Phase", "Last Run", "Rows", "P50 TTFT", "Schedule", "Next", "Suspend", "Last",
+                "Age",
+            ],
         ),
         (
             "CoeBenchmarkRun",
@@ -221,4 +224,19 @@ fn a_runs_spec_is_immutable() {
         ..Default::default()
     });
     with_status.validate_cel_update(&old).unwrap();
+}
+
+#[test]
+fn the_nightly_example_is_a_valid_scheduled_benchmark() {
+    let mut bench: CoeBenchmark =
+        serde_saphyr::from_str(include_str!("../../examples/benchmark-nightly.yaml")).unwrap();
+    bench.metadata.namespace = Some("default".into());
+    bench.validate_cel().unwrap();
+    let schedule = crate::schedule::Schedule::parse(
+        bench.spec.schedule.as_deref().unwrap(),
+        bench.spec.time_zone.as_deref(),
+    )
+    .unwrap();
+    assert_eq!(schedule.time_zone(), "America/New_York");
+    assert_eq!(bench.spec.endpoint.api, ApiKind::Simulator);
 }

@@ -7,6 +7,7 @@ pub mod job;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::crd::{
@@ -16,6 +17,13 @@ use crate::crd::{
 /// Name of the `n`-th run of `benchmark` (n = 1, 2, ...): `<benchmark>-<n>`.
 pub fn run_name(benchmark: &str, n: u64) -> String {
     format!("{benchmark}-{n}")
+}
+
+/// Name of the run of `benchmark` for the schedule slot at `slot`:
+/// `<benchmark>-<slot in unix minutes>`. Deterministic, so a restarted operator or a second
+/// replica creating it again gets AlreadyExists instead of a second run.
+pub fn scheduled_run_name(benchmark: &str, slot: Timestamp) -> String {
+    format!("{benchmark}-{}", slot.as_second().div_euclid(60))
 }
 
 /// Name of a run's plan ConfigMap: `<run>-plan`.
@@ -81,6 +89,8 @@ mod tests {
         assert_eq!(run_name("llama", 3), "llama-3");
         assert_eq!(plan_config_map_name("llama-3"), "llama-3-plan");
         assert_eq!(job_name("llama-3"), "llama-3");
+        let slot: Timestamp = "2026-03-01T02:00:00Z".parse().unwrap();
+        assert_eq!(scheduled_run_name("llama", slot), "llama-29538840");
     }
 
     #[test]

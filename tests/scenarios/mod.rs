@@ -15,6 +15,7 @@ use crate::support::*;
 
 mod lease;
 mod rbac;
+mod schedule;
 
 fn condition<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'c Condition> {
     conditions.iter().find(|c| c.type_ == type_)

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::*;
 
 /// (apiGroup, resource[/subresource], verb) of a request path and method.
-fn permission(method: &str, path: &str, query: &str) -> (String, String, String) {
+pub(super) fn permission(method: &str, path: &str, query: &str) -> (String, String, String) {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, rest) = if segs[0] == "api" {
         (String::new(), &segs[2..])
@@ -39,7 +39,7 @@ fn permission(method: &str, path: &str, query: &str) -> (String, String, String)
     (group, resource, verb.to_string())
 }
 
-fn allowed() -> BTreeSet<(String, String, String)> {
+pub(super) fn allowed() -> BTreeSet<(String, String, String)> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(include_str!("../../deploy/rbac.yaml")).unwrap();
     let mut allowed = BTreeSet::new();

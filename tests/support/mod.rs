@@ -8,6 +8,7 @@ pub mod fake_apiserver;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coebench_operator::clock::{Clock, SystemClock};
 use coebench_operator::controller::{Context, Settings, run_controllers};
 use coebench_operator::metrics::Metrics;
 use coebench_operator::resources::job::JobDefaults;
@@ -52,13 +53,25 @@ pub struct Operator {
 impl Operator {
     /// Starts the controllers and waits until their caches are synced.
     pub async fn start(fake: &FakeApiServer, settings: Settings) -> Operator {
+        Self::start_with_clock(fake, settings, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Operator::start`], with the controllers reading the time from `clock`.
+    pub async fn start_with_clock(
+        fake: &FakeApiServer,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Operator {
         let metrics = Arc::new(Metrics::new());
-        let ctx = Arc::new(Context::new(
-            fake.client(),
-            metrics.clone(),
-            settings,
-            Some("test".into()),
-        ));
+        let ctx = Arc::new(
+            Context::new(
+                fake.client(),
+                metrics.clone(),
+                settings,
+                Some("test".into()),
+            )
+            .with_clock(clock),
+        );
         let (stop, stop_rx) = watch::channel(false);
         let (ready_tx, mut ready_rx) = watch::channel(false);
         let task = tokio::spawn(run_controllers(ctx, None, stop_rx, move || {

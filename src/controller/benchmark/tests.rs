@@ -1,7 +1,7 @@
 //! Run triggers and history trimming, as pure functions.
 
 use super::*;
-use crate::crd::{CoeBenchmarkRunStatus, CoeBenchmarkSpec};
+use crate::crd::{CoeBenchmarkRunStatus, CoeBenchmarkSpec, RunPhase};
 use serde_json::json;
 
 fn bench(annotation: Option<&str>, schedule: Option<&str>) -> CoeBenchmark {
@@ -30,7 +30,7 @@ fn status(run_count: u64, handled: Option<&str>) -> CoeBenchmarkStatus {
 fn a_new_benchmark_without_schedule_asks_for_its_initial_run() {
     let t = pending_trigger(&bench(None, None), &CoeBenchmarkStatus::default()).unwrap();
     assert_eq!(t.kind, TriggerKind::Initial);
-    // With a (reserved) schedule, only run-now starts runs.
+    // With a schedule, slots and run-now start runs; there is no initial run.
     assert!(
         pending_trigger(
             &bench(None, Some("0 * * * *")),

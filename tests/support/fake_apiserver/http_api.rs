@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::select::{Filter, Route, parse_label_selector, parse_route, query_params};
 use super::{
     Body, Inner, Key, RequestRecord, StoredEvent, api_version_of, has_status_subresource, kind_of,
-    merge, now_string, plural_of, spec_changed, status_body,
+    merge, plural_of, spec_changed, status_body,
 };
 
 fn respond(status: StatusCode, body: &Value) -> Response<Body> {
@@ -273,7 +273,7 @@ fn dispatch(
             if finalizers {
                 let mut marked = existing;
                 if marked["metadata"]["deletionTimestamp"].is_null() {
-                    marked["metadata"]["deletionTimestamp"] = json!(now_string());
+                    marked["metadata"]["deletionTimestamp"] = json!(state.now_string());
                     marked = state.store(events, &k, marked);
                 }
                 return respond(StatusCode::OK, &marked);

@@ -19,7 +19,8 @@
 //! Errors are `metav1.Status` bodies, so kube maps them to `kube::Error::Api`. There is no Job
 //! controller or kubelet: tests play them with [`FakeApiServer::start_job_pod`],
 //! [`FakeApiServer::terminate_pod`], [`FakeApiServer::mark_job`] and friends. Every request is
-//! logged ([`FakeApiServer::requests`]).
+//! logged ([`FakeApiServer::requests`]). [`FakeApiServer::with_clock`] takes server-set times
+//! from a test clock, so a scenario can move time for the server and the operator together.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use coebench_operator::clock::Clock;
 use http::Request;
 use http_body_util::combinators::UnsyncBoxBody;
 use k8s_openapi::jiff::Timestamp;
@@ -74,6 +76,8 @@ struct StoredEvent {
 
 #[derive(Default)]
 struct State {
+    /// The clock of server-set times; the system clock when `None`.
+    clock: Option<Arc<dyn Clock>>,
     objects: BTreeMap<Key, Value>,
     rv: u64,
     uid: u64,
@@ -141,10 +145,6 @@ fn status_body(code: u16, reason: &str, message: String) -> Value {
     })
 }
 
-fn now_string() -> String {
-    Timestamp::now().to_string()
-}
-
 /// RFC 7386 merge of `patch` into `target`.
 pub fn merge(target: &mut Value, patch: &Value) {
     match patch {
@@ -165,8 +165,15 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// A parsed request path.
 impl State {
+    /// The current time, RFC 3339, for server-set timestamps.
+    fn now_string(&self) -> String {
+        self.clock
+            .as_ref()
+            .map_or_else(Timestamp::now, |c| c.now())
+            .to_string()
+    }
+
     fn next_rv(&mut self) -> u64 {
         self.rv += 1;
         self.rv
@@ -249,7 +256,7 @@ impl State {
             meta["namespace"] = json!(key.namespace);
         }
         meta["uid"] = json!(format!("uid-{:06}", self.uid));
-        meta["creationTimestamp"] = json!(now_string());
+        meta["creationTimestamp"] = json!(self.now_string());
         meta["generation"] = json!(1);
         object
     }
@@ -277,6 +284,19 @@ impl FakeApiServer {
                 events,
             }),
         }
+    }
+
+    /// An empty API server whose creation, deletion and fake kubelet times come from `clock`
+    /// (share it with the operator's `Context` so both see the same time).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let fake = Self::new();
+        fake.state().clock = Some(clock);
+        fake
+    }
+
+    /// The current time of this server, RFC 3339.
+    fn now_string(&self) -> String {
+        self.state().now_string()
     }
 
     /// A client talking to this server; default namespace `default`.
@@ -414,7 +434,7 @@ impl FakeApiServer {
         let pod_name = format!("{job}-x7k2p");
         let mut labels = template["metadata"]["labels"].clone();
         labels["job-name"] = json!(job);
-        let now = now_string();
+        let now = self.now_string();
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {
@@ -454,7 +474,7 @@ impl FakeApiServer {
             namespace,
             pod,
             "Running",
-            json!({"running": {"startedAt": now_string()}}),
+            json!({"running": {"startedAt": self.now_string()}}),
         );
     }
 
@@ -473,7 +493,7 @@ impl FakeApiServer {
             phase,
             json!({"terminated": {
                 "exitCode": exit_code, "reason": reason, "message": message,
-                "startedAt": now_string(), "finishedAt": now_string()
+                "startedAt": self.now_string(), "finishedAt": self.now_string()
             }}),
         );
     }
@@ -495,7 +515,7 @@ impl FakeApiServer {
     /// `reason` is `None`) or `Failed` with `reason`.
     pub fn mark_job(&self, namespace: &str, job: &str, reason: Option<&str>) {
         use k8s_openapi::api::batch::v1::Job;
-        let now = now_string();
+        let now = self.now_string();
         self.modify::<Job>(namespace, job, |j| {
             j["status"]["active"] = json!(0);
             match reason {
