@@ -381,3 +381,47 @@ fn the_kit_example_loads_in_the_engine_with_a_qps_and_a_multimodal_row() {
         "examples/benchmark-rows-from-configmap.yaml must hold examples/kit/model_configs.csv"
     );
 }
+
+/// Leaf paths of a values tree: maps documented as a whole are leaves.
+fn value_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
+    const WHOLE: [&str; 8] = [
+        "resources",
+        "config",
+        "labels",
+        "annotations",
+        "podAnnotations",
+        "podLabels",
+        "nodeSelector",
+        "affinity",
+    ];
+    match value.as_object() {
+        Some(map) if !map.is_empty() && !WHOLE.iter().any(|w| prefix.ends_with(w)) => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                value_paths(v, &path, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+#[test]
+fn install_md_documents_every_chart_value() {
+    let values: Value = serde_saphyr::from_str(&read("charts/coebench/values.yaml")).unwrap();
+    let page = read("docs/install.md");
+    let mut paths = Vec::new();
+    value_paths(&values, "", &mut paths);
+    assert!(paths.len() > 40, "{paths:?}");
+    let missing: Vec<_> = paths
+        .iter()
+        .filter(|p| !page.contains(&format!("`{p}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/install.md does not document {missing:?}"
+    );
+}
