@@ -142,14 +142,16 @@ fn looks_like_a_reason(text: &str) -> bool {
 }
 
 /// PascalCase literals of the operator that are not condition or Event reasons.
-const NOT_REASONS: [(&str, &str); 7] = [
+const NOT_REASONS: [(&str, &str); 9] = [
     ("True", "a condition status"),
     ("False", "a condition status"),
     ("Unknown", "a condition status"),
     ("CreateRun", "an Event action"),
     ("TrimHistory", "an Event action"),
+    ("Schedule", "an Event action"),
     ("PodScheduled", "a Pod condition type the operator reads"),
-    ("RunPhases", "the name of a metrics label set"),
+    ("RunPhases", "the name of a metrics collector"),
+    ("NextRuns", "the name of a metrics collector"),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
