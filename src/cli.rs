@@ -8,8 +8,10 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::controller::Settings;
+use k8s_openapi::api::core::v1::ResourceRequirements;
+
 use crate::resources::job::{
-    DEFAULT_TTL_SECONDS_AFTER_FINISHED, JobDefaults, default_runner_image,
+    DEFAULT_TTL_SECONDS_AFTER_FINISHED, JobDefaults, default_runner_image, default_runner_resources,
 };
 
 /// Kubernetes operator for CoeBenchmark and CoeBenchmarkRun resources.
@@ -41,6 +43,14 @@ pub struct Cli {
     /// Runner image of benchmarks that do not name one.
     #[arg(long, default_value_t = default_runner_image())]
     pub runner_image: String,
+    /// Compute resources of runner containers whose benchmark sets none, as the JSON of a
+    /// Kubernetes ResourceRequirements (default: requests of 500m CPU and 512Mi memory).
+    #[arg(long, value_name = "JSON", value_parser = parse_resources)]
+    pub runner_resources: Option<ResourceRequirements>,
+    /// Service account of runner Pods whose benchmark names none; it must exist in the
+    /// benchmark's namespace (default: the namespace's `default`). Its token is never mounted.
+    #[arg(long, value_name = "NAME")]
+    pub runner_service_account: Option<String>,
     /// Seconds a runner image may fail to pull before its run fails.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub image_pull_timeout: u64,
@@ -59,6 +69,24 @@ pub struct Cli {
     pub concurrency: u16,
 }
 
+/// Parses `--runner-resources`: the JSON of a ResourceRequirements, unknown keys refused.
+fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let known = ["requests", "limits", "claims"];
+    if let Some(key) = value
+        .as_object()
+        .ok_or("expected a JSON object such as {\"requests\":{\"cpu\":\"500m\"}}")?
+        .keys()
+        .find(|k| !known.contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown key {key:?}; expected requests, limits or claims"
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| format!("not a ResourceRequirements: {e}"))
+}
+
 /// Log formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -74,6 +102,11 @@ impl Cli {
         Settings {
             job: JobDefaults {
                 runner_image: self.runner_image.clone(),
+                runner_resources: self
+                    .runner_resources
+                    .clone()
+                    .unwrap_or_else(default_runner_resources),
+                runner_service_account: self.runner_service_account.clone(),
                 ttl_seconds_after_finished: self.job_ttl,
                 ..JobDefaults::default()
             },
@@ -99,6 +132,35 @@ mod tests {
         let settings = cli.settings();
         assert_eq!(settings.image_pull_timeout, Duration::from_secs(300));
         assert_eq!(settings.job.ttl_seconds_after_finished, 86_400);
+    }
+
+    #[test]
+    fn runner_defaults_come_from_flags() {
+        let cli = Cli::try_parse_from([
+            "coebench-operator",
+            "--runner-resources",
+            r#"{"requests":{"cpu":"1","memory":"1Gi"},"limits":{"memory":"2Gi"}}"#,
+            "--runner-service-account",
+            "coebench-runner",
+        ])
+        .unwrap();
+        let job = cli.settings().job;
+        assert_eq!(
+            job.runner_service_account.as_deref(),
+            Some("coebench-runner")
+        );
+        let limits = job.runner_resources.limits.unwrap();
+        assert_eq!(limits["memory"].0, "2Gi");
+        let defaults = Cli::try_parse_from(["coebench-operator"])
+            .unwrap()
+            .settings();
+        assert_eq!(defaults.job.runner_resources, default_runner_resources());
+        assert_eq!(defaults.job.runner_service_account, None);
+        for bad in [r#"{"request":{}}"#, "cpu=1", r#"{"limits":"2Gi"}"#] {
+            let err =
+                Cli::try_parse_from(["coebench-operator", "--runner-resources", bad]).unwrap_err();
+            assert!(err.to_string().contains("--runner-resources"), "{err}");
+        }
     }
 
     #[test]

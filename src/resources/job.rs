@@ -34,10 +34,16 @@ pub const DEFAULT_TTL_SECONDS_AFTER_FINISHED: i32 = 86_400;
 pub const DEFAULT_DEADLINE_MARGIN_SECONDS: i64 = 300;
 
 /// Operator-wide defaults the Job builder needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct JobDefaults {
     /// Image used when the run names none.
     pub runner_image: String,
+    /// Compute resources of runner containers whose run sets none (default:
+    /// [`default_runner_resources`]).
+    pub runner_resources: ResourceRequirements,
+    /// Service account of runner Pods whose run names none (default: none, so the namespace's
+    /// `default`; the token is never mounted either way).
+    pub runner_service_account: Option<String>,
     /// `ttlSecondsAfterFinished` when the run sets none.
     pub ttl_seconds_after_finished: i32,
     /// Start-up margin added to the deadline.
@@ -48,6 +54,8 @@ impl Default for JobDefaults {
     fn default() -> Self {
         JobDefaults {
             runner_image: default_runner_image(),
+            runner_resources: default_runner_resources(),
+            runner_service_account: None,
             ttl_seconds_after_finished: DEFAULT_TTL_SECONDS_AFTER_FINISHED,
             deadline_margin_seconds: DEFAULT_DEADLINE_MARGIN_SECONDS,
         }
@@ -190,7 +198,12 @@ pub fn build_job(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Result<Job> {
         command: Some(vec!["coebench".into()]),
         args: Some(runner_args(run, &namespace)),
         env: Some(env),
-        resources: Some(runner.resources.clone().unwrap_or_else(default_resources)),
+        resources: Some(
+            runner
+                .resources
+                .clone()
+                .unwrap_or_else(|| defaults.runner_resources.clone()),
+        ),
         volume_mounts: Some(vec![
             mount("plan", PLAN_DIR, true),
             mount("results", RESULTS_MOUNT, false),
@@ -214,7 +227,10 @@ pub fn build_job(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Result<Job> {
 
     let pod = PodSpec {
         restart_policy: Some("Never".into()),
-        service_account_name: runner.service_account_name.clone(),
+        service_account_name: runner
+            .service_account_name
+            .clone()
+            .or_else(|| defaults.runner_service_account.clone()),
         automount_service_account_token: Some(false),
         image_pull_secrets: runner.image_pull_secrets.clone(),
         node_selector: runner.node_selector.clone(),
@@ -273,7 +289,9 @@ fn runtime_default() -> SeccompProfile {
 }
 
 /// Requests of a runner without `runner.resources`: 500m CPU and 512Mi memory, no limits.
-fn default_resources() -> ResourceRequirements {
+/// Resources of a runner container when neither the run nor the operator's
+/// `--runner-resources` say otherwise: requests of 500m CPU and 512Mi memory, no limits.
+pub fn default_runner_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_string(), Quantity("500m".into())),
@@ -480,6 +498,41 @@ pub(crate) mod tests {
         assert_eq!(active_deadline_seconds(&sample_run(), 300), 1630);
         let job = build_job(&sample_run(), &JobDefaults::default()).unwrap();
         assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(1630));
+    }
+
+    #[test]
+    fn operator_defaults_fill_resources_and_service_account_the_run_leaves_out() {
+        let defaults = JobDefaults {
+            runner_resources: ResourceRequirements {
+                limits: Some(BTreeMap::from([(
+                    "memory".to_string(),
+                    Quantity("1Gi".into()),
+                )])),
+                ..ResourceRequirements::default()
+            },
+            runner_service_account: Some("coebench-runner".into()),
+            ..JobDefaults::default()
+        };
+        let job = build_job(&sample_run(), &defaults).unwrap();
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("coebench-runner"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(
+            container(&job).resources.as_ref(),
+            Some(&defaults.runner_resources)
+        );
+
+        // The run's own settings win.
+        let mut run = sample_run();
+        run.spec.runner.service_account_name = Some("mine".into());
+        run.spec.runner.resources = Some(default_runner_resources());
+        let job = build_job(&run, &defaults).unwrap();
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("mine"));
+        assert_eq!(
+            container(&job).resources.as_ref(),
+            Some(&default_runner_resources())
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::support::*;
 
 mod lease;
-mod rbac;
+pub(crate) mod rbac;
 mod schedule;
 
 fn condition<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'c Condition> {

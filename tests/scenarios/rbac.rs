@@ -1,6 +1,7 @@
 //! The RBAC of `deploy/rbac.yaml` is enough: a lifecycle touching every code path that calls
 //! the API (create, succeed, get stuck, trim, read a CSV, publish Events) is replayed against
-//! the rules, request by request.
+//! the rules, request by request. The chart's tests (`tests/chart/rbac.rs`) reuse the
+//! lifecycle's permission list and the rule reader.
 
 use std::collections::BTreeSet;
 
@@ -8,8 +9,11 @@ use serde_json::{Value, json};
 
 use super::*;
 
-/// (apiGroup, resource[/subresource], verb) of a request path and method.
-pub(super) fn permission(method: &str, path: &str, query: &str) -> (String, String, String) {
+/// (apiGroup, resource[/subresource], verb): one permission.
+pub(crate) type Permission = (String, String, String);
+
+/// The permission a request (method, path without query, query) needs.
+pub(crate) fn permission(method: &str, path: &str, query: &str) -> Permission {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, rest) = if segs[0] == "api" {
         (String::new(), &segs[2..])
@@ -39,9 +43,14 @@ pub(super) fn permission(method: &str, path: &str, query: &str) -> (String, Stri
     (group, resource, verb.to_string())
 }
 
-pub(super) fn allowed() -> BTreeSet<(String, String, String)> {
+pub(crate) fn allowed() -> BTreeSet<Permission> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(include_str!("../../deploy/rbac.yaml")).unwrap();
+    granted(&docs)
+}
+
+/// Every permission the ClusterRoles and Roles among `docs` grant.
+pub(crate) fn granted(docs: &[Value]) -> BTreeSet<Permission> {
     let mut allowed = BTreeSet::new();
     for doc in docs
         .iter()
@@ -64,8 +73,9 @@ pub(super) fn allowed() -> BTreeSet<(String, String, String)> {
     allowed
 }
 
-#[tokio::test]
-async fn every_call_of_a_full_lifecycle_is_allowed_by_deploy_rbac_yaml() {
+/// The permissions of every request of a full lifecycle: create, succeed, get stuck, trim,
+/// read a CSV, publish Events.
+pub(crate) async fn lifecycle_permissions() -> BTreeSet<Permission> {
     let fake = FakeApiServer::new();
     let (operator, _) = started(&fake, "bench", json!({"successfulRunsHistoryLimit": 0})).await;
     // Run 1 gets stuck pulling its image: its Job is deleted.
@@ -106,13 +116,16 @@ async fn every_call_of_a_full_lifecycle_is_allowed_by_deploy_rbac_yaml() {
     })
     .await;
     operator.stop().await;
-
-    let allowed = allowed();
-    let used: BTreeSet<_> = fake
-        .requests()
+    fake.requests()
         .iter()
         .map(|r| permission(&r.method, &r.path, &r.query))
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn every_call_of_a_full_lifecycle_is_allowed_by_deploy_rbac_yaml() {
+    let allowed = allowed();
+    let used = lifecycle_permissions().await;
     let denied: Vec<_> = used.difference(&allowed).collect();
     assert!(
         denied.is_empty(),
