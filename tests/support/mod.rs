@@ -176,6 +176,7 @@ pub fn report(run: &str, outcome: RunOutcome, message: Option<&str>) -> String {
         e2e_p50_s: Some(1.5),
         output_tokens_per_s_p50: Some(250.0),
         switching_time_s: Some(0.0),
+        ttft_tail_s: Some([Some(ttft + 0.1), Some(ttft + 0.2), None, None]),
     };
     RunReport {
         version: 1,
