@@ -174,6 +174,7 @@ pub async fn run_controllers(
     .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
     .graceful_shutdown_on(stop(shutdown.clone()));
     let benchmark_store = benchmark_controller.store();
+    ctx.metrics.watch_benchmarks(benchmark_store.clone());
 
     let readiness = async move {
         let synced = run_store.wait_until_ready().await.is_ok()
