@@ -299,9 +299,9 @@ mod tests {
         let text = metrics.exposition(None).unwrap().body;
         let row0 = "namespace=\"perf\",benchmark=\"nightly\",model=\"expert-a\",row=\"0\"";
         for needle in [
-            format!("coebench_benchmark_result_client_ttft_seconds{{{row0},quantile=\"0.5\"}} 0.25"),
-            format!("coebench_benchmark_result_client_ttft_seconds{{{row0},quantile=\"0.99\"}} 0.5"),
-            format!("coebench_benchmark_result_end_to_end_latency_seconds{{{row0},quantile=\"0.5\"}} 1.5"),
+            format!("coebench_benchmark_result_client_ttft_seconds{{{row0},stat=\"p50\"}} 0.25"),
+            format!("coebench_benchmark_result_client_ttft_seconds{{{row0},stat=\"p99\"}} 0.5"),
+            format!("coebench_benchmark_result_end_to_end_latency_seconds{{{row0},stat=\"p50\"}} 1.5"),
             format!("coebench_benchmark_result_error_ratio{{{row0}}} 0.25"),
             "coebench_benchmark_result_run_info{namespace=\"perf\",benchmark=\"nightly\",run=\"nightly-7\"} 1".to_string(),
             "coebench_benchmark_result_timestamp_seconds{namespace=\"perf\",benchmark=\"nightly\"} 1777636800".to_string(),
@@ -311,7 +311,7 @@ mod tests {
             assert!(text.contains(&needle), "missing {needle} in\n{text}");
         }
         assert!(
-            !text.contains("quantile=\"0.9\""),
+            !text.contains("stat=\"p90\""),
             "absent values have no series:\n{text}"
         );
         assert!(

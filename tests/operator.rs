@@ -1,6 +1,8 @@
 //! The operator's integration tests, in one test binary: controller scenarios against the
-//! in-process fake API server, and an end-to-end test on a real cluster (ignored by default).
+//! in-process fake API server, metrics scraped by a real Prometheus, and an end-to-end test on a
+//! real cluster (ignored by default).
 
 mod e2e;
+mod metrics;
 mod scenarios;
 mod support;

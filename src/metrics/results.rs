@@ -20,7 +20,7 @@ use prometheus_client::registry::Unit;
 
 use crate::crd::{CoeBenchmark, RowSummary};
 
-/// One series of a per-row metric: its `quantile` label (if any) and how to read its value.
+/// One series of a per-row metric: its `stat` label (if any) and how to read its value.
 type RowValue = (Option<&'static str>, fn(&RowSummary) -> Option<f64>);
 
 /// A per-row metric: name (without prefix and unit), help, unit, and its series.
@@ -35,35 +35,35 @@ fn row_metrics() -> [RowMetric; 7] {
     [
         RowMetric {
             name: "result_client_ttft",
-            help: "Client-side time to first token of the latest succeeded run, by quantile",
+            help: "Client-side time to first token of the latest succeeded run, by statistic (stat = p50, p90, p99)",
             unit: Some(Unit::Seconds),
             values: &[
-                (Some("0.5"), |r| r.client_ttft_p50_seconds),
-                (Some("0.9"), |r| r.client_ttft_p90_seconds),
-                (Some("0.99"), |r| r.client_ttft_p99_seconds),
+                (Some("p50"), |r| r.client_ttft_p50_seconds),
+                (Some("p90"), |r| r.client_ttft_p90_seconds),
+                (Some("p99"), |r| r.client_ttft_p99_seconds),
             ],
         },
         RowMetric {
             name: "result_server_ttft",
-            help: "Server-reported time to first token of the latest succeeded run, by quantile",
+            help: "Server-reported time to first token of the latest succeeded run, by statistic (stat = p50, p90, p99)",
             unit: Some(Unit::Seconds),
             values: &[
-                (Some("0.5"), |r| r.server_ttft_p50_seconds),
-                (Some("0.9"), |r| r.server_ttft_p90_seconds),
-                (Some("0.99"), |r| r.server_ttft_p99_seconds),
+                (Some("p50"), |r| r.server_ttft_p50_seconds),
+                (Some("p90"), |r| r.server_ttft_p90_seconds),
+                (Some("p99"), |r| r.server_ttft_p99_seconds),
             ],
         },
         RowMetric {
             name: "result_end_to_end_latency",
-            help: "Client-side end-to-end latency of the latest succeeded run, by quantile",
+            help: "Client-side end-to-end latency of the latest succeeded run, by statistic (stat = p50, p90, p99)",
             unit: Some(Unit::Seconds),
-            values: &[(Some("0.5"), |r| r.e2e_p50_seconds)],
+            values: &[(Some("p50"), |r| r.e2e_p50_seconds)],
         },
         RowMetric {
             name: "result_output_tokens_per_second",
-            help: "Per-request output tokens per second after the first token, latest succeeded run, by quantile",
+            help: "Per-request output tokens per second after the first token, latest succeeded run, by statistic (stat = p50, p90, p99)",
             unit: None,
-            values: &[(Some("0.5"), |r| r.output_tokens_per_second_p50)],
+            values: &[(Some("p50"), |r| r.output_tokens_per_second_p50)],
         },
         RowMetric {
             name: "result_switching_time",
@@ -158,7 +158,7 @@ pub fn encode_results(
         for (namespace, benchmark, result, _) in &latest {
             for (index, row) in result.rows.iter().enumerate() {
                 let index = index.to_string();
-                for (quantile, read) in metric.values {
+                for (stat, read) in metric.values {
                     let Some(value) = read(row).filter(|v| v.is_finite()) else {
                         continue;
                     };
@@ -168,9 +168,9 @@ pub fn encode_results(
                         ("model", row.model.as_str()),
                         ("row", index.as_str()),
                     ];
-                    match quantile {
+                    match stat {
                         Some(q) => {
-                            let labels = [base[0], base[1], base[2], base[3], ("quantile", q)];
+                            let labels = [base[0], base[1], base[2], base[3], ("stat", q)];
                             ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
                         }
                         None => ConstGauge::new(value).encode(family.encode_family(&base)?)?,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_apiserver;
+pub mod prometheus;
 
 use std::sync::Arc;
 use std::time::Duration;
