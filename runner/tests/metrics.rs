@@ -158,3 +158,141 @@ async fn a_run_against_the_simulator_counts_requests_tokens_and_error_classes() 
     assert_eq!(classes_seen, ["http-5xx", "rate-limited"], "{text}");
     sim.shutdown().await.unwrap();
 }
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A stand-in Pushgateway on loopback: records the path and body of each request, answers 200.
+async fn capture_gateway() -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let log = Arc::clone(&log);
+                        async move {
+                            let path = format!("{} {}", req.method(), req.uri().path());
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            log.lock()
+                                .unwrap()
+                                .push((path, String::from_utf8_lossy(&body).into_owned()));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::new()),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+/// `GET /metrics` on `addr`, or `None` when nothing answers.
+async fn scrape(addr: std::net::SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    Some(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_serves_pushes_and_lingers_until_interrupted() {
+    let (gateway, pushed) = capture_gateway().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_coebench"))
+            .args([
+                "run",
+                "--api",
+                "simulator",
+                "--model",
+                "Meta-Llama-3.1-8B-Instruct",
+            ])
+            .args(["--input-tokens", "50", "--output-tokens", "10"])
+            .args(["--num-requests", "4", "--concurrency", "2"])
+            .args(["--run-name", "cli-run", "--no-progress"])
+            .arg("--output-files-dir")
+            .arg(dir.path().join("out"))
+            .arg("--consolidated-results-dir")
+            .arg(dir.path().join("consolidated"))
+            .args(["--metrics-addr", &addr.to_string()])
+            .args(["--metrics-label", "benchmark=adhoc"])
+            .args(["--pushgateway", &gateway, "--metrics-linger", "120"])
+            .env("COEBENCH_NAMESPACE", "perf")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("coebench starts"),
+    );
+
+    // The run ends and is pushed; the process keeps serving the final state.
+    let ok = "coebench_requests_total{namespace=\"perf\",benchmark=\"adhoc\",run=\"cli-run\",\
+              model=\"Meta-Llama-3.1-8B-Instruct\",row=\"0\",outcome=\"ok\"} 4";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let body = loop {
+        let found = pushed.lock().unwrap().first().cloned();
+        if let Some((path, body)) = found {
+            assert_eq!(path, "PUT /metrics/job/coebench/instance/cli-run");
+            break body;
+        }
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "coebench exited before pushing"
+        );
+        assert!(tokio::time::Instant::now() < deadline, "no push in 60 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(body.contains(ok), "pushed:\n{body}");
+    let served = scrape(addr).await.expect("still serving after the run");
+    assert!(served.contains(ok), "served:\n{served}");
+    assert!(child.0.try_wait().unwrap().is_none(), "lingering");
+
+    // An interrupt ends the linger at once; the run's own outcome is the exit code.
+    let pid = i32::try_from(child.0.id()).unwrap();
+    // SAFETY: sending a signal to our own child process.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::kill(pid, libc::SIGINT) };
+    assert_eq!(sent, 0);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still lingering after SIGINT"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(scrape(addr).await.is_none(), "the server is gone");
+}
