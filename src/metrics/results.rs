@@ -5,7 +5,7 @@
 //! series vanish with it, a restarted operator exports them again at once, and nothing here
 //! is ever stale or needs cleaning up. Every series is labelled `namespace`, `benchmark` and,
 //! per row, `model` and `row` (the row's index in the plan, from 0); there is no `run` label on
-//! values, so a benchmark's series continue from run to run (`result_info` names the run).
+//! values, so a benchmark's series continue from run to run (`result_run_info` names the run).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -285,6 +285,11 @@ async fn prometheus_scrapes_a_runner_and_the_operator_and_promql_agrees_with_the
         )
         .await;
     expect(r#"sum(up{job=~"runner|operator"})"#.to_string(), 2.0).await;
+    prometheus
+        .value_when(r#"count_over_time(up{job="runner"}[5m])"#, SCRAPED, |v| {
+            v >= 2.0
+        })
+        .await;
 
     // promtool accepts what each endpoint serves in the Prometheus text format.
     for (what, addr) in [("runner", runner_addr), ("operator", operator_addr)] {
