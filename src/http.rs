@@ -42,7 +42,17 @@ pub async fn serve(
         let ready = ready.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let response = respond(req.method(), req.uri().path(), &metrics, *ready.borrow());
+                let accept = req
+                    .headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let response = respond(
+                    req.method(),
+                    req.uri().path(),
+                    accept,
+                    &metrics,
+                    *ready.borrow(),
+                );
                 async move { Ok::<_, Infallible>(response) }
             });
             if let Err(error) = hyper::server::conn::http1::Builder::new()
@@ -55,10 +65,12 @@ pub async fn serve(
     }
 }
 
-/// The response to `method path`.
+/// The response to `method path`; `/metrics` answers in the format `accept` asks for
+/// (OpenMetrics for Prometheus, else the Prometheus text format).
 pub fn respond(
     method: &Method,
     path: &str,
+    accept: Option<&str>,
     metrics: &Metrics,
     ready: bool,
 ) -> Response<Full<Bytes>> {
@@ -82,14 +94,11 @@ pub fn respond(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: controller caches are not synced yet\n".into(),
         ),
-        "/metrics" => match metrics.encode() {
-            Ok(body) => Response::builder()
+        "/metrics" => match metrics.exposition(accept) {
+            Ok(exposition) => Response::builder()
                 .status(StatusCode::OK)
-                .header(
-                    "content-type",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )
-                .body(Full::new(Bytes::from(body)))
+                .header("content-type", exposition.content_type)
+                .body(Full::new(Bytes::from(exposition.body)))
                 .expect("a static response is valid"),
             Err(_) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -118,30 +127,37 @@ mod tests {
     async fn probes_and_metrics_answer() {
         let metrics = Metrics::new();
         assert_eq!(
-            respond(&Method::GET, "/healthz", &metrics, false).status(),
+            respond(&Method::GET, "/healthz", None, &metrics, false).status(),
             StatusCode::OK
         );
         assert_eq!(
-            respond(&Method::GET, "/readyz", &metrics, false).status(),
+            respond(&Method::GET, "/readyz", None, &metrics, false).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(
-            respond(&Method::GET, "/readyz", &metrics, true).status(),
+            respond(&Method::GET, "/readyz", None, &metrics, true).status(),
             StatusCode::OK
         );
         drop(metrics.reconcile("run"));
-        let text = body(respond(&Method::GET, "/metrics", &metrics, true)).await;
+        let om = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        let text = body(respond(&Method::GET, "/metrics", Some(om), &metrics, true)).await;
         assert!(
             text.contains("coebench_operator_reconciles_total"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+        let plain = body(respond(&Method::GET, "/metrics", None, &metrics, true)).await;
+        assert!(
+            plain.contains("# TYPE coebench_operator_reconciles_total counter"),
+            "{plain}"
+        );
+        assert!(!plain.contains("# EOF"), "{plain}");
         assert_eq!(
-            respond(&Method::GET, "/nope", &metrics, true).status(),
+            respond(&Method::GET, "/nope", None, &metrics, true).status(),
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            respond(&Method::POST, "/healthz", &metrics, true).status(),
+            respond(&Method::POST, "/healthz", None, &metrics, true).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
     }

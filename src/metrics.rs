@@ -6,10 +6,17 @@
 //! - `coebench_operator_reconcile_errors_total{controller,error}` (`error` = [`crate::Error::metric_label`]);
 //! - `coebench_operator_reconcile_duration_seconds{controller}` (histogram);
 //! - `coebench_operator_runs_finished_total{phase,reason}`;
-//! - `coebench_operator_runs{phase}`: runs in the operator's cache by phase, counted at scrape time.
+//! - `coebench_operator_runs{phase}`: runs in the operator's cache by phase, counted at scrape time;
+//! - `coebench_operator_build_info{version}`;
+//! - `coebench_benchmark_result_*{namespace,benchmark,model,row}`: each benchmark's latest
+//!   results, from its status at scrape time ([`results`]).
 //!
-//! Per-benchmark schedule metrics (`coebench_benchmark_*`) have their own registry in
-//! `metrics/schedule.rs`, encoded after this one.
+//! Per-benchmark schedule metrics (`coebench_benchmark_next_run_timestamp_seconds`, missed
+//! schedules) have their own registry in `metrics/schedule.rs`. Scrapes get OpenMetrics when
+//! they ask for it (Prometheus does), else the Prometheus text format
+//! ([`coebench_runner::metrics::exposition`]).
+
+pub mod results;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -23,9 +30,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::crd::{CoeBenchmarkRun, RunPhase};
+use crate::crd::{CoeBenchmark, CoeBenchmarkRun, RunPhase};
+use coebench_runner::metrics::exposition::{self, Exposition};
+use results::ResultGauges;
 
 mod schedule;
 
@@ -62,6 +72,8 @@ type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    benchmarks: Registry,
+    results: Arc<ResultGauges>,
     reconciles: Family<ControllerLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     duration: HistogramFamily,
@@ -103,8 +115,18 @@ impl Metrics {
         );
         let run_phases = Arc::new(RunPhases::default());
         registry.register_collector(Box::new(run_phases.clone()));
+        registry.register(
+            "build",
+            "The coebench operator's version",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let mut benchmarks = Registry::with_prefix("coebench_benchmark");
+        let results = Arc::new(ResultGauges::default());
+        benchmarks.register_collector(Box::new(results.clone()));
         Metrics {
             registry,
+            benchmarks,
+            results,
             reconciles,
             errors,
             duration,
@@ -146,14 +168,26 @@ impl Metrics {
         *self.run_phases.store.lock().expect("metrics lock") = Some(store);
     }
 
+    /// Lets the per-benchmark gauges (`coebench_benchmark_result_*`, the next scheduled run)
+    /// read the benchmark controller's cache.
+    pub fn watch_benchmarks(&self, store: Store<CoeBenchmark>) {
+        self.schedule.watch(store.clone());
+        self.results.watch(store);
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> Result<String, fmt::Error> {
-        let mut out = String::new();
-        use prometheus_client::encoding::text::{encode_eof, encode_registry};
-        encode_registry(&mut out, &self.registry)?;
-        encode_registry(&mut out, &self.schedule.registry)?;
-        encode_eof(&mut out)?;
-        Ok(out)
+        Ok(self
+            .exposition(Some(exposition::OPENMETRICS_CONTENT_TYPE))?
+            .body)
+    }
+
+    /// The metrics in the format an `Accept` header asks for.
+    pub fn exposition(&self, accept: Option<&str>) -> Result<Exposition, fmt::Error> {
+        exposition::encode(
+            &[&self.registry, &self.schedule.registry, &self.benchmarks],
+            accept,
+        )
     }
 }
 
@@ -241,6 +275,67 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    /// A benchmark whose latest succeeded run reported `rows`.
+    pub(crate) fn benchmark_with_result(name: &str, rows: serde_json::Value) -> CoeBenchmark {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "coebench.dev/v1alpha1", "kind": "CoeBenchmark",
+            "metadata": {"name": name, "namespace": "perf", "uid": "u-1"},
+            "spec": {"endpoint": {"api": "simulator"}, "rows": []},
+            "status": {
+                "lastSuccessfulTime": "2026-05-01T12:00:00Z",
+                "lastResult": {"run": format!("{name}-7"), "rows": rows}
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_latest_results_are_gauges_read_from_the_cache() {
+        use kube::runtime::reflector::store::Writer;
+        use kube::runtime::watcher::Event;
+        let metrics = Metrics::new();
+        let mut writer = Writer::<CoeBenchmark>::default();
+        let bench = benchmark_with_result(
+            "nightly",
+            serde_json::json!([
+                {"model": "expert-a", "inputTokens": 100, "outputTokens": 10, "concurrency": 4,
+                 "completed": 3, "errors": 1, "clientTtftP50Seconds": 0.25,
+                 "clientTtftP99Seconds": 0.5, "e2eP50Seconds": 1.5},
+                {"model": "expert-b", "inputTokens": 100, "outputTokens": 10, "qps": 2.5,
+                 "completed": 0, "errors": 0}
+            ]),
+        );
+        writer.apply_watcher_event(&Event::Apply(bench.clone()));
+        metrics.watch_benchmarks(writer.as_reader());
+        let text = metrics.exposition(None).unwrap().body;
+        let row0 = "namespace=\"perf\",benchmark=\"nightly\",model=\"expert-a\",row=\"0\"";
+        for needle in [
+            format!("coebench_benchmark_result_client_ttft_seconds{{{row0},stat=\"p50\"}} 0.25"),
+            format!("coebench_benchmark_result_client_ttft_seconds{{{row0},stat=\"p99\"}} 0.5"),
+            format!("coebench_benchmark_result_end_to_end_latency_seconds{{{row0},stat=\"p50\"}} 1.5"),
+            format!("coebench_benchmark_result_error_ratio{{{row0}}} 0.25"),
+            "coebench_benchmark_result_run_info{namespace=\"perf\",benchmark=\"nightly\",run=\"nightly-7\"} 1".to_string(),
+            "coebench_benchmark_result_timestamp_seconds{namespace=\"perf\",benchmark=\"nightly\"} 1777636800".to_string(),
+            "qps=\"2.5\"".to_string(),
+            format!("coebench_operator_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
+        ] {
+            assert!(text.contains(&needle), "missing {needle} in\n{text}");
+        }
+        assert!(
+            !text.contains("stat=\"p90\""),
+            "absent values have no series:\n{text}"
+        );
+        assert!(
+            !text.contains("coebench_benchmark_result_error_ratio{namespace=\"perf\",benchmark=\"nightly\",model=\"expert-b\""),
+            "a row that sent nothing has no error ratio:\n{text}"
+        );
+
+        writer.apply_watcher_event(&Event::Delete(bench));
+        let text = metrics.exposition(None).unwrap().body;
+        assert!(!text.contains("benchmark=\"nightly\""), "{text}");
+        assert!(text.contains("# TYPE coebench_benchmark_result_client_ttft_seconds gauge"));
     }
 
     #[test]

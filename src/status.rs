@@ -135,6 +135,10 @@ pub fn row_summary(row: &RowReport) -> RowSummary {
         e2e_p50_seconds: row.e2e_p50_s,
         output_tokens_per_second_p50: row.output_tokens_per_s_p50,
         switching_time_seconds: row.switching_time_s,
+        client_ttft_p90_seconds: row.client_ttft_p90_s(),
+        client_ttft_p99_seconds: row.client_ttft_p99_s(),
+        server_ttft_p90_seconds: row.server_ttft_p90_s(),
+        server_ttft_p99_seconds: row.server_ttft_p99_s(),
     }
 }
 
@@ -253,6 +257,10 @@ mod tests {
             e2e_p50_seconds: None,
             output_tokens_per_second_p50: None,
             switching_time_seconds: None,
+            client_ttft_p90_seconds: None,
+            client_ttft_p99_seconds: None,
+            server_ttft_p90_seconds: None,
+            server_ttft_p99_seconds: None,
         };
         assert_eq!(ttft_display(&[]), None);
         assert_eq!(ttft_display(&[row(None)]), None);

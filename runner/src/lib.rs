@@ -15,6 +15,7 @@
 //! - [`stats`], [`switching`], [`batching`], [`summary`]: a row's statistics and summary;
 //! - [`output`]: every file a run writes;
 //! - [`report`]: the compact run report handed to the operator;
+//! - [`metrics`]: live Prometheus metrics of a run (served, pushed);
 //! - [`simulator`]: the composition-of-experts endpoint simulator;
 //! - [`timer`], [`sys`]: precise sleeping and the few operating-system calls.
 
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod image;
 pub mod input;
 pub mod measurement;
+pub mod metrics;
 pub mod output;
 pub mod plan;
 pub mod prompt;

@@ -87,6 +87,29 @@ pub struct RowReport {
     /// Estimated model-switching time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switching_time_s: Option<f64>,
+    /// Tail time to first token, compactly: `[client p90, client p99, server p90, server p99]`
+    /// (each `null` when not measured). The first thing dropped when the report does not fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_tail_s: Option<[Option<f64>; 4]>,
+}
+
+impl RowReport {
+    /// Client-side 90th percentile time to first token.
+    pub fn client_ttft_p90_s(&self) -> Option<f64> {
+        self.ttft_tail_s.and_then(|t| t[0])
+    }
+    /// Client-side 99th percentile time to first token.
+    pub fn client_ttft_p99_s(&self) -> Option<f64> {
+        self.ttft_tail_s.and_then(|t| t[1])
+    }
+    /// Server-reported 90th percentile time to first token.
+    pub fn server_ttft_p90_s(&self) -> Option<f64> {
+        self.ttft_tail_s.and_then(|t| t[2])
+    }
+    /// Server-reported 99th percentile time to first token.
+    pub fn server_ttft_p99_s(&self) -> Option<f64> {
+        self.ttft_tail_s.and_then(|t| t[3])
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -95,8 +118,8 @@ fn is_zero(n: &u32) -> bool {
 
 impl RunReport {
     /// The report as compact JSON of at most [`TERMINATION_MESSAGE_LIMIT`] bytes: the message
-    /// is cut to [`MESSAGE_LIMIT`] bytes, then rows are dropped from the end, and counted in
-    /// `rowsOmitted`, until it fits.
+    /// is cut to [`MESSAGE_LIMIT`] bytes, then every row's `ttftTailS` is dropped, then rows
+    /// are dropped from the end, and counted in `rowsOmitted`, until it fits.
     pub fn to_bounded_json(&self) -> String {
         let mut report = self.clone();
         if let Some(message) = report.message.as_mut()
@@ -112,6 +135,10 @@ impl RunReport {
             let json = serde_json::to_string(&report).expect("a report always serializes");
             if json.len() <= TERMINATION_MESSAGE_LIMIT || report.rows.is_empty() {
                 return json;
+            }
+            if report.rows.iter().any(|r| r.ttft_tail_s.is_some()) {
+                report.rows.iter_mut().for_each(|r| r.ttft_tail_s = None);
+                continue;
             }
             report.rows.pop();
             report.rows_omitted += 1;
@@ -148,7 +175,38 @@ mod tests {
             e2e_p50_s: Some(1.5),
             output_tokens_per_s_p50: Some(250.25),
             switching_time_s: Some(0.0),
+            ttft_tail_s: Some([Some(0.2345), Some(0.3456), Some(0.1876), Some(0.2987)]),
         }
+    }
+
+    fn realistic(rows: usize) -> RunReport {
+        RunReport {
+            version: 1,
+            run_name: "nightly-llama-128".into(),
+            outcome: RunOutcome::Succeeded,
+            results_path: Some("results:/perf/team-a/nightly-llama/nightly-llama-128/".into()),
+            rows: (0..rows)
+                .map(|i| RowReport {
+                    model: format!("Meta-Llama-3.3-70B-Instruct-{i:02}"),
+                    ..row(i)
+                })
+                .collect(),
+            rows_omitted: 0,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn fifteen_rows_keep_their_medians_and_fewer_rows_keep_their_tails() {
+        let json = realistic(15).to_bounded_json();
+        assert!(json.len() <= TERMINATION_MESSAGE_LIMIT);
+        let back: RunReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.rows.len(), 15, "{json}");
+        assert!(back.rows.iter().all(|r| r.client_ttft_p50_s.is_some()));
+        let json = realistic(10).to_bounded_json();
+        let back: RunReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, realistic(10), "ten rows fit whole");
+        assert_eq!(back.rows[9].server_ttft_p99_s(), Some(0.2987));
     }
 
     #[test]

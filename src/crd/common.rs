@@ -205,4 +205,16 @@ pub struct RowSummary {
     /// Estimated model-switching time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switching_time_seconds: Option<f64>,
+    /// Client-side 90th percentile time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ttft_p90_seconds: Option<f64>,
+    /// Client-side 99th percentile time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ttft_p99_seconds: Option<f64>,
+    /// Server-reported 90th percentile time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ttft_p90_seconds: Option<f64>,
+    /// Server-reported 99th percentile time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ttft_p99_seconds: Option<f64>,
 }

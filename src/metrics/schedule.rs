@@ -74,10 +74,12 @@ impl Metrics {
             })
             .inc();
     }
+}
 
+impl ScheduleMetrics {
     /// Lets `coebench_benchmark_next_run_timestamp_seconds` read the benchmark controller's cache.
-    pub fn watch_benchmarks(&self, store: Store<CoeBenchmark>) {
-        *self.schedule.next_runs.store.lock().expect("metrics lock") = Some(store);
+    pub(super) fn watch(&self, store: Store<CoeBenchmark>) {
+        *self.next_runs.store.lock().expect("metrics lock") = Some(store);
     }
 }
 

@@ -142,7 +142,7 @@ fn looks_like_a_reason(text: &str) -> bool {
 }
 
 /// PascalCase literals of the operator that are not condition or Event reasons.
-const NOT_REASONS: [(&str, &str); 9] = [
+const NOT_REASONS: [(&str, &str); 10] = [
     ("True", "a condition status"),
     ("False", "a condition status"),
     ("Unknown", "a condition status"),
@@ -152,6 +152,7 @@ const NOT_REASONS: [(&str, &str); 9] = [
     ("PodScheduled", "a Pod condition type the operator reads"),
     ("RunPhases", "the name of a metrics collector"),
     ("NextRuns", "the name of a metrics collector"),
+    ("ResultGauges", "the name of a metrics collector"),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_apiserver;
+pub mod prometheus;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,6 +190,7 @@ pub fn report(run: &str, outcome: RunOutcome, message: Option<&str>) -> String {
         e2e_p50_s: Some(1.5),
         output_tokens_per_s_p50: Some(250.0),
         switching_time_s: Some(0.0),
+        ttft_tail_s: Some([Some(ttft + 0.1), Some(ttft + 0.2), None, None]),
     };
     RunReport {
         version: 1,

@@ -136,9 +136,31 @@ pub struct RunArgs {
     /// Write the compact run report here (in a cluster: /dev/termination-log).
     #[arg(long, value_name = "FILE", help_heading = "Reporting")]
     pub report_file: Option<PathBuf>,
-    /// Serve Prometheus metrics on this address while the run lasts.
+    /// Serve Prometheus metrics at /metrics on this address while the run lasts
+    /// (e.g. 0.0.0.0:9090).
     #[arg(long, value_name = "ADDR", help_heading = "Reporting")]
     pub metrics_addr: Option<SocketAddr>,
+    /// A label of every metric: namespace=NAME or benchmark=NAME (repeatable; default: the
+    /// COEBENCH_NAMESPACE and COEBENCH_BENCHMARK environment variables, else empty).
+    #[arg(
+        long = "metrics-label",
+        value_name = "KEY=VALUE",
+        help_heading = "Reporting"
+    )]
+    pub metrics_labels: Vec<String>,
+    /// Push the final metrics to this Prometheus Pushgateway when the run ends
+    /// (PUT <URL>/metrics/job/coebench/instance/<run>).
+    #[arg(long, value_name = "URL", help_heading = "Reporting")]
+    pub pushgateway: Option<String>,
+    /// Keep serving --metrics-addr this long after the run, so a scrape catches its end
+    /// (in a cluster: one scrape interval).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0.0,
+        help_heading = "Reporting"
+    )]
+    pub metrics_linger: f64,
     /// Write the simulator's ground-truth log here (with --api simulator / a simulator plan).
     #[arg(long, value_name = "FILE", help_heading = "Reporting")]
     pub simulator_truth_log: Option<PathBuf>,

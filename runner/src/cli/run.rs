@@ -11,6 +11,7 @@ use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::observer::{Observers, RunObserver};
 use coebench_runner::engine::run::{PlanSource, RunError, RunSettings, exit_code, run_plan};
 use coebench_runner::input::validate::{UnknownCatalog, validate_plan};
+use coebench_runner::metrics::{ExportOptions, Exporter, RunLabels};
 use coebench_runner::report::{RunOutcome, RunReport};
 use coebench_runner::simulator::SimulatorError;
 
@@ -44,9 +45,21 @@ pub fn run(args: &RunArgs) -> ExitCode {
         }
     };
     coebench_runner::sys::raise_open_file_limit();
+    let export = match export_options(args) {
+        Ok(options) => options,
+        Err(message) => return fail_before_start(args, RunOutcome::InvalidInput, &message),
+    };
+    let exporter = match export.map(|o| runtime.block_on(Exporter::start(o))) {
+        None => None,
+        Some(Ok(exporter)) => Some(exporter),
+        Some(Err(e)) => return fail_before_start(args, RunOutcome::Failed, &e.to_string()),
+    };
     let stop = Arc::new(StopSignal::default());
     let terminal = Arc::new(Terminal::new(!args.no_progress));
-    let observers: Vec<Arc<dyn RunObserver>> = vec![terminal.clone()];
+    let mut observers: Vec<Arc<dyn RunObserver>> = vec![terminal.clone()];
+    if let Some(exporter) = &exporter {
+        observers.push(exporter.metrics());
+    }
     let settings = RunSettings {
         source: plan_source(&args.input, &loaded),
         env: Box::new(|name| std::env::var(name).ok()),
@@ -66,7 +79,17 @@ pub fn run(args: &RunArgs) -> ExitCode {
                 }
             }
         });
-        run_plan(loaded.plan, settings, Arc::new(Observers(observers)), stop).await
+        let result = run_plan(
+            loaded.plan,
+            settings,
+            Arc::new(Observers(observers)),
+            Arc::clone(&stop),
+        )
+        .await;
+        if let Some(exporter) = exporter {
+            exporter.finish(&stop).await;
+        }
+        result
     });
     match result {
         Ok(result) => {
@@ -109,6 +132,27 @@ pub fn validate(input: &InputArgs) -> ExitCode {
             ExitCode::from(exit_code(RunOutcome::InvalidInput))
         }
     }
+}
+
+/// The metrics to export, if any: `Err` quotes a bad flag.
+fn export_options(args: &RunArgs) -> Result<Option<ExportOptions>, String> {
+    if args.metrics_addr.is_none() && args.pushgateway.is_none() {
+        return Ok(None);
+    }
+    let labels = RunLabels::resolve(&args.metrics_labels, &|name| std::env::var(name).ok())
+        .map_err(|e| e.to_string())?;
+    let linger = std::time::Duration::try_from_secs_f64(args.metrics_linger).map_err(|_| {
+        format!(
+            "--metrics-linger {} must be a number of seconds, 0 or more",
+            args.metrics_linger
+        )
+    })?;
+    Ok(Some(ExportOptions {
+        addr: args.metrics_addr,
+        pushgateway: args.pushgateway.clone(),
+        linger,
+        labels,
+    }))
 }
 
 fn plan_source(input: &InputArgs, loaded: &LoadedPlan) -> PlanSource {

@@ -15,7 +15,7 @@ mod decode;
 mod endpoint;
 mod exchange;
 pub mod sse;
-mod transport;
+pub(crate) mod transport;
 mod usage;
 mod warmup;
 

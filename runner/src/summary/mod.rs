@@ -356,6 +356,15 @@ impl RowSummary {
             Load::Rate { qps, .. } => (None, Some(qps)),
         };
         let p50 = |metric: &str| self.stats(metric).map(|s| s.p50);
+        let (client, server) = (self.stats("client_ttft_s"), self.stats("server_ttft_s"));
+        let ttft_tail_s = (client.is_some() || server.is_some()).then(|| {
+            [
+                client.map(|s| s.p90),
+                client.map(|s| s.p99),
+                server.map(|s| s.p90),
+                server.map(|s| s.p99),
+            ]
+        });
         RowReport {
             model: self.model.clone(),
             input_tokens: self.num_input_tokens,
@@ -369,6 +378,7 @@ impl RowSummary {
             e2e_p50_s: p50("client_end_to_end_latency_s"),
             output_tokens_per_s_p50: p50("client_output_token_per_s_per_request"),
             switching_time_s: self.switching.switching_time_s,
+            ttft_tail_s,
         }
     }
 }
