@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
@@ -25,6 +26,12 @@ use crate::resources::{RESULTS_MOUNT, job_name, plan_config_map_name, run_labels
 
 /// Name of the runner container (the operator reads its termination state).
 pub const RUNNER_CONTAINER: &str = "runner";
+/// Port of the runner's `/metrics` while a run lasts; the container port is named `metrics`
+/// (the chart's PodMonitor scrapes it).
+pub const RUNNER_METRICS_PORT: i32 = 9090;
+/// Seconds the runner keeps serving metrics after its run, so one more scrape catches the end
+/// (covered by the Job deadline's margin).
+pub const RUNNER_METRICS_LINGER_SECONDS: u32 = 20;
 /// User and group the runner runs as when the image does not say (distroless `nonroot`).
 pub const RUNNER_UID: i64 = 65532;
 /// Default `ttlSecondsAfterFinished`: one day, so the Pod (and the report in its termination
@@ -96,6 +103,10 @@ pub fn runner_args(run: &CoeBenchmarkRun, namespace: &str) -> Vec<String> {
         "--log-format",
         "json",
         "--no-progress",
+        "--metrics-addr",
+        &format!("0.0.0.0:{RUNNER_METRICS_PORT}"),
+        "--metrics-linger",
+        &RUNNER_METRICS_LINGER_SECONDS.to_string(),
     ]
     .into_iter()
     .map(str::to_string)
@@ -120,11 +131,19 @@ pub fn build_job(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Result<Job> {
 
     let mut env: Vec<EnvVar> = runner.env.clone().unwrap_or_default();
     env.retain(|e| e.name != API_KEY_ENV);
-    env.push(EnvVar {
-        name: "HOME".into(),
-        value: Some("/tmp".into()),
+    env.retain(|e| !matches!(e.name.as_str(), "COEBENCH_NAMESPACE" | "COEBENCH_BENCHMARK"));
+    let plain = |name: &str, value: &str| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
         ..EnvVar::default()
-    });
+    };
+    env.push(plain("HOME", "/tmp"));
+    // The runner's metric labels: which benchmark in which namespace.
+    env.push(plain("COEBENCH_NAMESPACE", &namespace));
+    env.push(plain(
+        "COEBENCH_BENCHMARK",
+        run.spec.benchmark.as_deref().unwrap_or(&name),
+    ));
     if let Some(secret) = &run.spec.endpoint.api_key_secret_ref {
         env.push(EnvVar {
             name: API_KEY_ENV.into(),
@@ -198,6 +217,12 @@ pub fn build_job(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Result<Job> {
         command: Some(vec!["coebench".into()]),
         args: Some(runner_args(run, &namespace)),
         env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: RUNNER_METRICS_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
         resources: Some(
             runner
                 .resources
@@ -396,7 +421,8 @@ pub(crate) mod tests {
             "run --plan /etc/coebench/plan.json --run-name bench-1 \
              --output-files-dir /results/perf/team-a/bench \
              --consolidated-results-dir /results/perf/team-a/bench/bench-1 \
-             --report-file /dev/termination-log --log-format json --no-progress"
+             --report-file /dev/termination-log --log-format json --no-progress \
+             --metrics-addr 0.0.0.0:9090 --metrics-linger 20"
         );
         assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
         let labels = spec
@@ -409,6 +435,19 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(labels["coebench.dev/run"], "bench-1");
         assert_eq!(labels["coebench.dev/benchmark"], "bench");
+        let port = &c.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (port.name.as_deref(), port.container_port),
+            (Some("metrics"), 9090)
+        );
+        let env = c.env.as_ref().unwrap();
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(value("COEBENCH_NAMESPACE").as_deref(), Some("team-a"));
+        assert!(value("COEBENCH_BENCHMARK").is_some());
     }
 
     #[test]
