@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::RequestRecord;
+use crate::record_digest::RecordDigest;
 
 /// Where `request_batching_frequencies` came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,8 +42,8 @@ pub struct BatchingInference {
 }
 
 /// Infers the batch sizes of a row's requests.
-pub fn infer(records: &[RequestRecord]) -> BatchingInference {
-    let mut successes: Vec<&RequestRecord> = records.iter().filter(|r| r.is_success()).collect();
+pub fn infer(records: &[RecordDigest]) -> BatchingInference {
+    let mut successes: Vec<&RecordDigest> = records.iter().filter(|r| r.is_success()).collect();
     successes.sort_by(|a, b| {
         a.end_s
             .total_cmp(&b.end_s)
@@ -104,13 +104,13 @@ mod tests {
     use super::*;
 
     /// A successful request that ended at `end` with server TTFT `ttft`.
-    fn req(idx: u32, end: f64, ttft: Option<f64>, batch: Option<u32>) -> RequestRecord {
-        RequestRecord {
+    fn req(idx: u32, end: f64, ttft: Option<f64>, batch: Option<u32>) -> RecordDigest {
+        RecordDigest {
             request_idx: idx,
             end_s: end,
             server_ttft_s: ttft,
             batch_size_used: batch,
-            ..RequestRecord::default()
+            ..RecordDigest::default()
         }
     }
 
@@ -144,12 +144,12 @@ mod tests {
         // Batches of 4, 4 and 1: 8 of 9 requests ran in batch 4. The kit's HEAD weighting
         // (4 * 8 / 33) also picks 4 here, but would pick 4 for [4, 1, 1, 1, 1, 1] too, where
         // only 4 of 9 requests ran batched.
-        let mut records: Vec<RequestRecord> = (0..8)
+        let mut records: Vec<RecordDigest> = (0..8)
             .map(|i| req(i, f64::from(i), Some(if i < 4 { 0.1 } else { 0.2 }), None))
             .collect();
         records.push(req(8, 9.0, Some(0.3), None));
         assert_eq!(infer(&records).representative_batch_size, Some(4));
-        let mut mostly_single: Vec<RequestRecord> = (0..4)
+        let mut mostly_single: Vec<RecordDigest> = (0..4)
             .map(|i| req(i, f64::from(i), Some(0.1), None))
             .collect();
         for i in 4..9 {

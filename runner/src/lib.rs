@@ -11,7 +11,8 @@
 //! - [`client`]: endpoint clients that send requests and measure their streams;
 //! - [`measurement`]: what a client observed of one request;
 //! - [`engine`]: the load loops that run rows;
-//! - [`record`]: per-request metrics, with [`token_timeline`] for per-token gaps;
+//! - [`record`]: per-request metrics, with [`token_timeline`] for per-token gaps, and
+//!   [`record_digest`], the part of a record a running row keeps in memory;
 //! - [`stats`], [`switching`], [`batching`], [`summary`]: a row's statistics and summary;
 //! - [`output`]: every file a run writes;
 //! - [`report`]: the compact run report handed to the operator;
@@ -31,6 +32,7 @@ pub mod output;
 pub mod plan;
 pub mod prompt;
 pub mod record;
+pub mod record_digest;
 pub mod report;
 pub mod simulator;
 pub mod stats;

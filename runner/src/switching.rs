@@ -5,12 +5,12 @@
 //! switch when it exceeds the mean of the other requests' TTFTs by more than three of their
 //! standard deviations, and the switching time is then the difference between the first TTFT and
 //! that mean. This fixes the kit's test, which compared `first - mean` against `mean + 3 std`
-//! (kit-reference 5.7, defect 1). The estimate only reads records; [`apply`] writes it into the
-//! earliest request's record.
+//! (kit-reference 5.7, defect 1). The estimate only reads records;
+//! [`SwitchingEstimate::value_for`] says which record carries it: the earliest request's.
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::RequestRecord;
+use crate::record_digest::RecordDigest;
 use crate::stats;
 
 /// Which time to first token the estimate used.
@@ -67,8 +67,8 @@ struct Sample {
 ///    moment the first request's first token arrived (requests of the same initial wave may have
 ///    waited for the same switch); when fewer than 2 such requests exist, all the others.
 /// 4. If `first > mean + 3 * stddev` of the others: `first - mean`; otherwise 0.
-pub fn estimate(records: &[RequestRecord]) -> SwitchingEstimate {
-    let successes: Vec<&RequestRecord> = records.iter().filter(|r| r.is_success()).collect();
+pub fn estimate(records: &[RecordDigest]) -> SwitchingEstimate {
+    let successes: Vec<&RecordDigest> = records.iter().filter(|r| r.is_success()).collect();
     let source = if !successes.is_empty() && successes.iter().all(|r| r.server_ttft_s.is_some()) {
         TtftSource::ServerTtft
     } else {
@@ -130,15 +130,15 @@ pub fn estimate(records: &[RequestRecord]) -> SwitchingEstimate {
     result
 }
 
-/// Writes the estimate into `server_switching_time` of the first request's record, and clears it
-/// in every other record.
-pub fn apply(records: &mut [RequestRecord], estimate: &SwitchingEstimate) {
-    for record in records {
-        record.server_switching_time = if Some(record.request_idx) == estimate.first_request_idx {
-            estimate.switching_time_s
+impl SwitchingEstimate {
+    /// The `server_switching_time` of request `request_idx`'s record: the estimate on the first
+    /// request's record, `null` on every other.
+    pub fn value_for(&self, request_idx: u32) -> Option<f64> {
+        if Some(request_idx) == self.first_request_idx {
+            self.switching_time_s
         } else {
             None
-        };
+        }
     }
 }
 
@@ -147,18 +147,18 @@ mod tests {
     use super::*;
 
     /// A successful request sent at `sent` with client TTFT `ttft` and server TTFT `server`.
-    fn req(idx: u32, sent: f64, ttft: f64, server: Option<f64>) -> RequestRecord {
-        RequestRecord {
+    fn req(idx: u32, sent: f64, ttft: f64, server: Option<f64>) -> RecordDigest {
+        RecordDigest {
             request_idx: idx,
             actual_send_s: sent,
             client_ttft_s: Some(ttft),
             server_ttft_s: server,
             end_s: sent + ttft + 1.0,
-            ..RequestRecord::default()
+            ..RecordDigest::default()
         }
     }
 
-    fn sequential(ttfts: &[f64]) -> Vec<RequestRecord> {
+    fn sequential(ttfts: &[f64]) -> Vec<RecordDigest> {
         // One at a time: each request is sent when the previous one ended.
         let mut at = 0.0;
         ttfts
@@ -226,8 +226,7 @@ mod tests {
         let e = estimate(&records);
         assert_eq!(e.first_request_idx, Some(3));
         assert_eq!(e.switching_time_s, Some(1.9));
-        apply(&mut records, &e);
-        let set: Vec<Option<f64>> = records.iter().map(|r| r.server_switching_time).collect();
+        let set: Vec<Option<f64>> = records.iter().map(|r| e.value_for(r.request_idx)).collect();
         assert_eq!(set, vec![None, None, None, Some(1.9)]);
     }
 
@@ -253,7 +252,7 @@ mod tests {
     #[test]
     fn falls_back_to_all_others_when_few_are_sent_after_the_first_token() {
         // Everything sent at once: nobody was sent after the first token arrived.
-        let records: Vec<RequestRecord> = [3.0, 0.1, 0.1, 0.1]
+        let records: Vec<RecordDigest> = [3.0, 0.1, 0.1, 0.1]
             .into_iter()
             .enumerate()
             .map(|(i, t)| req(i as u32, 0.0, t, Some(t)))

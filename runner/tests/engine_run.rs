@@ -174,6 +174,12 @@ async fn a_kit_config_with_three_models_a_qps_row_and_an_image_row_writes_every_
             .unwrap()
             .contains("\"succeeded\"")
     );
+    // Each row's spool of full records is gone once its files are written.
+    let leftovers: Vec<_> = walk(&result.run_dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // The consolidated table, read back with a real xlsx reader.
     let paths = result.consolidated.as_ref().expect("a consolidated table");

@@ -239,7 +239,7 @@ fn row_files_are_written_even_when_every_request_failed() {
         assert_strict_json(&summary_json);
         assert!(records_json.starts_with("[\n    {\n        \"error_code\": "));
         let records: Vec<RequestRecord> = serde_json::from_str(&records_json).unwrap();
-        assert_eq!(records, result.records);
+        assert_eq!(records, result.read_records().unwrap());
         let idx: Vec<u32> = records.iter().map(|r| r.request_idx).collect();
         assert_eq!(idx, (0..records.len() as u32).collect::<Vec<_>>());
         assert_eq!(ordered_keys(&summary_json)[0], "name");

@@ -389,9 +389,10 @@ fn summary_values_switching_and_batching() {
     assert_eq!(s.error_class_frequency.get("http-5xx"), Some(&2));
     // Server TTFTs 0.85 then 0.05, 0.06, 0.05: mean 0.0533, std 0.0058 -> 0.7967.
     assert_eq!(s.switching.switching_time_s, Some(0.7967));
-    assert_eq!(result.records[0].server_switching_time, Some(0.7967));
+    let records = result.read_records().unwrap();
+    assert_eq!(records[0].server_switching_time, Some(0.7967));
     assert!(
-        result.records[1..]
+        records[1..]
             .iter()
             .all(|r| r.server_switching_time.is_none())
     );

@@ -12,9 +12,12 @@ use crate::engine::load::{LoadContext, LoadOutcome, StopSignal, closed_loop, ope
 use crate::engine::observer::RunObserver;
 use crate::image::ImageSet;
 use crate::measurement::ErrorKind;
+use crate::output::OutputError;
+use crate::output::spool::RecordSpool;
 use crate::plan::{Load, Row, RunOptions};
 use crate::prompt::{BuiltPrompt, PromptBuilder, PromptError, PromptSelection};
 use crate::record::{RequestContext, RequestRecord};
+use crate::record_digest::RecordDigest;
 use crate::summary::{RowExecution, RowResult};
 use crate::tokenizer::Tokenizer;
 
@@ -32,6 +35,8 @@ pub struct RunShared {
     pub options: RunOptions,
     /// Name of the run.
     pub run_name: String,
+    /// Folder of the run's files (rows spool their records here while they run).
+    pub run_dir: std::path::PathBuf,
     /// Progress hooks.
     pub observer: Arc<dyn RunObserver>,
     /// Stops every loop (interrupt, or rejected credentials).
@@ -57,6 +62,9 @@ pub enum RowSetupError {
     /// The request body could not be built.
     #[error("cannot build the request: {0}")]
     Request(String),
+    /// The row's record spool could not be created.
+    #[error(transparent)]
+    Spool(#[from] OutputError),
 }
 
 /// A row's requests, built before it starts so nothing is tokenised while it runs.
@@ -161,9 +169,10 @@ pub async fn run_row(
         started,
         started_wall,
     );
-    shared
-        .observer
-        .row_started(row_index, row, &execution.base_name());
+    let base_name = execution.base_name();
+    let spool = Arc::new(RecordSpool::create(&shared.run_dir, &base_name)?);
+    execution.spool = Some(Arc::clone(&spool));
+    shared.observer.row_started(row_index, row, &base_name);
     let request_tag = execution.row_uuid.simple().to_string()[..12].to_string();
     let timeout = Duration::from_secs_f64(shared.options.request_timeout_seconds);
     let send = {
@@ -173,6 +182,7 @@ pub async fn run_row(
         move |index: u32, intended: Option<Instant>| {
             let shared = Arc::clone(&shared);
             let prepared = Arc::clone(&prepared);
+            let spool = Arc::clone(&spool);
             let model = model.clone();
             let request_id = format!("{request_tag}-{row_index}-{index}");
             async move {
@@ -204,7 +214,18 @@ pub async fn run_row(
                     started,
                 );
                 shared.observer.request_finished(row_index, &record);
-                (index, record)
+                let spooled = match spool.append(&record) {
+                    Ok(at) => Some(at),
+                    Err(e) => {
+                        tracing::error!(
+                            row = row_index,
+                            request = index,
+                            "cannot spool the record: {e}"
+                        );
+                        None
+                    }
+                };
+                (index, RecordDigest::of(&record, spooled))
             }
         }
     };
@@ -215,7 +236,7 @@ pub async fn run_row(
         stop: Arc::clone(&shared.stop),
     };
     let monitor = HealthMonitor::start();
-    let outcome: LoadOutcome<RequestRecord> = match row.load() {
+    let outcome: LoadOutcome<RecordDigest> = match row.load() {
         Some(Load::Rate { qps, distribution }) => {
             let offsets = arrival_offsets(row.num_requests, qps, distribution, seed);
             open_loop(context, &offsets).await

@@ -192,6 +192,7 @@ pub async fn run_plan(
         images: ImageSet::new(),
         options: plan.options.clone(),
         run_name: run_name.clone(),
+        run_dir: run_dir.clone(),
         observer: Arc::clone(&observer),
         stop: Arc::clone(&stop),
         auth_failure: Arc::new(OnceLock::new()),

@@ -15,50 +15,82 @@ use super::OutputError;
 
 /// Writes `bytes` to `path` atomically, creating the parent folders.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir).map_err(|source| OutputError::CreateDir {
-        path: dir.clone(),
-        source,
-    })?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{file_name}.tmp-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let result = write_and_sync(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
-    if let Err(source) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(OutputError::Write {
-            path: path.to_path_buf(),
-            source,
-        });
-    }
-    // Persist the rename itself; not every platform or filesystem allows syncing a folder.
-    if let Ok(folder) = fs::File::open(&dir) {
-        let _ = folder.sync_all();
-    }
-    Ok(())
-}
-
-fn write_and_sync(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = fs::File::create(tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    write_atomic_with(path, |out| {
+        out.write_all(bytes).map_err(OutputError::from_io(path))
+    })
 }
 
 /// `value` as JSON indented by 4 spaces, like Python's `json.dump(..., indent=4)`.
 pub fn to_json_pretty<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
-    value.serialize(&mut serializer)?;
+    pretty_into(&mut out, value)?;
     Ok(out)
+}
+
+/// Appends `value` to `out` as JSON indented by 4 spaces.
+pub fn pretty_into<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), serde_json::Error> {
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut serializer = serde_json::Serializer::with_formatter(out, formatter);
+    value.serialize(&mut serializer)
+}
+
+/// Writes `path` atomically with `fill`, which writes the content into a buffered temporary
+/// file in the same folder; on success the file is synced and renamed over `path`.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<fs::File>) -> Result<(), OutputError>,
+) -> Result<(), OutputError> {
+    let dir = parent_dir(path);
+    fs::create_dir_all(&dir).map_err(|source| OutputError::CreateDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let tmp = temporary_path(&dir, path);
+    let written = fs::File::create(&tmp)
+        .map_err(OutputError::from_io(path))
+        .and_then(|file| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+            fill(&mut out)?;
+            let file = out
+                .into_inner()
+                .map_err(|e| OutputError::from_io(path)(e.into_error()))?;
+            file.sync_all().map_err(OutputError::from_io(path))
+        })
+        .and_then(|()| fs::rename(&tmp, path).map_err(OutputError::from_io(path)));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(&dir);
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn temporary_path(dir: &Path, path: &Path) -> PathBuf {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.join(format!(
+        ".{file_name}.tmp-{}",
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// Persists a rename; not every platform or filesystem allows syncing a folder.
+fn sync_dir(dir: &Path) {
+    if let Ok(folder) = fs::File::open(dir) {
+        let _ = folder.sync_all();
+    }
 }
 
 /// Writes `value` to `path` as 4-space-indented JSON, atomically.

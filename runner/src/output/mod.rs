@@ -3,8 +3,8 @@
 //!
 //! One job per submodule: [`naming`] builds the kit's file names, [`atomic`] writes a file so
 //! readers never see half of it, [`row_files`] writes a row's two JSON files, [`columns`] and
-//! [`consolidated`] define and write the consolidated table, [`manifest`] the run's `run.json`.
-//! Nothing here computes a metric.
+//! [`consolidated`] define and write the consolidated table, [`manifest`] the run's `run.json`,
+//! [`spool`] holds a running row's full records on disk. Nothing here computes a metric.
 
 use std::path::PathBuf;
 
@@ -14,6 +14,7 @@ pub mod consolidated;
 pub mod manifest;
 pub mod naming;
 pub mod row_files;
+pub mod spool;
 
 pub use consolidated::{ConsolidatedPaths, ConsolidatedTable};
 pub use manifest::{
@@ -64,4 +65,14 @@ pub enum OutputError {
         /// The underlying error.
         source: csv::Error,
     },
+}
+
+impl OutputError {
+    /// Maps an I/O error on `path` to [`OutputError::Write`].
+    pub fn from_io(path: &std::path::Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
+        move |source| OutputError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }

@@ -4,10 +4,11 @@
 //!
 //! Unlike the kit, a row whose every request failed still gets both files (kit-reference 3.4).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::OutputError;
-use super::atomic::write_json_atomic;
+use super::atomic::{write_atomic_with, write_json_atomic};
 use crate::summary::RowResult;
 
 /// Where a row's files were written.
@@ -30,7 +31,44 @@ pub fn write_row_files(run_dir: &Path, result: &RowResult) -> Result<RowFilePath
         individual_responses: run_dir.join(result.summary.individual_responses_file()),
         summary: run_dir.join(result.summary.summary_file()),
     };
-    write_json_atomic(&paths.individual_responses, &result.records)?;
+    write_records(&paths.individual_responses, result)?;
     write_json_atomic(&paths.summary, &result.summary)?;
     Ok(paths)
+}
+
+/// Writes the row's records as a JSON array indented by 4 spaces, streaming them from the spool
+/// one at a time. Each element is its own 4-space pretty JSON with every line indented once
+/// more, which is exactly what pretty-printing the whole array gives (JSON strings hold no raw
+/// newlines).
+fn write_records(path: &Path, result: &RowResult) -> Result<(), OutputError> {
+    write_atomic_with(path, |out| {
+        if result.records.is_empty() {
+            return out.write_all(b"[]").map_err(OutputError::from_io(path));
+        }
+        out.write_all(b"[\n").map_err(OutputError::from_io(path))?;
+        let mut first = true;
+        let mut element = Vec::new();
+        result.for_each_record(|record| {
+            element.clear();
+            super::atomic::pretty_into(&mut element, record).map_err(|source| {
+                OutputError::Json {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+            let separator: &[u8] = if first { b"" } else { b",\n" };
+            first = false;
+            out.write_all(separator)
+                .map_err(OutputError::from_io(path))?;
+            for (i, line) in element.split(|b| *b == b'\n').enumerate() {
+                if i > 0 {
+                    out.write_all(b"\n").map_err(OutputError::from_io(path))?;
+                }
+                out.write_all(b"    ").map_err(OutputError::from_io(path))?;
+                out.write_all(line).map_err(OutputError::from_io(path))?;
+            }
+            Ok(())
+        })?;
+        out.write_all(b"\n]").map_err(OutputError::from_io(path))
+    })
 }

@@ -1,15 +1,20 @@
-//! What the engine hands over when a row has finished, and finishing it: sorting the records,
-//! estimating switching time (written into the first record) and batch sizes, and computing the
-//! [`RowSummary`].
+//! What the engine hands over when a row has finished, and finishing it: sorting the record
+//! digests, estimating switching time and batch sizes, and computing the [`RowSummary`]. The full
+//! records stay in the row's spool until its files are written.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::RowSummary;
 use crate::batching;
+use crate::output::OutputError;
 use crate::output::naming;
+use crate::output::spool::RecordSpool;
 use crate::plan::Row;
 use crate::record::RequestRecord;
-use crate::switching;
+use crate::record_digest::RecordDigest;
+use crate::switching::{self, SwitchingEstimate};
 
 /// How healthy the client was while it ran the row, as the engine measured it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -34,8 +39,10 @@ pub struct RowExecution {
     pub run_name: String,
     /// The row's UUID, part of its file names. [`RowExecution::new`] draws a random one.
     pub row_uuid: uuid::Uuid,
-    /// One record per request sent (successes and failures).
-    pub records: Vec<RequestRecord>,
+    /// One digest per request sent (successes and failures); the full records are in `spool`.
+    pub records: Vec<RecordDigest>,
+    /// The spool holding the full records; `None` for a row that did not run.
+    pub spool: Option<Arc<RecordSpool>>,
     /// When the row started (offsets in records are measured from it).
     pub started: Instant,
     /// Wall-clock time at `started`.
@@ -48,13 +55,59 @@ pub struct RowExecution {
     pub client_health: ClientHealth,
 }
 
-/// A finished row: its summary and its records (in `request_idx` order, switching time set).
+/// A finished row: its summary, its record digests in `request_idx` order, and the spool of its
+/// full records.
 #[derive(Debug, Clone)]
 pub struct RowResult {
     /// The row's summary.
     pub summary: RowSummary,
-    /// The row's records.
-    pub records: Vec<RequestRecord>,
+    /// The row's record digests, in `request_idx` order.
+    pub records: Vec<RecordDigest>,
+    /// The switching estimate, written into the first request's record.
+    pub switching: SwitchingEstimate,
+    /// The full records.
+    pub spool: Option<Arc<RecordSpool>>,
+}
+
+impl RowResult {
+    /// Calls `each` with every full record in `request_idx` order, `server_switching_time` set
+    /// on the first request's record. Reads one record at a time from the spool.
+    pub fn for_each_record(
+        &self,
+        mut each: impl FnMut(&RequestRecord) -> Result<(), OutputError>,
+    ) -> Result<(), OutputError> {
+        let Some(spool) = &self.spool else {
+            return Ok(());
+        };
+        spool.flush()?;
+        let mut reader = spool.reader()?;
+        for digest in &self.records {
+            let Some(at) = digest.spooled else {
+                return Err(OutputError::Write {
+                    path: spool.path().to_path_buf(),
+                    source: std::io::Error::other(format!(
+                        "request {} could not be spooled",
+                        digest.request_idx
+                    )),
+                });
+            };
+            let mut record = reader.read(at)?;
+            record.server_switching_time = self.switching.value_for(record.request_idx);
+            each(&record)?;
+        }
+        Ok(())
+    }
+
+    /// Every full record, in memory (for small rows and tests; files are written one record at
+    /// a time with [`RowResult::for_each_record`]).
+    pub fn read_records(&self) -> Result<Vec<RequestRecord>, OutputError> {
+        let mut records = Vec::with_capacity(self.records.len());
+        self.for_each_record(|r| {
+            records.push(r.clone());
+            Ok(())
+        })?;
+        Ok(records)
+    }
 }
 
 impl RowExecution {
@@ -73,6 +126,7 @@ impl RowExecution {
             run_name: run_name.into(),
             row_uuid: uuid::Uuid::new_v4(),
             records: Vec::new(),
+            spool: None,
             started,
             started_wall,
             ended: started,
@@ -86,17 +140,34 @@ impl RowExecution {
         naming::row_base_name(self.row_index, &self.row, &self.row_uuid)
     }
 
-    /// Summarises the row: sorts records by `request_idx`, writes the switching time into the
-    /// first record, and computes the summary.
+    /// Spools `records` in `dir` and keeps their digests: how rows built outside the engine
+    /// (tools, tests) hand over their records.
+    pub fn spool_records(
+        &mut self,
+        dir: &Path,
+        records: &[RequestRecord],
+    ) -> Result<(), OutputError> {
+        let spool = Arc::new(RecordSpool::create(dir, &self.base_name())?);
+        for record in records {
+            let at = spool.append(record)?;
+            self.records.push(RecordDigest::of(record, Some(at)));
+        }
+        self.spool = Some(spool);
+        Ok(())
+    }
+
+    /// Summarises the row: sorts the digests by `request_idx`, estimates switching time and
+    /// batch sizes, and computes the summary.
     pub fn finish(mut self) -> RowResult {
         self.records.sort_by_key(|r| r.request_idx);
         let switching = switching::estimate(&self.records);
-        switching::apply(&mut self.records, &switching);
         let batching = batching::infer(&self.records);
-        let summary = RowSummary::compute(&self, switching, batching);
+        let summary = RowSummary::compute(&self, switching.clone(), batching);
         RowResult {
             summary,
             records: self.records,
+            switching,
+            spool: self.spool,
         }
     }
 }

@@ -18,7 +18,8 @@ pub use execution::{ClientHealth, RowExecution, RowResult};
 use crate::batching::BatchingInference;
 use crate::output::naming;
 use crate::plan::{ImageSize, Load, Row};
-use crate::record::{RequestRecord, ratio, utc_timestamp};
+use crate::record::{ratio, utc_timestamp};
+use crate::record_digest::RecordDigest;
 use crate::report::RowReport;
 use crate::stats::{self, Stats, round4};
 use crate::switching::SwitchingEstimate;
@@ -62,7 +63,7 @@ pub struct MetricStats {
 }
 
 /// A per-record metric and how to read it.
-type Metric = (&'static str, fn(&RequestRecord) -> Option<f64>);
+type Metric = (&'static str, fn(&RecordDigest) -> Option<f64>);
 
 /// The kit's statistics metrics, in the kit's order (HEAD, kit-reference 5.4).
 pub const KIT_STATS_METRICS: [&str; 13] = [
@@ -210,7 +211,7 @@ impl RowSummary {
         batching: BatchingInference,
     ) -> Self {
         let records = &exec.records;
-        let successes: Vec<&RequestRecord> = records.iter().filter(|r| r.is_success()).collect();
+        let successes: Vec<&RecordDigest> = records.iter().filter(|r| r.is_success()).collect();
         let stats_of = |metrics: &[Metric]| -> Vec<MetricStats> {
             metrics
                 .iter()
@@ -399,7 +400,7 @@ fn outcome(started: u32, completed: u32, not_sent: u32, planned: u32) -> RowOutc
     }
 }
 
-fn load_accuracy(load: Load, records: &[RequestRecord]) -> LoadAccuracy {
+fn load_accuracy(load: Load, records: &[RecordDigest]) -> LoadAccuracy {
     let sends: Vec<f64> = records.iter().map(|r| r.actual_send_s).collect();
     let first_send = sends.iter().copied().fold(f64::INFINITY, f64::min);
     let last_send = sends.iter().copied().fold(f64::NEG_INFINITY, f64::max);

@@ -170,11 +170,14 @@ pub fn rate_row(model: &str, qps: f64, image: Option<ImageSize>) -> Row {
 pub fn finish_row(row_index: usize, row: Row, reqs: &[Req], not_sent: u32) -> RowResult {
     let base = Instant::now();
     let mut exec = RowExecution::new(row_index, row, "run-1", base, base_wall());
-    exec.records = reqs
+    let records: Vec<RequestRecord> = reqs
         .iter()
         .enumerate()
         .map(|(i, r)| record(base, i as u32, r))
         .collect();
+    // The spool lives as long as the result; its file is removed with it.
+    let spools = std::env::temp_dir().join("coebench-test-spools");
+    exec.spool_records(&spools, &records).unwrap();
     exec.ended = base + ms(reqs.iter().map(|r| r.end_ms).max().unwrap_or(0) + 5_000);
     exec.not_sent = not_sent;
     exec.finish()
