@@ -58,7 +58,7 @@ impl EncodedImage {
         let jpeg = jpeg_bytes(size)?;
         let mime = "image/jpeg";
         let mut data_url = format!("data:{mime};base64,");
-        base64_append(&jpeg, &mut data_url);
+        crate::base64::encode_into(&jpeg, crate::base64::Alphabet::Standard, &mut data_url);
         let side = size.pixels();
         Ok(EncodedImage {
             size,
@@ -170,25 +170,6 @@ fn smooth_noise(u: u32, v: u32, cell: u32, seed: u32) -> u32 {
     (top * (cell - fy) + bottom * fy) / (cell * cell)
 }
 
-/// Appends the standard base64 encoding (with padding) of `bytes` to `out`.
-pub fn base64_append(bytes: &[u8], out: &mut String) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    out.reserve(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        let sextet = |shift: u32| char::from(ALPHABET[(n >> shift & 63) as usize]);
-        out.push(sextet(18));
-        out.push(sextet(12));
-        out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
-        out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,21 +197,7 @@ mod tests {
     }
 
     fn base64(bytes: &[u8]) -> String {
-        let mut s = String::new();
-        base64_append(bytes, &mut s);
-        s
-    }
-
-    #[test]
-    fn base64_matches_the_standard_vectors() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foob"), "Zm9vYg==");
-        assert_eq!(base64(b"fooba"), "Zm9vYmE=");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64(&[0xFB, 0xFF]), "+/8=");
+        crate::base64::encode(bytes, crate::base64::Alphabet::Standard)
     }
 
     #[test]

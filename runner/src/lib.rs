@@ -18,8 +18,10 @@
 //! - [`report`]: the compact run report handed to the operator;
 //! - [`metrics`]: live Prometheus metrics of a run (served, pushed);
 //! - [`simulator`]: the composition-of-experts endpoint simulator;
-//! - [`timer`], [`sys`]: precise sleeping and the few operating-system calls.
+//! - [`timer`], [`sys`], [`base64`]: precise sleeping, the few operating-system calls, and
+//!   the one encoding the crate needs.
 
+pub mod base64;
 pub mod batching;
 pub mod client;
 pub mod credentials;

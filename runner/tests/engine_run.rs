@@ -2,6 +2,8 @@
 //! files out, timings checked against the simulator's ground truth, switching time against the
 //! injected switch, and failures that must not stop a run.
 
+#[path = "common/kit_contract.rs"]
+mod kit_contract;
 #[path = "common/engine_support.rs"]
 mod support;
 
@@ -11,73 +13,8 @@ use calamine::{Reader, Xlsx, open_workbook};
 use coebench_runner::input::kit_config::read_kit_config;
 use coebench_runner::report::RunOutcome;
 use coebench_runner::summary::RowOutcome;
+use kit_contract::{KIT_CONSOLIDATED_COLUMNS, KIT_RECORD_KEYS};
 use support::*;
-
-/// The kit's per-request keys (kit-reference 5.3, HEAD with V-Oct25's switching key), in order.
-const KIT_RECORD_KEYS: [&str; 25] = [
-    "error_code",
-    "error_msg",
-    "prompt_name",
-    "start_time",
-    "end_time",
-    "server_number_input_tokens",
-    "server_number_output_tokens",
-    "server_number_total_tokens",
-    "server_ttft_s",
-    "server_switching_time",
-    "server_end_to_end_latency_s",
-    "server_output_token_per_s_per_request",
-    "server_total_tokens_per_s_per_request",
-    "server_output_token_after_first_per_s_first_ten_per_request",
-    "batch_size_used",
-    "acceptance_rate",
-    "number_input_tokens",
-    "number_output_tokens",
-    "number_total_tokens",
-    "client_ttft_s",
-    "client_end_to_end_latency_s",
-    "client_output_token_per_s_per_request",
-    "client_total_tokens_per_s_per_request",
-    "client_inter_token_latencies_s",
-    "client_mean_inter_token_latency_s",
-];
-
-/// The first consolidated columns (kit-reference 6.4: V-Oct25's index and list, with HEAD's
-/// additions merged in), in order.
-const KIT_COLUMNS_HEAD: [&str; 17] = [
-    "uuid",
-    "name",
-    "model",
-    "num_input_tokens",
-    "num_output_tokens",
-    "num_concurrent_requests",
-    "qps",
-    "qps_distribution",
-    "multimodal_img_size",
-    "server_ttft_s_min",
-    "server_ttft_s_mean",
-    "server_ttft_s_p50",
-    "server_ttft_s_max",
-    "server_end_to_end_latency_s_min",
-    "server_end_to_end_latency_s_mean",
-    "server_end_to_end_latency_s_p50",
-    "server_end_to_end_latency_s_max",
-];
-
-/// The kit's last consolidated columns, in order.
-const KIT_COLUMNS_TAIL: [&str; 11] = [
-    "num_requests_started",
-    "num_completed_requests",
-    "num_completed_requests_per_min",
-    "number_errors",
-    "error_code_frequency",
-    "switching_time",
-    "requests_grouping",
-    "requests_batching",
-    "request_batching_frequencies",
-    "representative_batch_size",
-    "row_index",
-];
 
 /// The keys of the first record of an `*_individual_responses.json` file (written with an
 /// indent of 4, so a record's own keys are the lines indented by 8 spaces), in file order.
@@ -198,12 +135,11 @@ async fn a_kit_config_with_three_models_a_qps_row_and_an_image_row_writes_every_
         .iter()
         .map(|c| c.to_string())
         .collect();
-    assert_eq!(&header[..17], &KIT_COLUMNS_HEAD[..]);
-    let tail_at = header
-        .iter()
-        .position(|h| h == "num_requests_started")
-        .unwrap();
-    assert_eq!(&header[tail_at..tail_at + 11], &KIT_COLUMNS_TAIL[..]);
+    assert_eq!(&header[..49], &KIT_CONSOLIDATED_COLUMNS[..]);
+    assert_eq!(
+        header[49], "row_index",
+        "coebench's columns follow the kit's"
+    );
     assert_eq!(sheet.rows().count(), 4, "a header and one line per row");
     assert!(paths.csv.exists() && paths.json.exists());
     sim.shutdown().await.unwrap();
@@ -431,6 +367,12 @@ async fn rejected_credentials_stop_the_run_at_once_and_never_leak_the_key() {
         "stops after the first answers"
     );
     assert_eq!(result.rows[1].outcome, RowOutcome::NotRun);
+    let table = std::fs::read_to_string(&result.consolidated.as_ref().unwrap().csv).unwrap();
+    assert_eq!(
+        table.lines().count(),
+        3,
+        "every plan row keeps its line: {table}"
+    );
     for entry in walk(dir.path()) {
         let text = std::fs::read_to_string(&entry).unwrap_or_default();
         assert!(

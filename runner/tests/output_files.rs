@@ -3,6 +3,8 @@
 
 #[path = "common/output_fixtures.rs"]
 mod common;
+#[path = "common/kit_contract.rs"]
+mod kit_contract;
 
 use std::fs;
 use std::path::Path;
@@ -19,59 +21,10 @@ use coebench_runner::record::RequestRecord;
 use coebench_runner::report::RunOutcome;
 use coebench_runner::summary::{RowOutcome, RowSummary};
 use common::*;
+use kit_contract::KIT_CONSOLIDATED_COLUMNS;
 
-/// The kit's consolidated columns (V-Oct25 and HEAD merged), then coebench's.
-const EXPECTED_HEADER: &[&str] = &[
-    "uuid",
-    "name",
-    "model",
-    "num_input_tokens",
-    "num_output_tokens",
-    "num_concurrent_requests",
-    "qps",
-    "qps_distribution",
-    "multimodal_img_size",
-    "server_ttft_s_min",
-    "server_ttft_s_mean",
-    "server_ttft_s_p50",
-    "server_ttft_s_max",
-    "server_end_to_end_latency_s_min",
-    "server_end_to_end_latency_s_mean",
-    "server_end_to_end_latency_s_p50",
-    "server_end_to_end_latency_s_max",
-    "server_output_token_per_s_min",
-    "server_output_token_per_s_mean",
-    "server_output_token_per_s_p50",
-    "server_output_token_per_s_max",
-    "acceptance_rate_min",
-    "acceptance_rate_p50",
-    "acceptance_rate_max",
-    "server_number_input_tokens_p50",
-    "server_number_output_tokens_p50",
-    "client_ttft_s_min",
-    "client_ttft_s_mean",
-    "client_ttft_s_p50",
-    "client_ttft_s_max",
-    "client_end_to_end_latency_s_min",
-    "client_end_to_end_latency_s_mean",
-    "client_end_to_end_latency_s_p50",
-    "client_end_to_end_latency_s_max",
-    "client_output_token_per_s_min",
-    "client_output_token_per_s_mean",
-    "client_output_token_per_s_p50",
-    "client_output_token_per_s_max",
-    "client_total_output_throughput",
-    "num_requests_started",
-    "num_completed_requests",
-    "num_completed_requests_per_min",
-    "number_errors",
-    "error_code_frequency",
-    "switching_time",
-    "requests_grouping",
-    "requests_batching",
-    "request_batching_frequencies",
-    "representative_batch_size",
-    // coebench's own columns.
+/// coebench's consolidated columns, after the kit's.
+const OUR_COLUMNS: [&str; 36] = [
     "row_index",
     "outcome",
     "num_requests_planned",
@@ -109,6 +62,15 @@ const EXPECTED_HEADER: &[&str] = &[
     "summary_file",
     "individual_responses_file",
 ];
+
+/// The whole header: the kit's columns, then ours.
+fn expected_header() -> Vec<&'static str> {
+    KIT_CONSOLIDATED_COLUMNS
+        .iter()
+        .chain(&OUR_COLUMNS)
+        .copied()
+        .collect()
+}
 
 /// What the kit's `FileNameParser.extract_file_info` recovers from a file name.
 #[derive(Debug, PartialEq)]
@@ -285,9 +247,9 @@ fn the_consolidated_table_reads_back_identically_in_every_format() {
     let range = workbook.worksheet_range("Sheet1").unwrap();
     let xlsx_rows: Vec<Vec<Data>> = range.rows().map(|r| r.to_vec()).collect();
     let header: Vec<String> = xlsx_rows[0].iter().map(cell_text).collect();
-    assert_eq!(header, EXPECTED_HEADER);
+    assert_eq!(header, expected_header());
     assert_eq!(xlsx_rows.len(), 3, "header plus one row per plan row");
-    let col = |name: &str| EXPECTED_HEADER.iter().position(|c| *c == name).unwrap();
+    let col = |name: &str| expected_header().iter().position(|c| *c == name).unwrap();
     let first = &xlsx_rows[1];
     assert_eq!(cell_text(&first[col("uuid")]), rows[0].row_uuid.to_string());
     assert_eq!(cell_text(&first[col("name")]), rows[0].name);
@@ -322,7 +284,7 @@ fn the_consolidated_table_reads_back_identically_in_every_format() {
     // csv
     let mut reader = csv::Reader::from_path(&paths.csv).unwrap();
     let csv_header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(csv_header, EXPECTED_HEADER);
+    assert_eq!(csv_header, expected_header());
     let csv_rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(csv_rows.len(), 2);
 
@@ -334,7 +296,7 @@ fn the_consolidated_table_reads_back_identically_in_every_format() {
     let first_object = json.split("\n    },").next().unwrap();
     assert_eq!(
         ordered_keys(&format!("{}}}", &first_object[json.find('{').unwrap()..])),
-        EXPECTED_HEADER
+        expected_header()
     );
     assert_eq!(json_rows[0]["requests_grouping"], serde_json::json!([2, 1]));
     assert_eq!(
@@ -348,7 +310,7 @@ fn the_consolidated_table_reads_back_identically_in_every_format() {
 
     // The three formats agree cell by cell.
     for (i, xlsx_row) in xlsx_rows[1..].iter().enumerate() {
-        for (c, name) in EXPECTED_HEADER.iter().enumerate() {
+        for (c, name) in expected_header().iter().enumerate() {
             let csv_cell = &csv_rows[i][c];
             let json_cell = &json_rows[i][*name];
             match &xlsx_row[c] {

@@ -2,6 +2,8 @@
 
 #[path = "common/output_fixtures.rs"]
 mod common;
+#[path = "common/kit_contract.rs"]
+mod kit_contract;
 
 use std::time::{Duration, Instant};
 
@@ -10,39 +12,15 @@ use coebench_runner::plan::{ImageSize, QpsDistribution};
 use coebench_runner::record::{RequestContext, RequestRecord};
 use coebench_runner::summary::RowOutcome;
 use common::*;
+use kit_contract::KIT_RECORD_KEYS;
 
 fn close(actual: Option<f64>, expected: f64) {
     let a = actual.unwrap_or_else(|| panic!("expected {expected}, got null"));
     assert!((a - expected).abs() < 1e-9, "expected {expected}, got {a}");
 }
 
-/// The kit's 25 keys (HEAD plus V-Oct25's `server_switching_time`), then ours.
-const RECORD_KEYS: [&str; 41] = [
-    "error_code",
-    "error_msg",
-    "prompt_name",
-    "start_time",
-    "end_time",
-    "server_number_input_tokens",
-    "server_number_output_tokens",
-    "server_number_total_tokens",
-    "server_ttft_s",
-    "server_switching_time",
-    "server_end_to_end_latency_s",
-    "server_output_token_per_s_per_request",
-    "server_total_tokens_per_s_per_request",
-    "server_output_token_after_first_per_s_first_ten_per_request",
-    "batch_size_used",
-    "acceptance_rate",
-    "number_input_tokens",
-    "number_output_tokens",
-    "number_total_tokens",
-    "client_ttft_s",
-    "client_end_to_end_latency_s",
-    "client_output_token_per_s_per_request",
-    "client_total_tokens_per_s_per_request",
-    "client_inter_token_latencies_s",
-    "client_mean_inter_token_latency_s",
+/// coebench's record keys, after the kit's.
+const OUR_RECORD_KEYS: [&str; 16] = [
     "request_idx",
     "request_id",
     "model",
@@ -128,7 +106,12 @@ fn record_keys_are_the_kits_then_ours_in_order() {
         record(base, 1, &failed(0, 50, ErrorKind::Http(503))),
     ] {
         let json = serde_json::to_string(&r).unwrap();
-        assert_eq!(ordered_keys(&json), RECORD_KEYS.to_vec());
+        let expected: Vec<&str> = KIT_RECORD_KEYS
+            .iter()
+            .chain(&OUR_RECORD_KEYS)
+            .copied()
+            .collect();
+        assert_eq!(ordered_keys(&json), expected);
         assert_strict_json(&json);
         let back: RequestRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, r);

@@ -8,7 +8,15 @@ use coebench_runner::plan::{ApiKind, ImageSize, QpsDistribution};
 
 /// Benchmark LLM endpoints that serve many models behind one API (a composition of experts).
 #[derive(Debug, Parser)]
-#[command(name = "coebench", version, about, max_term_width = 100)]
+#[command(
+    name = "coebench",
+    version,
+    about,
+    max_term_width = 100,
+    after_help = "Exit codes: 0 every row ran; 1 internal error; 2 invalid input or usage (nothing \
+was sent); 3 the endpoint rejected the credentials; 4 every request of every row failed; \
+5 interrupted (rows that finished were written)."
+)]
 pub struct Cli {
     /// Log format on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

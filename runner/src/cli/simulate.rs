@@ -28,7 +28,9 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         truth_log: args.truth_log.clone(),
         seed: args.seed,
     };
-    match runtime.block_on(serve(options, shutdown_signal())) {
+    // Register the signal handlers before the simulator starts listening, so a SIGTERM that
+    // arrives as soon as it says where it listens still shuts it down gracefully.
+    match runtime.block_on(async { serve(options, shutdown_signal()).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(
             e @ (SimulatorError::Invalid(_)
@@ -45,19 +47,33 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM (how Kubernetes stops a pod).
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
+/// Completes on Ctrl-C or SIGTERM (how Kubernetes stops a pod). The handlers are registered
+/// when this is called, not when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        let terminated = async {
+            match terminate.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        let interrupted = async {
+            match interrupt.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = terminated => {}
+            () = interrupted => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

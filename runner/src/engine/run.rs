@@ -202,29 +202,22 @@ pub async fn run_plan(
     let mut summaries = Vec::with_capacity(plan.rows.len());
     let mut write_failures = Vec::new();
     for (row_index, row) in plan.rows.iter().enumerate() {
-        if stop.is_stopped() {
-            summaries.push(RowSummary::not_run(
-                row_index,
-                row,
-                &run_name,
-                jiff::Timestamp::now(),
-            ));
-            continue;
-        }
-        if row_index > 0 && plan.options.time_delay_seconds > 0.0 {
+        let delay = plan.options.time_delay_seconds;
+        if row_index > 0 && delay > 0.0 && !stop.is_stopped() {
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs_f64(plan.options.time_delay_seconds)) => {}
+                () = tokio::time::sleep(Duration::from_secs_f64(delay)) => {}
                 () = stop.stopped() => {}
             }
-            if stop.is_stopped() {
-                summaries.push(RowSummary::not_run(
-                    row_index,
-                    row,
-                    &run_name,
-                    jiff::Timestamp::now(),
-                ));
-                continue;
-            }
+        }
+        let not_run = || RowSummary::not_run(row_index, row, &run_name, jiff::Timestamp::now());
+        if stop.is_stopped() {
+            // Interrupted, or the credentials were rejected: the row keeps its line in the
+            // table and the manifest, as not run.
+            let summary = not_run();
+            table.insert(&summary);
+            manifest.set_row(&summary);
+            summaries.push(summary);
+            continue;
         }
         let summary = match run_row(&shared, row_index, row).await {
             Ok(result) => {
@@ -241,8 +234,7 @@ pub async fn run_plan(
             }
             Err(e) => {
                 tracing::error!(row = row_index, model = %row.model, "row not run: {e}");
-                let summary =
-                    RowSummary::not_run(row_index, row, &run_name, jiff::Timestamp::now());
+                let summary = not_run();
                 observer.row_finished(&summary, None);
                 summary
             }
@@ -260,6 +252,13 @@ pub async fn run_plan(
         if let Err(e) = write_manifest(&run_dir, &manifest) {
             tracing::error!("cannot write run.json: {e}");
             write_failures.push(e.to_string());
+        }
+    }
+    if stop.is_stopped() {
+        // Rows skipped after the stop are in the table as not run: write it once more.
+        match table.write(&consolidated_dir) {
+            Ok(paths) => consolidated = Some(paths),
+            Err(e) => write_failures.push(e.to_string()),
         }
     }
     let (outcome, message) = decide_outcome(

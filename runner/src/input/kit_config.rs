@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::input::model_configs::parse_model_configs_csv;
-use crate::input::{InputError, InputErrors};
+use crate::input::{InputError, InputErrors, read_input_file};
 use crate::plan::{ApiKind, EndpointSpec, OutputOptions, Plan, RunOptions};
 
 /// Kit keys that coebench accepts and ignores, with the reason shown to the user.
@@ -76,14 +76,7 @@ pub struct KitConfig {
 /// Reads a kit `config.yaml` and the CSV it points to.
 pub fn read_kit_config(path: &Path) -> Result<KitConfig, InputErrors> {
     let source = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        InputErrors::one(InputError::new(
-            &source,
-            "",
-            format!("cannot read the file: {e}"),
-            "check the path given to --config",
-        ))
-    })?;
+    let text = read_input_file(path, "--config")?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse_kit_config(&text, &source, base, &|csv_path| {
         std::fs::read_to_string(csv_path)

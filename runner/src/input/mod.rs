@@ -95,6 +95,18 @@ impl fmt::Display for InputErrors {
 
 impl std::error::Error for InputErrors {}
 
+/// Reads an input file named on the command line by `flag`, or says why it cannot.
+pub fn read_input_file(path: &std::path::Path, flag: &str) -> Result<String, InputErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        InputErrors::one(InputError::new(
+            path.display().to_string(),
+            "",
+            format!("cannot read the file: {e}"),
+            format!("check the path given to {flag}"),
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,20 +5,13 @@
 
 use std::path::Path;
 
-use crate::input::{InputError, InputErrors};
+use crate::input::{InputError, InputErrors, read_input_file};
 use crate::plan::Plan;
 
 /// Reads a plan file; `.json` files are parsed as JSON, anything else as YAML.
 pub fn read_plan_file(path: &Path) -> Result<Plan, InputErrors> {
     let source = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        InputErrors::one(InputError::new(
-            &source,
-            "",
-            format!("cannot read the file: {e}"),
-            "check the path given to --plan",
-        ))
-    })?;
+    let text = read_input_file(path, "--plan")?;
     let is_json = path
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));

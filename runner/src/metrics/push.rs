@@ -114,30 +114,13 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-/// Base64url with padding (RFC 4648 section 5), as the Pushgateway's `@base64` suffix expects.
+/// Base64url with padding (RFC 4648 section 5), as the Pushgateway's `@base64` suffix expects;
+/// `=` for an empty value.
 fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
+    if bytes.is_empty() {
+        return "=".to_string();
     }
-    if out.is_empty() {
-        // The Pushgateway's spelling of an empty value.
-        out.push('=');
-    }
-    out
+    crate::base64::encode(bytes, crate::base64::Alphabet::UrlSafe)
 }
 
 #[cfg(test)]
