@@ -352,3 +352,30 @@ fn simulate_serves_until_sigterm_and_exits_cleanly() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn validate_checks_rows_against_the_simulators_models() {
+    let ok = coebench()
+        .args(["validate", "--plan", "examples/quickstart.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", describe(&ok));
+    let bad = coebench()
+        .args([
+            "validate",
+            "--api",
+            "simulator",
+            "--model",
+            "nope",
+            "--input-tokens",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
+    assert!(
+        text(&bad.stderr).contains("does not serve \"nope\""),
+        "{}",
+        describe(&bad)
+    );
+}

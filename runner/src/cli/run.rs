@@ -10,10 +10,12 @@ use coebench_runner::engine::endpoint::EndpointError;
 use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::observer::{Observers, RunObserver};
 use coebench_runner::engine::run::{PlanSource, RunError, RunSettings, exit_code, run_plan};
-use coebench_runner::input::validate::{UnknownCatalog, validate_plan};
+use coebench_runner::input::validate::{ModelCatalog, UnknownCatalog, validate_plan};
+use coebench_runner::input::{InputError, InputErrors};
 use coebench_runner::metrics::{ExportOptions, Exporter, RunLabels};
+use coebench_runner::plan::ApiKind;
 use coebench_runner::report::{RunOutcome, RunReport};
-use coebench_runner::simulator::SimulatorError;
+use coebench_runner::simulator::{SimulatorConfig, SimulatorError};
 
 use crate::cli::args::{InputArgs, RunArgs};
 use crate::cli::inputs::{LoadedPlan, apply_overrides, load_plan};
@@ -113,7 +115,20 @@ pub fn run(args: &RunArgs) -> ExitCode {
 /// Runs `coebench validate`.
 pub fn validate(input: &InputArgs) -> ExitCode {
     let checked = load_plan(input).and_then(|loaded| {
-        validate_plan(&loaded.plan, &loaded.source, &UnknownCatalog).map(|()| loaded)
+        // A simulator declares its models and their sequence lengths: check rows against them.
+        let simulator = match (&loaded.plan.endpoint.api, &loaded.plan.endpoint.simulator) {
+            (ApiKind::Simulator, Some(path)) => Some(
+                SimulatorConfig::from_yaml_file(std::path::Path::new(path))
+                    .map_err(|e| InputErrors::one(InputError::new(path, "", e.to_string(), "")))?,
+            ),
+            (ApiKind::Simulator, None) => Some(SimulatorConfig::builtin()),
+            _ => None,
+        };
+        let catalog: &dyn ModelCatalog = match &simulator {
+            Some(config) => config,
+            None => &UnknownCatalog,
+        };
+        validate_plan(&loaded.plan, &loaded.source, catalog).map(|()| loaded)
     });
     match checked {
         Ok(loaded) => {
