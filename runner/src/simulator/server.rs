@@ -453,11 +453,14 @@ async fn serve(
         }) => {
             timer::sleep_until(at).await;
             let mut record = *record;
-            let lag = Instant::now().saturating_duration_since(at);
+            let written = Instant::now();
+            let lag = written.saturating_duration_since(at);
             ctx.lag.record(lag);
             let us = lag.as_secs_f64() * 1e6;
             record.timer_lag_max_us = Some(us);
             record.timer_lag_mean_us = Some(us);
+            record.first_token_written_unix_us = Some(ctx.unix_us(written));
+            record.last_token_written_unix_us = Some(ctx.unix_us(written));
             ctx.truth.push(record);
             Ok(response(
                 StatusCode::OK,
