@@ -1,7 +1,8 @@
 //! One timed request: send, stamp the head and each body frame, decode, and classify failures.
 //!
-//! `start` is taken immediately before the request is handed to the pool (so it includes
-//! connection set-up, as the kit's did), `headers_at` when the response head arrives, and every
+//! `sent_at` is when the connection wrote the request's first byte (the measurement's start;
+//! connection set-up and the client's own queueing before the write are not in it),
+//! `headers_at` when the response head arrives, and every
 //! body frame is stamped the moment it is received, before any parsing; events inherit the
 //! stamp of the frame holding their first byte. One deadline covers the whole exchange. After
 //! the end marker, the rest of the body is awaited briefly so the connection can be reused.
@@ -15,6 +16,7 @@ use hyper::body::Incoming;
 
 use super::decode::{Decoder, Recorder};
 use super::shorten;
+use super::stamp::WriteStamp;
 use super::transport::HttpClient;
 use crate::measurement::{ErrorKind, RequestError};
 
@@ -55,6 +57,10 @@ pub(crate) async fn exchange(
         Some(Ok(response)) => response,
     };
     rec.headers_at = Some(Instant::now());
+    rec.sent_at = response
+        .extensions()
+        .get::<WriteStamp>()
+        .and_then(WriteStamp::written_at);
     let status = response.status();
     if !status.is_success() {
         return Err(http_failure(response, deadline).await);

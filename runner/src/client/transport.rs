@@ -1,5 +1,6 @@
 //! The run's one pooled HTTP client: HTTP/1.1 keep-alive, `TCP_NODELAY`, https through rustls
-//! with the webpki roots, large read buffers. It only builds the client; sending and timing
+//! with the webpki roots, large read buffers, connections that stamp each request's first
+//! written byte ([`super::stamp`]). It only builds the client; sending and timing
 //! requests is [`super::exchange`]'s job.
 
 use std::time::Duration;
@@ -12,9 +13,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::ClientError;
+use super::stamp::Stamped;
 
 /// The pooled client type.
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<Stamped<HttpsConnector<HttpConnector>>, Full<Bytes>>;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -42,5 +44,5 @@ pub(crate) fn build() -> Result<HttpClient, ClientError> {
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .http1_max_buf_size(MAX_READ_BUFFER)
-        .build(https))
+        .build(Stamped(https)))
 }
