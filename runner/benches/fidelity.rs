@@ -197,7 +197,7 @@ fn print_run(r: &RunResult) {
     let e = &r.errors;
     let c = &r.client;
     println!(
-        "{:>14} {:>8} #{}: ttft err p50 {:>7.0} p99 {:>7.0} | send p50 {:>6.0} p99 {:>6.0} | recv p50 {:>6.0} p99 {:>6.0} | itl p50 {:>5.0} p99 {:>6.0} |abs p99 {:>6.0} | e2e p50 {:>6.0} p99 {:>7.0} µs | dispatch p50 {:>5.0} p99 {:>6.0} µs | ok {}/{} unjoined {} | achieved {:?} in-flight {:?} peak {} | cpu {:.2}s {:.1} ms/1k tok | rss {}→{:?}/{} KiB | health lag {:?} cpu {:?} sat {} | load {}",
+        "{:>14} {:>8} #{}: ttft err p50 {:>7.0} p99 {:>7.0} | send p50 {:>6.0} p99 {:>6.0} | recv p50 {:>6.0} p99 {:>6.0} | itl p50 {:>5.0} p99 {:>6.0} |abs p99 {:>6.0} | e2e p50 {:>6.0} p99 {:>7.0} µs | dispatch p50 {:>5.0} p99 {:>6.0} µs | sim read p99 {:>5.0} | ok {}/{} unjoined {} | achieved {:?} in-flight {:?} peak {} | cpu {:.2}s {:.1} ms/1k tok | rss {}→{:?}/{} KiB | health lag {:?} cpu {:?} sat {} | load {}",
         r.point.scenario,
         r.point.label,
         r.repeat,
@@ -214,6 +214,7 @@ fn print_run(r: &RunResult) {
         e.e2e.p99,
         r.dispatch_us.p50,
         r.dispatch_us.p99,
+        e.server_read_delay.p99,
         c.finished - c.failed,
         c.finished,
         e.unjoined,

@@ -33,6 +33,7 @@ pub mod prompt;
 pub mod record;
 pub mod report;
 pub mod simulator;
+pub mod socket_time;
 pub mod stats;
 pub mod summary;
 pub mod switching;

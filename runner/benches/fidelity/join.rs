@@ -2,7 +2,8 @@
 //! each pair into timestamp errors. The definitions (also in docs/performance.md):
 //!
 //! - true TTFT = `first_token_written - arrival` (server hand-over of the first token's frame
-//!   minus the instant the server read the request head);
+//!   minus the request's arrival at the server's host: the kernel's receive time of its head,
+//!   `received_unix_us`, or where that is missing the instant the simulator read it);
 //! - TTFT error = client TTFT - true TTFT = send side + receive side, where
 //!   send side = `arrival - client start` and receive side = `client stamp of the first token -
 //!   first_token_written` (same host, one realtime clock);
@@ -69,6 +70,9 @@ pub struct Errors {
     pub unjoined: usize,
     /// True TTFT, for scale.
     pub true_ttft: Quantiles,
+    /// Kernel receipt -> the simulator's handler: the server's own input delay, excluded from
+    /// the truth's arrival.
+    pub server_read_delay: Quantiles,
 }
 
 /// Reads a truth log (JSON lines) into a map by request id.
@@ -91,6 +95,7 @@ pub fn errors(requests: &[ClientRequest], truth: &HashMap<String, TruthRecord>) 
         Vec::new(),
         Vec::new(),
     );
+    let mut read_delay = Vec::new();
     let mut unjoined = 0;
     for r in requests.iter().filter(|r| r.ok) {
         let Some(t) = truth.get(&r.id) else {
@@ -106,7 +111,8 @@ pub fn errors(requests: &[ClientRequest], truth: &HashMap<String, TruthRecord>) 
             unjoined += 1;
             continue;
         };
-        let arrival = t.arrival_unix_us as f64;
+        let arrival = t.received_unix_us.unwrap_or(t.arrival_unix_us) as f64;
+        read_delay.push(t.arrival_unix_us as f64 - arrival);
         let start = r.start_us as f64;
         let truth_ttft = first as f64 - arrival;
         true_ttft.push(truth_ttft);
@@ -131,6 +137,7 @@ pub fn errors(requests: &[ClientRequest], truth: &HashMap<String, TruthRecord>) 
         e2e: Quantiles::of(&mut e2e),
         unjoined,
         true_ttft: Quantiles::of(&mut true_ttft),
+        server_read_delay: Quantiles::of(&mut read_delay),
     }
 }
 

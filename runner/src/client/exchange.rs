@@ -1,8 +1,10 @@
 //! One timed request: send, stamp the head and each body frame, decode, and classify failures.
 //!
 //! `sent_at` is when the connection wrote the request's first byte (the measurement's start;
-//! connection set-up and the client's own queueing before the write are not in it),
-//! `headers_at` when the response head arrives, and every
+//! connection set-up and the client's own queueing before the write are not in it). The head,
+//! every body frame and the end are stamped with the kernel's receive time of the bytes last
+//! read from the connection when they are delivered (never later than the delivery, never
+//! earlier than the bytes' arrival), so the runtime's own delays are not timed either; every
 //! body frame is stamped the moment it is received, before any parsing; events inherit the
 //! stamp of the frame holding their first byte. One deadline covers the whole exchange. After
 //! the end marker, the rest of the body is awaited briefly so the connection can be reused.
@@ -16,9 +18,9 @@ use hyper::body::Incoming;
 
 use super::decode::{Decoder, Recorder};
 use super::shorten;
-use super::stamp::WriteStamp;
 use super::transport::HttpClient;
 use crate::measurement::{ErrorKind, RequestError};
+use crate::socket_time::SocketTimes;
 
 /// How long the body's end is awaited after the stream's end marker.
 const AFTER_DONE_GRACE: Duration = Duration::from_secs(1);
@@ -56,11 +58,15 @@ pub(crate) async fn exchange(
         Some(Err(e)) => return Err(request_failure(&e)),
         Some(Ok(response)) => response,
     };
-    rec.headers_at = Some(Instant::now());
-    rec.sent_at = response
+    // The connection's socket times, when it is one of ours (always, but for a plain default).
+    let times = response
         .extensions()
-        .get::<WriteStamp>()
-        .and_then(WriteStamp::written_at);
+        .get::<SocketTimes>()
+        .cloned()
+        .unwrap_or_default();
+    let arrived = |times: &SocketTimes| times.received_before(Instant::now());
+    rec.headers_at = Some(arrived(&times));
+    rec.sent_at = times.first_write();
     let status = response.status();
     if !status.is_success() {
         return Err(http_failure(response, deadline).await);
@@ -71,6 +77,7 @@ pub(crate) async fn exchange(
         .and_then(|v| v.to_str().ok())
         .map(|v| shorten(v, 60));
     let mut body = response.into_body();
+    let mut last_at = rec.headers_at.unwrap_or_else(Instant::now);
     loop {
         let frame_deadline = match rec.done_at {
             Some(done) => {
@@ -95,12 +102,14 @@ pub(crate) async fn exchange(
             }
             Some(Some(Ok(frame))) => frame,
         };
-        let at = Instant::now();
+        // Monotonic within the response (two conversions of one kernel time may differ by ns).
+        let at = arrived(&times).max(last_at);
+        last_at = at;
         if let Ok(data) = frame.into_data() {
             decoder.feed(&data, at, rec)?;
         }
     }
-    let end = Instant::now();
+    let end = arrived(&times).max(last_at);
     decoder.finish(rec)?;
     if rec.complete(generic) {
         Ok(end)

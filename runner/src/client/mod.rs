@@ -9,14 +9,14 @@
 //!
 //! Submodules, one job each: [`sse`] parses event streams; `endpoint` builds URLs, headers and
 //! bodies; `decode` turns events into token events and server metrics; `usage` maps usage
-//! blocks; `transport` builds the pooled client; `stamp` notes when each request's first byte
-//! was written; `exchange` times one request.
+//! blocks; `connector` makes timestamped connections; `transport` builds the pooled client;
+//! `exchange` times one request.
 
+mod connector;
 mod decode;
 mod endpoint;
 mod exchange;
 pub mod sse;
-mod stamp;
 pub(crate) mod transport;
 mod usage;
 mod warmup;
@@ -202,8 +202,9 @@ impl EndpointClient {
     ///
     /// The measurement starts when the request's first byte is written to the connection (or,
     /// when that is unknown, just before the request is handed to the pool). Token events are
-    /// stamped with the instant the body frame holding their first byte was received from the
-    /// connection, before any parsing.
+    /// stamped, before any parsing, with the kernel's receive time of the bytes last read from
+    /// the connection when the body frame holding their first byte was delivered (the delivery
+    /// instant where the platform has no receive timestamps).
     pub async fn send(
         &self,
         request: &PreparedRequest,

@@ -140,6 +140,10 @@ where
 
 /// Runs an open loop: request `i` is sent at `start + offsets[i]`, slept to as an absolute
 /// deadline with the high-resolution timer, whatever else is in flight.
+///
+/// The dispatcher runs as a task of its own on the runtime's workers, so handing a request to
+/// a worker is a local spawn rather than a wake-up of another thread (the caller may be a
+/// `block_on` thread outside the worker pool).
 pub async fn open_loop<S, F, T>(ctx: LoadContext<S>, offsets: &[Duration]) -> LoadOutcome<T>
 where
     S: Fn(u32, Option<Instant>) -> F + Send + Sync + 'static,
@@ -147,18 +151,53 @@ where
     T: Send + 'static,
 {
     let started = Instant::now();
+    let num_requests = ctx.num_requests;
+    let offsets: Vec<Duration> = offsets.to_vec();
+    let dispatcher = tokio::spawn(dispatch(ctx, offsets, started));
+    let (mut finished, stopped_early) = match dispatcher.await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!("the open-loop dispatcher failed: {e}");
+            (Vec::new(), Some(StopReason::Cancelled))
+        }
+    };
+    finished.sort_by_key(|(index, _)| *index);
+    let ended = Instant::now();
+    let sent = finished.len() as u32;
+    LoadOutcome {
+        finished: finished.into_iter().map(|(_, item)| item).collect(),
+        not_sent: num_requests - sent,
+        stopped_early,
+        started,
+        ended,
+    }
+}
+
+/// The open loop's dispatcher: sends every request on schedule, then waits for them all.
+async fn dispatch<S, F, T>(
+    ctx: LoadContext<S>,
+    offsets: Vec<Duration>,
+    started: Instant,
+) -> (Vec<(u32, T)>, Option<StopReason>)
+where
+    S: Fn(u32, Option<Instant>) -> F + Send + Sync + 'static,
+    F: Future<Output = (u32, T)> + Send + 'static,
+    T: Send + 'static,
+{
     let mut in_flight = JoinSet::new();
     let mut finished = Vec::with_capacity(ctx.num_requests as usize);
     let mut stopped_early = None;
-    for (index, offset) in (0..ctx.num_requests).zip(offsets) {
+    for (index, offset) in (0..ctx.num_requests).zip(&offsets) {
         let due = started + *offset;
         if due >= ctx.deadline {
             stopped_early = Some(StopReason::Timeout);
             break;
         }
-        tokio::select! {
-            () = crate::timer::sleep_until(due) => {}
-            () = ctx.stop.stopped() => {}
+        if Instant::now() < due {
+            tokio::select! {
+                () = crate::timer::sleep_until(due) => {}
+                () = ctx.stop.stopped() => {}
+            }
         }
         if ctx.stop.is_stopped() {
             stopped_early = Some(StopReason::Cancelled);
@@ -173,16 +212,7 @@ where
     while let Some(done) = in_flight.join_next().await {
         collect(done, &mut finished);
     }
-    finished.sort_by_key(|(index, _)| *index);
-    let ended = Instant::now();
-    let sent = finished.len() as u32;
-    LoadOutcome {
-        finished: finished.into_iter().map(|(_, item)| item).collect(),
-        not_sent: ctx.num_requests - sent,
-        stopped_early,
-        started,
-        ended,
-    }
+    (finished, stopped_early)
 }
 
 fn collect<T>(done: Result<(u32, T), tokio::task::JoinError>, into: &mut Vec<(u32, T)>) {

@@ -7,7 +7,9 @@
 //! `server` (HTTP), `request` (body parsing), `wire` (response bytes), `text` (generated
 //! words), `image` (image sizes), `faults` (seeded fault draws, rate limits), `scheduler`
 //! (batching, executors, switching), `memory` (HBM LRU), `batch` (token pacing), `body`
-//! (paced response bodies), `truth` (ground truth and timer error). See `docs/simulator.md`.
+//! (paced response bodies), `truth` (ground truth and timer error). Each connection is a
+//! [`crate::socket_time::TimestampedStream`], so a request's arrival is the kernel's receive
+//! time of its head. See `docs/simulator.md`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), coebench_runner::simulator::SimulatorError> {

@@ -29,6 +29,7 @@ use super::request::{self, ParsedRequest};
 use super::scheduler::Job;
 use super::truth::{FaultKind, Flavour, TruthRecord};
 use super::wire::{ApiError, Wire, WireKind, WireParams};
+use crate::socket_time::TimestampedStream;
 use crate::timer;
 use crate::tokenizer::TokenCounter;
 
@@ -90,9 +91,12 @@ async fn serve_connection(
     ctx: Arc<Ctx>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let stream = TimestampedStream::new(stream);
+    let times = stream.times();
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(req, ctx).await) }
+        let received = times.received_unix_us();
+        async move { Ok::<_, Infallible>(handle(req, ctx, received).await) }
     });
     let conn = http1::Builder::new()
         .keep_alive(true)
@@ -144,7 +148,12 @@ fn route(method: &Method, path: &str) -> Route {
     }
 }
 
-async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Response<SimBody> {
+/// Serves one request; `received_unix_us` is when the kernel received its head, if known.
+async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<Ctx>,
+    received_unix_us: Option<i64>,
+) -> Response<SimBody> {
     let arrival = Instant::now();
     let route = route(req.method(), req.uri().path());
     if let Route::Models = route {
@@ -174,6 +183,8 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Response<SimBody> {
         ctx.unix_us(arrival),
         ctx.rel(arrival),
     );
+    // A timestamp from before this request's head (an older read) is not its arrival.
+    record.received_unix_us = received_unix_us.filter(|&us| us <= record.arrival_unix_us);
     let result = match route {
         Route::NotFound(message) => Err(ApiError::not_found("unknown_route", message)),
         _ => serve(req, &ctx, flavour, &mut record, arrival).await,

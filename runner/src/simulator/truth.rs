@@ -71,6 +71,11 @@ pub struct TruthRecord {
     pub arrival_unix_us: i64,
     /// Arrival, seconds since the simulator started.
     pub arrival_s: f64,
+    /// When the kernel received the request head's last bytes (`SO_TIMESTAMPNS` on the
+    /// connection), Unix epoch microseconds: the true arrival at the server's host, before any
+    /// wait for the simulator's thread. `None` where the platform gives no timestamp.
+    #[serde(default)]
+    pub received_unix_us: Option<i64>,
     /// When the request joined the batching queue (after any slow-first-byte delay).
     pub submitted_s: Option<f64>,
     /// When its batch started on an executor.
@@ -160,6 +165,7 @@ impl TruthRecord {
             faults: Vec::new(),
             arrival_unix_us,
             arrival_s,
+            received_unix_us: None,
             submitted_s: None,
             batch_start_s: None,
             queue_wait_s: None,
