@@ -6,7 +6,8 @@
 //! the bytes of each body frame really arrived, whatever the runtime was busy with meanwhile).
 //!
 //! It only notes times; deciding what they mean for a metric is the caller's job. Where receive
-//! timestamps are unavailable, reads are plain and only write times are noted.
+//! timestamps are unavailable, reads are plain and only write times are noted. Unix only (the
+//! runner's platforms).
 
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
@@ -15,7 +16,8 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Instants are stored as nanoseconds after this origin, plus one (0 means none yet).
@@ -76,28 +78,28 @@ impl SocketTimes {
     }
 }
 
-/// A TCP stream noting [`SocketTimes`].
+/// A TCP stream noting [`SocketTimes`]. It drives the socket itself (tokio's `AsyncFd`) so a
+/// read that leaves the socket drained clears its readiness without a second, empty read.
 #[derive(Debug)]
 pub struct TimestampedStream {
-    stream: TcpStream,
+    fd: AsyncFd<std::net::TcpStream>,
     times: SocketTimes,
-    /// Receive timestamps are on; otherwise reads are plain.
-    timestamps: bool,
     /// Nothing written since the last read: the next write starts a new message.
     fresh: bool,
 }
 
 impl TimestampedStream {
     /// Wraps `stream`, turning receive timestamps on where the platform allows.
-    pub fn new(stream: TcpStream) -> Self {
-        let timestamps = crate::sys::enable_receive_timestamps(stream.as_raw_fd()).is_ok();
+    pub fn new(stream: TcpStream) -> std::io::Result<Self> {
+        let stream = stream.into_std()?;
+        // Without timestamps reads still work; only the kernel's receive times are missing.
+        let _ = crate::sys::enable_receive_timestamps(stream.as_raw_fd());
         let _ = origin();
-        TimestampedStream {
-            stream,
+        Ok(TimestampedStream {
+            fd: crate::sys::register_stream(stream)?,
             times: SocketTimes::default(),
-            timestamps,
             fresh: true,
-        }
+        })
     }
 
     /// The times this stream notes.
@@ -105,12 +107,30 @@ impl TimestampedStream {
         self.times.clone()
     }
 
-    fn noted_write(&mut self, at: Option<Instant>, result: &Poll<std::io::Result<usize>>) {
-        if let (Some(at), Poll::Ready(Ok(n))) = (at, result)
+    fn noted_write(&mut self, at: Option<Instant>, result: &std::io::Result<usize>) {
+        if let (Some(at), Ok(n)) = (at, result)
             && *n > 0
         {
             self.times.note_write(at);
             self.fresh = false;
+        }
+    }
+
+    fn poll_write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&std::net::TcpStream) -> std::io::Result<usize>,
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            let at = self.fresh.then(Instant::now);
+            match guard.try_io(|fd| write(fd.get_ref())) {
+                Ok(result) => {
+                    self.noted_write(at, &result);
+                    return Poll::Ready(result);
+                }
+                Err(_would_block) => {}
+            }
         }
     }
 }
@@ -122,29 +142,22 @@ impl AsyncRead for TimestampedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if !this.timestamps {
-            let result = Pin::new(&mut this.stream).poll_read(cx, buf);
-            if matches!(result, Poll::Ready(Ok(()))) {
-                this.fresh = true;
-            }
-            return result;
-        }
         loop {
-            ready!(this.stream.poll_read_ready(cx))?;
-            let fd = this.stream.as_raw_fd();
-            let unfilled = buf.initialize_unfilled();
-            match this.stream.try_io(Interest::READABLE, || {
-                crate::sys::recv_timestamped(fd, unfilled)
-            }) {
+            let mut guard = ready!(this.fd.poll_read_ready(cx))?;
+            let wanted = buf.remaining();
+            match crate::sys::recv_into(guard.get_inner().as_raw_fd(), buf) {
                 Ok((n, at)) => {
-                    buf.advance(n);
                     if let Some(ns) = at.filter(|&ns| ns > 0) {
                         this.times.0.received_ns.store(ns, Ordering::Release);
+                    }
+                    // A short read drained the socket (as tokio's own streams assume).
+                    if n > 0 && n < wanted {
+                        guard.clear_ready();
                     }
                     this.fresh = true;
                     return Poll::Ready(Ok(()));
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -157,11 +170,8 @@ impl AsyncWrite for TimestampedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let at = this.fresh.then(Instant::now);
-        let result = Pin::new(&mut this.stream).poll_write(cx, buf);
-        this.noted_write(at, &result);
-        result
+        self.get_mut()
+            .poll_write_with(cx, |mut fd| std::io::Write::write(&mut fd, buf))
     }
 
     fn poll_write_vectored(
@@ -169,23 +179,20 @@ impl AsyncWrite for TimestampedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let at = this.fresh.then(Instant::now);
-        let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.noted_write(at, &result);
-        result
+        self.get_mut()
+            .poll_write_with(cx, |mut fd| std::io::Write::write_vectored(&mut fd, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(self.fd.get_ref().shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -200,9 +207,9 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let connect = tokio::spawn(async move { TcpStream::connect(addr).await.unwrap() });
         let (server, _) = listener.accept().await.unwrap();
-        let mut client = TimestampedStream::new(connect.await.unwrap());
+        let mut client = TimestampedStream::new(connect.await.unwrap()).unwrap();
         let times = client.times();
-        let mut server = TimestampedStream::new(server);
+        let mut server = TimestampedStream::new(server).unwrap();
         let server_times = server.times();
         assert!(times.first_write().is_none() && times.received_unix_us().is_none());
 

@@ -1,5 +1,5 @@
 //! The operating-system calls the engine needs: the open-file limit, the process's CPU time,
-//! and kernel receive timestamps on a socket (the simulator's true arrival instant). This is
+//! and sockets with kernel receive timestamps (see [`crate::socket_time`]). This is
 //! the crate's only `unsafe` code, each call a plain libc wrapper.
 
 use std::os::fd::RawFd;
@@ -70,11 +70,44 @@ pub fn enable_receive_timestamps(fd: RawFd) -> std::io::Result<()> {
 
 /// Reads from socket `fd` without blocking, into `buf`: the bytes read and, when the socket has
 /// receive timestamps on, when the kernel received the last of them (Unix nanoseconds).
-#[allow(unsafe_code)]
 pub fn recv_timestamped(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<i64>)> {
+    recv_raw(fd, buf.as_mut_ptr(), buf.len())
+}
+
+/// [`recv_timestamped`] into the unfilled part of `buf` (left uninitialised until the kernel
+/// writes it, so no read pays for zeroing hyper's buffer), advancing `buf` by what was read.
+#[allow(unsafe_code)]
+pub fn recv_into(
+    fd: RawFd,
+    buf: &mut tokio::io::ReadBuf<'_>,
+) -> std::io::Result<(usize, Option<i64>)> {
+    // SAFETY: the kernel only writes into the unfilled bytes and never reads them; exactly the
+    // `n` bytes it reports written are then marked initialised and filled.
+    unsafe {
+        let unfilled = buf.unfilled_mut();
+        let (n, at) = recv_raw(fd, unfilled.as_mut_ptr().cast(), unfilled.len())?;
+        buf.assume_init(n);
+        buf.advance(n);
+        Ok((n, at))
+    }
+}
+
+/// Registers `stream` (non-blocking) with the current tokio runtime's reactor.
+#[allow(unsafe_code)]
+pub fn register_stream(
+    stream: std::net::TcpStream,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::net::TcpStream>> {
+    stream.set_nonblocking(true)?;
+    // SAFETY: the `TcpStream` owns a valid descriptor, and the `AsyncFd` owns the stream, so
+    // the descriptor is neither replaced nor closed while registered.
+    unsafe { tokio::io::unix::AsyncFd::register(stream) }.map_err(std::io::Error::from)
+}
+
+#[allow(unsafe_code)]
+fn recv_raw(fd: RawFd, data: *mut u8, len: usize) -> std::io::Result<(usize, Option<i64>)> {
     let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+        iov_base: data.cast(),
+        iov_len: len,
     };
     // Room for one timespec control message, aligned for cmsghdr.
     let mut control = [0u64; 8];
@@ -84,8 +117,8 @@ pub fn recv_timestamped(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Op
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: `msg` points at `iov` (which points at `buf`) and at `control`, all valid and
-    // writable for the call, with their lengths.
+    // SAFETY: `msg` points at `iov` (which points at `len` writable bytes at `data`, as the
+    // callers guarantee) and at `control`, all valid for the call, with their lengths.
     let n = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_DONTWAIT) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());

@@ -85,7 +85,7 @@ impl Service<Uri> for TimedConnector {
         let connecting = self.0.call(uri);
         Box::pin(async move {
             let tcp = connecting.await.map_err(BoxError::from)?.into_inner();
-            Ok(TokioIo::new(TimedConnection(TimestampedStream::new(tcp))))
+            Ok(TokioIo::new(TimedConnection(TimestampedStream::new(tcp)?)))
         })
     }
 }

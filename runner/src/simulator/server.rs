@@ -91,7 +91,13 @@ async fn serve_connection(
     ctx: Arc<Ctx>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let stream = TimestampedStream::new(stream);
+    let stream = match TimestampedStream::new(stream) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot serve an accepted connection");
+            return;
+        }
+    };
     let times = stream.times();
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
