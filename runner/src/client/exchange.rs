@@ -78,15 +78,31 @@ pub(crate) async fn exchange(
         .map(|v| shorten(v, 60));
     let mut body = response.into_body();
     let mut last_at = rec.headers_at.unwrap_or_else(Instant::now);
+    // One timer for the whole body (re-armed once, for the grace after the end marker), not
+    // one registered and cancelled per frame.
+    let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+    let mut grace_armed = false;
     loop {
-        let frame_deadline = match rec.done_at {
-            Some(done) => {
-                let grace = tokio::time::Instant::from_std(done) + AFTER_DONE_GRACE;
-                Some(deadline.map_or(grace, |d| d.min(grace)))
+        if let Some(done) = rec.done_at
+            && !grace_armed
+        {
+            grace_armed = true;
+            let grace = tokio::time::Instant::from_std(done) + AFTER_DONE_GRACE;
+            let until = deadline.map_or(grace, |d| d.min(grace));
+            match &mut timer {
+                Some(t) => t.as_mut().reset(until),
+                None => timer = Some(Box::pin(tokio::time::sleep_until(until))),
             }
-            None => deadline,
+        }
+        let next = match &mut timer {
+            Some(t) => tokio::select! {
+                biased;
+                frame = body.frame() => Some(frame),
+                () = t.as_mut() => None,
+            },
+            None => Some(body.frame().await),
         };
-        let frame = match within(frame_deadline, body.frame()).await {
+        let frame = match next {
             None if rec.done_at.is_some() => return Ok(rec.done_at.unwrap_or_else(Instant::now)),
             None => return Err(timed_out("the stream did not finish", rec)),
             Some(None) => break,

@@ -19,10 +19,12 @@ use crate::sys::process_cpu_time;
 pub const PROBE_PERIOD: Duration = Duration::from_millis(10);
 
 /// Event-loop lag p99 above which a row is flagged as client-saturated: 1 ms, the accuracy
-/// coebench's timestamps are meant to have (docs/performance.md). The probe's lag is how late
-/// a task of the client's runtime ran after its timer fired, which is what a response's
-/// timestamp suffers too; the fidelity bench shows the probe's p99 follows the client's p99
-/// TTFT error.
+/// coebench means to keep (docs/performance.md). The probe's lag is how late a task of the
+/// client's runtime ran after its timer fired: how late open-loop requests leave and closed-loop
+/// requests follow their predecessor. Timestamps come from the sockets (the write of a request,
+/// the kernel's receipt of each frame), so they stay accurate under such lag; a frame's stamp
+/// can still be late by up to the lag when the runtime falls behind a fast stream (the next
+/// frame's bytes read before the previous frame is handed over), or without kernel timestamps.
 pub const LAG_P99_LIMIT: Duration = Duration::from_millis(1);
 
 /// Share of the available cores above which a row is flagged as client-saturated.
