@@ -141,9 +141,9 @@ where
 /// Runs an open loop: request `i` is sent at `start + offsets[i]`, slept to as an absolute
 /// deadline with the high-resolution timer, whatever else is in flight.
 ///
-/// The dispatcher runs as a task of its own on the runtime's workers, so handing a request to
-/// a worker is a local spawn rather than a wake-up of another thread (the caller may be a
-/// `block_on` thread outside the worker pool).
+/// The dispatcher runs in the caller's task (on the command line, the `block_on` thread, which
+/// the operating system schedules apart from the runtime's workers). Spawning it onto the
+/// workers instead made no measurable difference to dispatch delay (docs/performance.md).
 pub async fn open_loop<S, F, T>(ctx: LoadContext<S>, offsets: &[Duration]) -> LoadOutcome<T>
 where
     S: Fn(u32, Option<Instant>) -> F + Send + Sync + 'static,
@@ -152,15 +152,7 @@ where
 {
     let started = Instant::now();
     let num_requests = ctx.num_requests;
-    let offsets: Vec<Duration> = offsets.to_vec();
-    let dispatcher = tokio::spawn(dispatch(ctx, offsets, started));
-    let (mut finished, stopped_early) = match dispatcher.await {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::error!("the open-loop dispatcher failed: {e}");
-            (Vec::new(), Some(StopReason::Cancelled))
-        }
-    };
+    let (mut finished, stopped_early) = dispatch(ctx, offsets, started).await;
     finished.sort_by_key(|(index, _)| *index);
     let ended = Instant::now();
     let sent = finished.len() as u32;
@@ -173,10 +165,11 @@ where
     }
 }
 
-/// The open loop's dispatcher: sends every request on schedule, then waits for them all.
+/// The open loop's dispatcher: sends every request on schedule (those already due without
+/// touching the timer), then waits for them all.
 async fn dispatch<S, F, T>(
     ctx: LoadContext<S>,
-    offsets: Vec<Duration>,
+    offsets: &[Duration],
     started: Instant,
 ) -> (Vec<(u32, T)>, Option<StopReason>)
 where
@@ -187,7 +180,7 @@ where
     let mut in_flight = JoinSet::new();
     let mut finished = Vec::with_capacity(ctx.num_requests as usize);
     let mut stopped_early = None;
-    for (index, offset) in (0..ctx.num_requests).zip(&offsets) {
+    for (index, offset) in (0..ctx.num_requests).zip(offsets) {
         let due = started + *offset;
         if due >= ctx.deadline {
             stopped_early = Some(StopReason::Timeout);
