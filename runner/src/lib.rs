@@ -37,6 +37,7 @@ pub mod record;
 pub mod record_digest;
 pub mod report;
 pub mod simulator;
+pub mod socket_time;
 pub mod stats;
 pub mod summary;
 pub mod switching;

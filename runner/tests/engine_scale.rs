@@ -1,5 +1,8 @@
-//! The client at high concurrency: a 1,000-stream row completes on this machine and its
-//! timestamps stay as close to the simulator's ground truth as at low concurrency.
+//! The client at high concurrency: a 1,000-stream row, all sent at once, completes on this
+//! machine and its timestamps stay as close to the simulator's ground truth as at low
+//! concurrency, even in a debug build where the client and the simulator both fall behind: the
+//! client times requests and frames at its sockets (the write of a request, the kernel's receipt
+//! of each frame), and the truth is the simulator's socket-level arrival and write instants.
 
 #[path = "common/engine_support.rs"]
 mod support;
@@ -22,6 +25,13 @@ models:
     max_sequence_length: 4096
 "#;
 
+/// The true TTFT of a request: from the kernel's receipt of its head at the simulator to the
+/// simulator's hand-over of its first token's frame, seconds.
+fn true_ttft(truth: &coebench_runner::simulator::TruthRecord) -> f64 {
+    let arrival = truth.received_unix_us.unwrap_or(truth.arrival_unix_us);
+    (truth.first_token_written_unix_us.unwrap() - arrival) as f64 / 1e6
+}
+
 /// p50 and p99 of client TTFT minus true TTFT, in seconds, for row `row_index`.
 fn ttft_errors(
     result: &coebench_runner::engine::run::RunResult,
@@ -33,7 +43,7 @@ fn ttft_errors(
         .filter(|r| r["error_code"].is_null())
         .map(|r| {
             let truth = sim.truth_for(r["request_id"].as_str().unwrap()).unwrap();
-            r["client_ttft_s"].as_f64().unwrap() - (truth.first_token_s.unwrap() - truth.arrival_s)
+            r["client_ttft_s"].as_f64().unwrap() - true_ttft(&truth)
         })
         .collect();
     errors.sort_by(f64::total_cmp);
@@ -79,9 +89,10 @@ async fn a_thousand_concurrent_streams_complete_without_the_ttft_error_growing()
         let truth = sim.truth_for(r["request_id"].as_str().unwrap()).unwrap();
         let start: jiff::Timestamp = r["start_timestamp"].as_str().unwrap().parse().unwrap();
         let start_us = start.as_microsecond() as f64;
-        send_side.push((truth.arrival_unix_us as f64 - start_us) / 1e6);
+        let arrival = truth.received_unix_us.unwrap_or(truth.arrival_unix_us);
+        send_side.push((arrival as f64 - start_us) / 1e6);
         let receipt = start_us / 1e6 + r["client_ttft_s"].as_f64().unwrap();
-        receive_side.push(receipt - truth.first_token_unix_us.unwrap() as f64 / 1e6);
+        receive_side.push(receipt - truth.first_token_written_unix_us.unwrap() as f64 / 1e6);
     }
     eprintln!(
         "send side p50 {:.6} receive side p50 {:.6}; health {:?}",
@@ -92,11 +103,16 @@ async fn a_thousand_concurrent_streams_complete_without_the_ttft_error_growing()
     eprintln!(
         "TTFT error at 4 streams p50 {low_p50:.6} p99 {low_p99:.6}; at 1000 p50 {high_p50:.6} p99 {high_p99:.6}"
     );
-    // Either the client kept its timestamps as close to the truth as at low concurrency, or it
-    // says in the row's summary that it could not (never a silent distortion).
+    // The client kept its timestamps as close to the truth as at low concurrency, whether or
+    // not its event loop kept up (the row may be flagged saturated: that speaks of the load's
+    // shape, not of these timestamps).
     assert!(
-        high_p50 < low_p50 + 0.002 || wide.client_health.saturated,
-        "p50 error grew from {low_p50} to {high_p50} and the row was not flagged"
+        high_p50 < low_p50 + 0.002,
+        "p50 error grew from {low_p50} to {high_p50}"
+    );
+    assert!(
+        high_p99 < low_p99.max(0.0) + 0.002,
+        "p99 error grew from {low_p99} to {high_p99}"
     );
     sim.shutdown().await.unwrap();
 }

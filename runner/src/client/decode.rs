@@ -27,6 +27,8 @@ const EXCERPT: usize = 200;
 /// What has been observed so far of one response.
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
+    /// When the connection wrote the request's first byte.
+    pub sent_at: Option<Instant>,
     pub headers_at: Option<Instant>,
     pub first_event_at: Option<Instant>,
     pub token_events: Vec<TokenEvent>,

@@ -1,7 +1,10 @@
 //! One timed request: send, stamp the head and each body frame, decode, and classify failures.
 //!
-//! `start` is taken immediately before the request is handed to the pool (so it includes
-//! connection set-up, as the kit's did), `headers_at` when the response head arrives, and every
+//! `sent_at` is when the connection wrote the request's first byte (the measurement's start;
+//! connection set-up and the client's own queueing before the write are not in it). The head,
+//! every body frame and the end are stamped with the kernel's receive time of the bytes last
+//! read from the connection when they are delivered (never later than the delivery, never
+//! earlier than the bytes' arrival), so the runtime's own delays are not timed either; every
 //! body frame is stamped the moment it is received, before any parsing; events inherit the
 //! stamp of the frame holding their first byte. One deadline covers the whole exchange. After
 //! the end marker, the rest of the body is awaited briefly so the connection can be reused.
@@ -17,6 +20,7 @@ use super::decode::{Decoder, Recorder};
 use super::shorten;
 use super::transport::HttpClient;
 use crate::measurement::{ErrorKind, RequestError};
+use crate::socket_time::SocketTimes;
 
 /// How long the body's end is awaited after the stream's end marker.
 const AFTER_DONE_GRACE: Duration = Duration::from_secs(1);
@@ -54,7 +58,15 @@ pub(crate) async fn exchange(
         Some(Err(e)) => return Err(request_failure(&e)),
         Some(Ok(response)) => response,
     };
-    rec.headers_at = Some(Instant::now());
+    // The connection's socket times, when it is one of ours (always, but for a plain default).
+    let times = response
+        .extensions()
+        .get::<SocketTimes>()
+        .cloned()
+        .unwrap_or_default();
+    let arrived = |times: &SocketTimes| times.received_before(Instant::now());
+    rec.headers_at = Some(arrived(&times));
+    rec.sent_at = times.first_write();
     let status = response.status();
     if !status.is_success() {
         return Err(http_failure(response, deadline).await);
@@ -65,15 +77,32 @@ pub(crate) async fn exchange(
         .and_then(|v| v.to_str().ok())
         .map(|v| shorten(v, 60));
     let mut body = response.into_body();
+    let mut last_at = rec.headers_at.unwrap_or_else(Instant::now);
+    // One timer for the whole body (re-armed once, for the grace after the end marker), not
+    // one registered and cancelled per frame.
+    let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+    let mut grace_armed = false;
     loop {
-        let frame_deadline = match rec.done_at {
-            Some(done) => {
-                let grace = tokio::time::Instant::from_std(done) + AFTER_DONE_GRACE;
-                Some(deadline.map_or(grace, |d| d.min(grace)))
+        if let Some(done) = rec.done_at
+            && !grace_armed
+        {
+            grace_armed = true;
+            let grace = tokio::time::Instant::from_std(done) + AFTER_DONE_GRACE;
+            let until = deadline.map_or(grace, |d| d.min(grace));
+            match &mut timer {
+                Some(t) => t.as_mut().reset(until),
+                None => timer = Some(Box::pin(tokio::time::sleep_until(until))),
             }
-            None => deadline,
+        }
+        let next = match &mut timer {
+            Some(t) => tokio::select! {
+                biased;
+                frame = body.frame() => Some(frame),
+                () = t.as_mut() => None,
+            },
+            None => Some(body.frame().await),
         };
-        let frame = match within(frame_deadline, body.frame()).await {
+        let frame = match next {
             None if rec.done_at.is_some() => return Ok(rec.done_at.unwrap_or_else(Instant::now)),
             None => return Err(timed_out("the stream did not finish", rec)),
             Some(None) => break,
@@ -89,12 +118,14 @@ pub(crate) async fn exchange(
             }
             Some(Some(Ok(frame))) => frame,
         };
-        let at = Instant::now();
+        // Monotonic within the response (two conversions of one kernel time may differ by ns).
+        let at = arrived(&times).max(last_at);
+        last_at = at;
         if let Ok(data) = frame.into_data() {
             decoder.feed(&data, at, rec)?;
         }
     }
-    let end = Instant::now();
+    let end = arrived(&times).max(last_at);
     decoder.finish(rec)?;
     if rec.complete(generic) {
         Ok(end)

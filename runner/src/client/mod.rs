@@ -9,8 +9,10 @@
 //!
 //! Submodules, one job each: [`sse`] parses event streams; `endpoint` builds URLs, headers and
 //! bodies; `decode` turns events into token events and server metrics; `usage` maps usage
-//! blocks; `transport` builds the pooled client; `exchange` times one request.
+//! blocks; `connector` makes timestamped connections; `transport` builds the pooled client;
+//! `exchange` times one request.
 
+mod connector;
 mod decode;
 mod endpoint;
 mod exchange;
@@ -198,8 +200,11 @@ impl EndpointClient {
     /// `x-request-id: <request_id>` (omitted if the id is not a valid header value). Never
     /// panics and never fails: errors are in [`Measurement::error`], key redacted.
     ///
-    /// Token events are stamped with the instant the body frame holding their first byte was
-    /// received from the connection, before any parsing.
+    /// The measurement starts when the request's first byte is written to the connection (or,
+    /// when that is unknown, just before the request is handed to the pool). Token events are
+    /// stamped, before any parsing, with the kernel's receive time of the bytes last read from
+    /// the connection when the body frame holding their first byte was delivered (the delivery
+    /// instant where the platform has no receive timestamps).
     pub async fn send(
         &self,
         request: &PreparedRequest,
@@ -243,6 +248,17 @@ impl EndpointClient {
                     message: self.redact(&e.message),
                 }),
             ),
+        };
+        // Time from the request's first byte on the wire when the connection saw it: the
+        // runtime may have run other tasks between `start` and the write.
+        let (start, start_wall) = match rec.sent_at {
+            Some(sent) if sent > start && rec.headers_at.is_none_or(|h| sent <= h) => (
+                sent,
+                start_wall
+                    .checked_add(sent.duration_since(start))
+                    .unwrap_or(start_wall),
+            ),
+            _ => (start, start_wall),
         };
         let end_wall = start_wall
             .checked_add(end.saturating_duration_since(start))

@@ -1,5 +1,6 @@
 //! The run's one pooled HTTP client: HTTP/1.1 keep-alive, `TCP_NODELAY`, https through rustls
-//! with the webpki roots, large read buffers. It only builds the client; sending and timing
+//! with the webpki roots, large read buffers, timestamped connections
+//! ([`super::connector`]). It only builds the client; sending and timing
 //! requests is [`super::exchange`]'s job.
 
 use std::time::Duration;
@@ -12,9 +13,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::ClientError;
+use super::connector::TimedConnector;
 
 /// The pooled client type.
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpsConnector<TimedConnector>, Full<Bytes>>;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -35,7 +37,7 @@ pub(crate) fn build() -> Result<HttpClient, ClientError> {
         .map_err(|e| ClientError::Tls(e.to_string()))?
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(TimedConnector(http));
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE)
         .pool_max_idle_per_host(usize::MAX)

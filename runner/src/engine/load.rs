@@ -140,6 +140,10 @@ where
 
 /// Runs an open loop: request `i` is sent at `start + offsets[i]`, slept to as an absolute
 /// deadline with the high-resolution timer, whatever else is in flight.
+///
+/// The dispatcher runs in the caller's task (on the command line, the `block_on` thread, which
+/// the operating system schedules apart from the runtime's workers). Spawning it onto the
+/// workers instead made no measurable difference to dispatch delay (docs/performance.md).
 pub async fn open_loop<S, F, T>(ctx: LoadContext<S>, offsets: &[Duration]) -> LoadOutcome<T>
 where
     S: Fn(u32, Option<Instant>) -> F + Send + Sync + 'static,
@@ -147,6 +151,32 @@ where
     T: Send + 'static,
 {
     let started = Instant::now();
+    let num_requests = ctx.num_requests;
+    let (mut finished, stopped_early) = dispatch(ctx, offsets, started).await;
+    finished.sort_by_key(|(index, _)| *index);
+    let ended = Instant::now();
+    let sent = finished.len() as u32;
+    LoadOutcome {
+        finished: finished.into_iter().map(|(_, item)| item).collect(),
+        not_sent: num_requests - sent,
+        stopped_early,
+        started,
+        ended,
+    }
+}
+
+/// The open loop's dispatcher: sends every request on schedule (those already due without
+/// touching the timer), then waits for them all.
+async fn dispatch<S, F, T>(
+    ctx: LoadContext<S>,
+    offsets: &[Duration],
+    started: Instant,
+) -> (Vec<(u32, T)>, Option<StopReason>)
+where
+    S: Fn(u32, Option<Instant>) -> F + Send + Sync + 'static,
+    F: Future<Output = (u32, T)> + Send + 'static,
+    T: Send + 'static,
+{
     let mut in_flight = JoinSet::new();
     let mut finished = Vec::with_capacity(ctx.num_requests as usize);
     let mut stopped_early = None;
@@ -156,9 +186,11 @@ where
             stopped_early = Some(StopReason::Timeout);
             break;
         }
-        tokio::select! {
-            () = crate::timer::sleep_until(due) => {}
-            () = ctx.stop.stopped() => {}
+        if Instant::now() < due {
+            tokio::select! {
+                () = crate::timer::sleep_until(due) => {}
+                () = ctx.stop.stopped() => {}
+            }
         }
         if ctx.stop.is_stopped() {
             stopped_early = Some(StopReason::Cancelled);
@@ -173,16 +205,7 @@ where
     while let Some(done) = in_flight.join_next().await {
         collect(done, &mut finished);
     }
-    finished.sort_by_key(|(index, _)| *index);
-    let ended = Instant::now();
-    let sent = finished.len() as u32;
-    LoadOutcome {
-        finished: finished.into_iter().map(|(_, item)| item).collect(),
-        not_sent: ctx.num_requests - sent,
-        stopped_early,
-        started,
-        ended,
-    }
+    (finished, stopped_early)
 }
 
 fn collect<T>(done: Result<(u32, T), tokio::task::JoinError>, into: &mut Vec<(u32, T)>) {

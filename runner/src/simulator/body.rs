@@ -83,12 +83,13 @@ pub(crate) struct StreamBody {
 
 impl StreamBody {
     pub(crate) fn new(ctx: Arc<Ctx>, rx: mpsc::UnboundedReceiver<Frame>) -> Self {
+        let lag = LagAccumulator::new(ctx.record_token_times);
         StreamBody {
             ctx,
             rx,
             held: None,
             sleep: None,
-            lag: LagAccumulator::default(),
+            lag,
             ending: None,
             unflushed: false,
             done: false,
@@ -96,15 +97,20 @@ impl StreamBody {
     }
 
     fn file(&mut self, mut record: Box<TruthRecord>) {
-        self.lag.write_to(&mut record);
+        let ctx = &self.ctx;
+        self.lag.write_to(&mut record, |t| ctx.unix_us(t));
         self.ctx.truth.push(*record);
     }
 
+    /// Records the hand-over of a frame scheduled at `at`: its lag, and when it was written.
     fn measure(&mut self, at: Instant, tokens: u32) {
+        let now = Instant::now();
         if tokens > 0 {
-            let lag = Instant::now().saturating_duration_since(at);
-            self.lag.add(lag);
+            let lag = now.saturating_duration_since(at);
+            self.lag.add(lag, now);
             self.ctx.lag.record(lag);
+        } else {
+            self.lag.ended(now);
         }
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Ctx {
     pub limiters: RateLimiters,
     pub tokenizer: Tokenizer,
     pub scheduler: mpsc::UnboundedSender<Job>,
+    /// Keep every token frame's write time in the truth records.
+    pub record_token_times: bool,
 }
 
 impl Ctx {

@@ -7,7 +7,9 @@
 //! `server` (HTTP), `request` (body parsing), `wire` (response bytes), `text` (generated
 //! words), `image` (image sizes), `faults` (seeded fault draws, rate limits), `scheduler`
 //! (batching, executors, switching), `memory` (HBM LRU), `batch` (token pacing), `body`
-//! (paced response bodies), `truth` (ground truth and timer error). See `docs/simulator.md`.
+//! (paced response bodies), `truth` (ground truth and timer error). Each connection is a
+//! [`crate::socket_time::TimestampedStream`], so a request's arrival is the kernel's receive
+//! time of its head. See `docs/simulator.md`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), coebench_runner::simulator::SimulatorError> {
@@ -109,6 +111,10 @@ pub struct StartOptions {
     /// On shutdown, how long open responses may take to finish before their connections are
     /// dropped. Default 30 s.
     pub shutdown_grace: Duration,
+    /// Record when every token frame was written
+    /// ([`TruthRecord::token_written_offsets_us`]), to check a client's inter-token latencies
+    /// against the truth. Costs 4 bytes per token event per record. Default false.
+    pub record_token_times: bool,
 }
 
 impl Default for StartOptions {
@@ -117,6 +123,7 @@ impl Default for StartOptions {
             truth_log: None,
             keep_truth_in_memory: true,
             shutdown_grace: Duration::from_secs(30),
+            record_token_times: false,
         }
     }
 }
@@ -180,12 +187,10 @@ impl Simulator {
         options: StartOptions,
     ) -> Result<SimulatorHandle, SimulatorError> {
         config.validate()?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| SimulatorError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let listener = bind(listen).map_err(|source| SimulatorError::Bind {
+            addr: listen,
+            source,
+        })?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| SimulatorError::Bind {
@@ -223,6 +228,7 @@ impl Simulator {
             limiters,
             tokenizer: crate::tokenizer::Tokenizer::embedded(),
             scheduler: job_tx,
+            record_token_times: options.record_token_times,
             config,
         });
         // Start the timer thread now rather than on the first token.
@@ -255,6 +261,23 @@ impl Simulator {
             truth_log: options.truth_log,
         })
     }
+}
+
+/// Pending connections the listener queues (capped by the kernel's `somaxconn`): thousands of
+/// clients connect at once when a benchmark opens its streams, and a full queue drops their
+/// SYNs, which costs each a one-second retransmission.
+const LISTEN_BACKLOG: u32 = 16_384;
+
+/// Binds `addr` with a deep accept queue ([`LISTEN_BACKLOG`]).
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A running simulator. Dropping it starts the same graceful shutdown without waiting for it;

@@ -29,6 +29,7 @@ use super::request::{self, ParsedRequest};
 use super::scheduler::Job;
 use super::truth::{FaultKind, Flavour, TruthRecord};
 use super::wire::{ApiError, Wire, WireKind, WireParams};
+use crate::socket_time::TimestampedStream;
 use crate::timer;
 use crate::tokenizer::TokenCounter;
 
@@ -90,9 +91,18 @@ async fn serve_connection(
     ctx: Arc<Ctx>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let stream = match TimestampedStream::new(stream) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot serve an accepted connection");
+            return;
+        }
+    };
+    let times = stream.times();
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(req, ctx).await) }
+        let received = times.received_unix_us();
+        async move { Ok::<_, Infallible>(handle(req, ctx, received).await) }
     });
     let conn = http1::Builder::new()
         .keep_alive(true)
@@ -144,7 +154,12 @@ fn route(method: &Method, path: &str) -> Route {
     }
 }
 
-async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Response<SimBody> {
+/// Serves one request; `received_unix_us` is when the kernel received its head, if known.
+async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<Ctx>,
+    received_unix_us: Option<i64>,
+) -> Response<SimBody> {
     let arrival = Instant::now();
     let route = route(req.method(), req.uri().path());
     if let Route::Models = route {
@@ -174,6 +189,8 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Response<SimBody> {
         ctx.unix_us(arrival),
         ctx.rel(arrival),
     );
+    // A timestamp from before this request's head (an older read) is not its arrival.
+    record.received_unix_us = received_unix_us.filter(|&us| us <= record.arrival_unix_us);
     let result = match route {
         Route::NotFound(message) => Err(ApiError::not_found("unknown_route", message)),
         _ => serve(req, &ctx, flavour, &mut record, arrival).await,
@@ -453,11 +470,14 @@ async fn serve(
         }) => {
             timer::sleep_until(at).await;
             let mut record = *record;
-            let lag = Instant::now().saturating_duration_since(at);
+            let written = Instant::now();
+            let lag = written.saturating_duration_since(at);
             ctx.lag.record(lag);
             let us = lag.as_secs_f64() * 1e6;
             record.timer_lag_max_us = Some(us);
             record.timer_lag_mean_us = Some(us);
+            record.first_token_written_unix_us = Some(ctx.unix_us(written));
+            record.last_token_written_unix_us = Some(ctx.unix_us(written));
             ctx.truth.push(record);
             Ok(response(
                 StatusCode::OK,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
@@ -71,6 +71,11 @@ pub struct TruthRecord {
     pub arrival_unix_us: i64,
     /// Arrival, seconds since the simulator started.
     pub arrival_s: f64,
+    /// When the kernel received the request head's last bytes (`SO_TIMESTAMPNS` on the
+    /// connection), Unix epoch microseconds: the true arrival at the server's host, before any
+    /// wait for the simulator's thread. `None` where the platform gives no timestamp.
+    #[serde(default)]
+    pub received_unix_us: Option<i64>,
     /// When the request joined the batching queue (after any slow-first-byte delay).
     pub submitted_s: Option<f64>,
     /// When its batch started on an executor.
@@ -122,6 +127,20 @@ pub struct TruthRecord {
     pub timer_lag_max_us: Option<f64>,
     /// Mean lag of this request's token events behind their schedule, microseconds.
     pub timer_lag_mean_us: Option<f64>,
+    /// When the frame holding the first token was actually handed to the connection for
+    /// writing (scheduled time plus timer lag), Unix epoch microseconds: the true instant the
+    /// first token left the server, to compare a client's timestamps with.
+    #[serde(default)]
+    pub first_token_written_unix_us: Option<i64>,
+    /// When the last frame (last token, finish and usage events, `[DONE]`) was handed to the
+    /// connection for writing, Unix epoch microseconds.
+    #[serde(default)]
+    pub last_token_written_unix_us: Option<i64>,
+    /// When each frame carrying tokens was handed to the connection, microseconds after
+    /// `first_token_written_unix_us` (the first entry is 0). Only recorded when
+    /// [`crate::simulator::StartOptions::record_token_times`] is on; `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_written_offsets_us: Option<Vec<u32>>,
     /// The client went away before the response ended.
     pub client_disconnected: bool,
 }
@@ -146,6 +165,7 @@ impl TruthRecord {
             faults: Vec::new(),
             arrival_unix_us,
             arrival_s,
+            received_unix_us: None,
             submitted_s: None,
             batch_start_s: None,
             queue_wait_s: None,
@@ -171,32 +191,62 @@ impl TruthRecord {
             acceptance_rate: None,
             timer_lag_max_us: None,
             timer_lag_mean_us: None,
+            first_token_written_unix_us: None,
+            last_token_written_unix_us: None,
+            token_written_offsets_us: None,
             client_disconnected: false,
         }
     }
 }
 
-/// Lag of one request's token events behind schedule.
-#[derive(Debug, Clone, Copy, Default)]
+/// Lag of one request's token events behind schedule, and when they were written.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct LagAccumulator {
     count: u32,
     sum_us: f64,
     max_us: f64,
+    first_written: Option<Instant>,
+    last_written: Option<Instant>,
+    /// Offsets of every token frame from the first, when per-token times are recorded.
+    offsets_us: Option<Vec<u32>>,
 }
 
 impl LagAccumulator {
-    pub(crate) fn add(&mut self, lag: Duration) {
+    /// An accumulator that also keeps every token frame's write time when `token_times`.
+    pub(crate) fn new(token_times: bool) -> Self {
+        LagAccumulator {
+            offsets_us: token_times.then(Vec::new),
+            ..LagAccumulator::default()
+        }
+    }
+
+    /// A token frame scheduled `lag` before `written` was handed over at `written`.
+    pub(crate) fn add(&mut self, lag: Duration, written: Instant) {
         let us = lag.as_secs_f64() * 1e6;
         self.count += 1;
         self.sum_us += us;
         self.max_us = self.max_us.max(us);
+        let first = *self.first_written.get_or_insert(written);
+        self.last_written = Some(written);
+        if let Some(offsets) = &mut self.offsets_us {
+            let offset = written.saturating_duration_since(first).as_micros();
+            offsets.push(u32::try_from(offset).unwrap_or(u32::MAX));
+        }
     }
 
-    pub(crate) fn write_to(&self, record: &mut TruthRecord) {
+    /// The final frame (no token of its own, or a trailer) was handed over at `written`.
+    pub(crate) fn ended(&mut self, written: Instant) {
+        self.last_written = Some(written);
+    }
+
+    pub(crate) fn write_to(&mut self, record: &mut TruthRecord, unix_us: impl Fn(Instant) -> i64) {
         if self.count > 0 {
             record.timer_lag_max_us = Some(self.max_us);
             record.timer_lag_mean_us = Some(self.sum_us / f64::from(self.count));
         }
+        record.first_token_written_unix_us = self.first_written.map(&unix_us);
+        record.last_token_written_unix_us = self.last_written.map(&unix_us);
+        record.token_written_offsets_us = self.offsets_us.take();
     }
 }
 
