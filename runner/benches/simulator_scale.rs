@@ -53,6 +53,62 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
+/// Milliseconds the hypervisor ran something else while this VM's vCPUs wanted to run (the
+/// `steal` column of `/proc/stat`, in 10 ms ticks), summed over all CPUs: pauses no priority
+/// inside the VM can prevent.
+fn steal_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .next()
+        .and_then(|cpu| cpu.split_whitespace().nth(8))
+        .and_then(|ticks| ticks.parse::<u64>().ok())
+        .map_or(0, |ticks| ticks * 10)
+}
+
+/// A thread that sleeps 1 ms at a time, above the bench's own real-time priority when it may,
+/// and notes how late it wakes. Under `chrt -f 10` nothing in this process can delay it, so its
+/// late wake-ups are pauses of the whole VM (the hypervisor, the kernel), not of the simulator.
+struct PauseProbe {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<f64>>,
+}
+
+impl PauseProbe {
+    fn start() -> PauseProbe {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            // SAFETY: plain syscalls on the calling thread with a valid, initialised argument.
+            unsafe {
+                let param = libc::sched_param { sched_priority: 20 };
+                libc::sched_setscheduler(0, libc::SCHED_FIFO, &param);
+            }
+            let mut late_us = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                late_us.push((t.elapsed().as_secs_f64() - 0.001) * 1e6);
+            }
+            late_us.sort_by(f64::total_cmp);
+            late_us
+        });
+        PauseProbe { stop, thread }
+    }
+
+    /// Stops the probe: "p99, max, and wake-ups more than 2 ms late".
+    fn finish(self) -> String {
+        self.stop.store(true, Ordering::Relaxed);
+        let late = self.thread.join().unwrap_or_default();
+        format!(
+            "p99 {:.0} µs, max {:.0} µs, {} of {} more than 2 ms late",
+            quantile(&late, 0.99),
+            late.last().copied().unwrap_or(0.0),
+            late.iter().filter(|&&l| l > 2000.0).count(),
+            late.len()
+        )
+    }
+}
+
 /// CPU seconds (user + system) used by this process so far.
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -275,12 +331,14 @@ fn main() {
         .build()
         .expect("tokio runtime");
     for tasks in [1, 100] {
+        let steal0 = steal_ms();
         let late = runtime.block_on(timer_precision(tasks, 1000));
         println!(
-            "timer alone, {tasks} task(s) x 1000 sleeps: lateness p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+            "timer alone, {tasks} task(s) x 1000 sleeps: lateness p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; host steal {} ms",
             quantile(&late, 0.5),
             quantile(&late, 0.99),
-            late.last().copied().unwrap_or(0.0)
+            late.last().copied().unwrap_or(0.0),
+            steal_ms() - steal0
         );
     }
     println!(
@@ -300,12 +358,15 @@ fn main() {
             load_average()
         );
         let cpu0 = cpu_seconds();
+        let steal0 = steal_ms();
+        let probe = PauseProbe::start();
         let t0 = Instant::now();
         let outcome = runtime.block_on(run_once(streams, tokens, rate, ramp));
         let wall = t0.elapsed().as_secs_f64();
+        let pauses = probe.finish();
         let cpu = cpu_seconds() - cpu0;
         println!(
-            "  {} ok, {} failed, peak {} open streams, {} tokens in {:.2} s ({:.0} token events/s); CPU {:.2} s ({:.0}% of one core)",
+            "  {} ok, {} failed, peak {} open streams, {} tokens in {:.2} s ({:.0} token events/s); CPU {:.2} s ({:.0}% of one core); host steal {} ms",
             outcome.ok,
             outcome.failed,
             outcome.peak_open,
@@ -313,7 +374,9 @@ fn main() {
             wall,
             outcome.tokens as f64 / wall,
             cpu,
-            cpu / wall * 100.0
+            cpu / wall * 100.0,
+            steal_ms() - steal0
         );
+        println!("  pause probe (1 ms sleeps above the bench's priority): {pauses}");
     }
 }
