@@ -17,6 +17,29 @@ fn coebench() -> Command {
     command
 }
 
+/// `coebench run` of one row of `num_requests` requests of the simulator's `tiny` model over
+/// the OpenAI API (20 tokens in, 4 out), writing under `dir/out`; credentials and URL are the
+/// caller's.
+fn tiny_openai_run(dir: &Path, num_requests: u32) -> Command {
+    let mut command = coebench();
+    command
+        .args(["run", "--api", "openai", "--model", "tiny"])
+        .args([
+            "--input-tokens",
+            "20",
+            "--output-tokens",
+            "4",
+            "--no-progress",
+        ])
+        .arg("--num-requests")
+        .arg(num_requests.to_string())
+        .arg("--output-files-dir")
+        .arg(dir.join("out"))
+        .arg("--consolidated-results-dir")
+        .arg(dir.join("out"));
+    command
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -185,31 +208,10 @@ fn an_env_file_supplies_credentials() {
         ),
     )
     .unwrap();
-    let output = coebench()
-        .args([
-            "run",
-            "--api",
-            "openai",
-            "--model",
-            "tiny",
-            "--input-tokens",
-            "20",
-            "--output-tokens",
-            "4",
-        ])
-        .args([
-            "--num-requests",
-            "2",
-            "--no-progress",
-            "--run-name",
-            "envfile",
-        ])
+    let output = tiny_openai_run(dir.path(), 2)
+        .args(["--run-name", "envfile"])
         .arg("--env-file")
         .arg(dir.path().join(".env"))
-        .arg("--output-files-dir")
-        .arg(dir.path().join("out"))
-        .arg("--consolidated-results-dir")
-        .arg(dir.path().join("out"))
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
@@ -219,32 +221,11 @@ fn an_env_file_supplies_credentials() {
 fn a_rejected_key_exits_3_and_never_prints_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Simulate::start(&dir.path().join("sim.yaml"), Some("sk-right"));
-    let output = coebench()
-        .args([
-            "run",
-            "--api",
-            "openai",
-            "--model",
-            "tiny",
-            "--input-tokens",
-            "20",
-            "--output-tokens",
-            "4",
-        ])
-        .args([
-            "--num-requests",
-            "4",
-            "--no-progress",
-            "--api-key-env",
-            "MY_KEY",
-        ])
+    let output = tiny_openai_run(dir.path(), 4)
+        .args(["--api-key-env", "MY_KEY"])
         .arg("--url")
         .arg(format!("http://{}/v1", sim.addr))
         .env("MY_KEY", "sk-wrong-secret")
-        .arg("--output-files-dir")
-        .arg(dir.path().join("out"))
-        .arg("--consolidated-results-dir")
-        .arg(dir.path().join("out"))
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
