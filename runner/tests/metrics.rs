@@ -25,23 +25,7 @@ fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_against_the_simulator_counts_requests_tokens_and_error_classes() {
-    let faulty = r#"
-  - name: limited
-    weights_gb: 1
-    prefill_tokens_per_sec: 50000
-    decode_tokens_per_sec: [800]
-    max_sequence_length: 4096
-    faults:
-      rate_limit: {requests_per_sec: 0.5, burst: 2}
-  - name: broken
-    weights_gb: 1
-    prefill_tokens_per_sec: 50000
-    decode_tokens_per_sec: [800]
-    max_sequence_length: 4096
-    faults:
-      error: {status: 500}
-"#;
-    let sim = start_simulator(&bundle_yaml(faulty)).await;
+    let sim = start_simulator(&bundle_yaml(RATE_LIMITED_AND_BROKEN_MODELS)).await;
     let dir = tempfile::tempdir().unwrap();
     let plan = plan_against(
         &sim,

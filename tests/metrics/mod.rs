@@ -28,23 +28,6 @@ use crate::support::*;
 /// How long Prometheus may take to show a scraped value.
 const SCRAPED: Duration = Duration::from_secs(30);
 
-const FAULTY_MODELS: &str = r#"
-  - name: limited
-    weights_gb: 1
-    prefill_tokens_per_sec: 50000
-    decode_tokens_per_sec: [800]
-    max_sequence_length: 4096
-    faults:
-      rate_limit: {requests_per_sec: 0.5, burst: 2}
-  - name: broken
-    weights_gb: 1
-    prefill_tokens_per_sec: 50000
-    decode_tokens_per_sec: [800]
-    max_sequence_length: 4096
-    faults:
-      error: {status: 500}
-"#;
-
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * b.abs().max(1.0)
 }
@@ -89,7 +72,8 @@ async fn prometheus_scrapes_a_runner_and_the_operator_and_promql_agrees_with_the
         Prometheus::start(&[("runner", runner_addr), ("operator", operator_addr)]).await;
 
     // The run: a healthy expert, a rate-limited one and a broken one.
-    let sim = engine::start_simulator(&engine::bundle_yaml(FAULTY_MODELS)).await;
+    let sim =
+        engine::start_simulator(&engine::bundle_yaml(engine::RATE_LIMITED_AND_BROKEN_MODELS)).await;
     let dir = tempfile::tempdir().unwrap();
     let mut plan = engine::plan_against(
         &sim,

@@ -17,6 +17,25 @@ use coebench_runner::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 /// The API key the test simulator demands.
 pub const KEY: &str = "sk-test-0123456789";
 
+/// Two extra models for [`bundle_yaml`] whose answers are outcomes the metrics count: `limited`
+/// is rate limited (429 after a burst of 2), `broken` answers every request with a 500.
+pub const RATE_LIMITED_AND_BROKEN_MODELS: &str = r#"
+  - name: limited
+    weights_gb: 1
+    prefill_tokens_per_sec: 50000
+    decode_tokens_per_sec: [800]
+    max_sequence_length: 4096
+    faults:
+      rate_limit: {requests_per_sec: 0.5, burst: 2}
+  - name: broken
+    weights_gb: 1
+    prefill_tokens_per_sec: 50000
+    decode_tokens_per_sec: [800]
+    max_sequence_length: 4096
+    faults:
+      error: {status: 500}
+"#;
+
 /// A bundle whose two text experts (50 GB each) never fit the 60 GB HBM together: switching
 /// between them costs 50 GB / 250 GB/s = 0.2 s. A vision expert fits beside either.
 pub fn bundle_yaml(extra_model_yaml: &str) -> String {
