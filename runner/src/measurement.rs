@@ -33,6 +33,10 @@ pub struct Measurement {
     pub stop_reason: Option<String>,
     /// Why the request failed; `None` for a success.
     pub error: Option<RequestError>,
+    /// The request was sent a second time, on a fresh connection, because the server had
+    /// closed the kept-alive connection it first went out on before any answer (the failed
+    /// attempt is not in the timings).
+    pub stale_connection_retry: bool,
 }
 
 /// One event that carried generated text.
@@ -70,6 +74,38 @@ pub struct ServerMetrics {
     pub batch_size_used: Option<u32>,
     /// `acceptance_rate` (speculative decoding).
     pub acceptance_rate: Option<f64>,
+    /// Prompt tokens the server took from its prefix cache: `prompt_tokens_details.cached_tokens`
+    /// (OpenAI, vLLM, SGLang) or llama.cpp's `timings.cache_n`.
+    pub cached_input_tokens: Option<u64>,
+}
+
+impl ServerMetrics {
+    /// `self`, each absent field taken from `other`.
+    pub fn or(self, other: &ServerMetrics) -> ServerMetrics {
+        ServerMetrics {
+            input_tokens: self.input_tokens.or(other.input_tokens),
+            output_tokens: self.output_tokens.or(other.output_tokens),
+            total_tokens: self.total_tokens.or(other.total_tokens),
+            ttft_s: self.ttft_s.or(other.ttft_s),
+            end_to_end_latency_s: self.end_to_end_latency_s.or(other.end_to_end_latency_s),
+            output_tokens_per_s: self.output_tokens_per_s.or(other.output_tokens_per_s),
+            total_tokens_per_s: self.total_tokens_per_s.or(other.total_tokens_per_s),
+            output_tokens_after_first_per_s_first_ten: self
+                .output_tokens_after_first_per_s_first_ten
+                .or(other.output_tokens_after_first_per_s_first_ten),
+            batch_size_used: self.batch_size_used.or(other.batch_size_used),
+            acceptance_rate: self.acceptance_rate.or(other.acceptance_rate),
+            cached_input_tokens: self.cached_input_tokens.or(other.cached_input_tokens),
+        }
+    }
+
+    /// Whether the server reported any of its own times (TTFT, end-to-end latency or a rate),
+    /// not only token counts.
+    pub fn has_timings(&self) -> bool {
+        self.ttft_s.is_some()
+            || self.end_to_end_latency_s.is_some()
+            || self.output_tokens_per_s.is_some()
+    }
 }
 
 /// Why a request failed.

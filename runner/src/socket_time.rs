@@ -11,7 +11,7 @@
 
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant, SystemTime};
@@ -36,6 +36,8 @@ struct Times {
     first_write: AtomicU64,
     /// The kernel's receive time of the latest bytes read, Unix nanoseconds (0: none).
     received_ns: AtomicI64,
+    /// Bytes were read since the first write after the previous read (a request's answer began).
+    read_since_write: AtomicBool,
 }
 
 impl SocketTimes {
@@ -45,6 +47,12 @@ impl SocketTimes {
             0 => None,
             n => origin().checked_add(Duration::from_nanos(n - 1)),
         }
+    }
+
+    /// Whether any byte arrived since the latest message began to be written (on an HTTP/1.1
+    /// connection: whether the current request got any byte of an answer).
+    pub fn read_since_write(&self) -> bool {
+        self.0.read_since_write.load(Ordering::Acquire)
     }
 
     /// When the kernel received the latest bytes read, Unix microseconds.
@@ -75,6 +83,7 @@ impl SocketTimes {
         let nanos = u64::try_from(at.saturating_duration_since(origin()).as_nanos())
             .unwrap_or(u64::MAX - 1);
         self.0.first_write.store(nanos + 1, Ordering::Release);
+        self.0.read_since_write.store(false, Ordering::Release);
     }
 }
 
@@ -150,6 +159,9 @@ impl AsyncRead for TimestampedStream {
                     if let Some(ns) = at.filter(|&ns| ns > 0) {
                         this.times.0.received_ns.store(ns, Ordering::Release);
                     }
+                    if n > 0 {
+                        this.times.0.read_since_write.store(true, Ordering::Release);
+                    }
                     // A short read drained the socket (as tokio's own streams assume).
                     if n > 0 && n < wanted {
                         guard.clear_ready();
@@ -218,6 +230,7 @@ mod tests {
         client.write_all(b" more").await.unwrap();
         let first = times.first_write().unwrap();
         assert!(first >= before && first <= Instant::now());
+        assert!(!times.read_since_write());
 
         let mut buf = [0u8; 12];
         server.read_exact(&mut buf).await.unwrap();
@@ -228,11 +241,13 @@ mod tests {
         server.write_all(b"answer").await.unwrap();
         let mut answer = [0u8; 6];
         client.read_exact(&mut answer).await.unwrap();
+        assert!(times.read_since_write());
         let now = Instant::now();
         let arrived = times.received_before(now);
         assert!(arrived <= now && now.duration_since(arrived) < Duration::from_secs(1));
         // A write after that read is a new message.
         client.write_all(b"next").await.unwrap();
         assert!(times.first_write().unwrap() >= now);
+        assert!(!times.read_since_write());
     }
 }

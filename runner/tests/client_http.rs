@@ -670,3 +670,129 @@ async fn keep_alive_comments_count_as_the_first_event_only() {
             >= Duration::from_millis(40)
     );
 }
+
+/// [`sambanova_stream`] with extra response headers (`name: value\r\n` each).
+fn stream_with_headers(headers: &str) -> Vec<Step> {
+    let mut steps = sambanova_stream();
+    steps[0] = write(format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n{headers}\r\n"
+    ));
+    steps
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_the_server_closed_is_retried_once_on_a_fresh_one() {
+    // Each connection answers one request, then closes on the next without a byte of answer,
+    // as llama-server does (it advertises `Keep-Alive: timeout=5, max=100` all the same).
+    let advertised = "keep-alive: timeout=5, max=100\r\n";
+    let server = ScriptedServer::start(vec![
+        stream_with_headers(advertised),
+        vec![Step::Close],
+        stream_with_headers(advertised),
+        vec![Step::Close],
+        stream_with_headers(advertised),
+    ])
+    .await;
+    let client = client(ApiKind::Sncloud, &server.url("/v1"));
+    let mut retried = Vec::new();
+    for _ in 0..3 {
+        let before = Instant::now();
+        let m = send_one(&client, "m", LONG).await;
+        assert!(m.error.is_none(), "{:?}", m.error);
+        assert_eq!(m.generated_text, "Hello, world");
+        assert!(m.start >= before);
+        retried.push(m.stale_connection_retry);
+    }
+    assert_eq!(retried, [false, true, true]);
+    assert_eq!(
+        server.connections(),
+        3,
+        "each retry opened a fresh connection"
+    );
+    assert_eq!(server.requests().len(), 5);
+}
+
+#[tokio::test]
+async fn no_retry_after_an_answer_byte_or_on_a_fresh_connection() {
+    // The reused connection sends part of a head, then closes: the server saw the request.
+    let server = ScriptedServer::start(vec![
+        sambanova_stream(),
+        vec![write("HTTP/1.1 200 OK\r\n"), Step::Close],
+    ])
+    .await;
+    let client = self::client(ApiKind::Sncloud, &server.url("/v1"));
+    assert!(send_one(&client, "m", LONG).await.error.is_none());
+    let m = send_one(&client, "m", LONG).await;
+    assert_eq!(m.error.as_ref().unwrap().kind, ErrorKind::StreamBroken);
+    assert!(!m.stale_connection_retry);
+    assert_eq!(server.requests().len(), 2, "sent once, not retried");
+
+    // A fresh connection that closes without an answer is a failure, not a stale connection.
+    let server = ScriptedServer::start(vec![vec![Step::Close]]).await;
+    let client = self::client(ApiKind::Sncloud, &server.url("/v1"));
+    let m = send_one(&client, "m", LONG).await;
+    let error = m.error.unwrap();
+    assert_eq!(error.kind, ErrorKind::StreamBroken, "{}", error.message);
+    assert!(!m.stale_connection_retry);
+    assert_eq!(server.requests().len(), 1);
+
+    // A reused connection that accepts the request and answers nothing for longer than the
+    // stale window before closing may have had the request processed: no retry.
+    let server =
+        ScriptedServer::start(vec![sambanova_stream(), vec![sleep_ms(800), Step::Close]]).await;
+    let client = self::client(ApiKind::Sncloud, &server.url("/v1"));
+    assert!(send_one(&client, "m", LONG).await.error.is_none());
+    let m = send_one(&client, "m", LONG).await;
+    assert!(m.error.is_some());
+    assert!(!m.stale_connection_retry);
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn connection_close_and_keep_alive_limits_are_honoured() {
+    // `Connection: close`: every request gets its own connection, and none is a retry.
+    let server = ScriptedServer::start(vec![stream_with_headers("connection: close\r\n")]).await;
+    let client = self::client(ApiKind::Sncloud, &server.url("/v1"));
+    for _ in 0..3 {
+        let m = send_one(&client, "m", LONG).await;
+        assert!(
+            m.error.is_none() && !m.stale_connection_retry,
+            "{:?}",
+            m.error
+        );
+    }
+    assert_eq!(server.connections(), 3);
+
+    // `Keep-Alive: max=<n>` counts down to the connection's last request.
+    let server = ScriptedServer::start(vec![
+        stream_with_headers("keep-alive: max=2\r\n"),
+        stream_with_headers("keep-alive: max=1\r\n"),
+        stream_with_headers("keep-alive: max=2\r\n"),
+        stream_with_headers("keep-alive: max=1\r\n"),
+    ])
+    .await;
+    let client = self::client(ApiKind::Sncloud, &server.url("/v1"));
+    for _ in 0..4 {
+        let m = send_one(&client, "m", LONG).await;
+        assert!(
+            m.error.is_none() && !m.stale_connection_retry,
+            "{:?}",
+            m.error
+        );
+    }
+    assert_eq!(server.connections(), 2, "two requests per connection");
+
+    // `Keep-Alive: timeout=1`: a connection idle for longer than half of it is not reused.
+    let server =
+        ScriptedServer::start(vec![stream_with_headers("keep-alive: timeout=1\r\n")]).await;
+    let client = self::client(ApiKind::Sncloud, &server.url("/v1"));
+    assert!(send_one(&client, "m", LONG).await.error.is_none());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let m = send_one(&client, "m", LONG).await;
+    assert!(
+        m.error.is_none() && !m.stale_connection_retry,
+        "{:?}",
+        m.error
+    );
+    assert_eq!(server.connections(), 2);
+}

@@ -57,6 +57,7 @@ fn a_successful_request_with_server_usage() {
             output_tokens_after_first_per_s_first_ten: None,
             batch_size_used: Some(4),
             acceptance_rate: None,
+            cached_input_tokens: None,
         }),
         error: None,
     };

@@ -39,6 +39,12 @@ pub(crate) struct Recorder {
     pub done_at: Option<Instant>,
     /// A `finish_reason` arrived (the generation ended even if `[DONE]` never comes).
     pub finished: bool,
+    /// llama.cpp's `timings` object, mapped ([`usage::llama_timings`]); merged into `server`
+    /// when the stream ends, whichever chunk carried it.
+    pub timings: Option<ServerMetrics>,
+    /// The request was sent again on a fresh connection after its kept-alive one was found
+    /// closed ([`super::transport`]).
+    pub stale_retry: bool,
 }
 
 impl Recorder {
@@ -61,6 +67,16 @@ impl Recorder {
         if self.text.len() > before {
             let text_end = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
             self.token_events.push(TokenEvent { at, text_end });
+        }
+    }
+
+    /// The server metrics: the usage block's, with what it lacks taken from llama.cpp's
+    /// `timings` (which carry the server's times that llama.cpp's usage block has not).
+    pub fn server_metrics(&self) -> Option<ServerMetrics> {
+        match (&self.server, &self.timings) {
+            (Some(usage), Some(timings)) => Some(usage.clone().or(timings)),
+            (Some(only), None) | (None, Some(only)) => Some(only.clone()),
+            (None, None) => None,
         }
     }
 
@@ -157,6 +173,8 @@ struct ChatChunk<'a> {
     #[serde(default)]
     usage: Option<Value>,
     #[serde(default)]
+    timings: Option<Value>,
+    #[serde(default)]
     error: Option<Value>,
 }
 
@@ -220,6 +238,9 @@ fn on_chat_event(event: &SseEvent<'_>, rec: &mut Recorder) -> Result<(), Request
         if rec.stop_reason.is_none() {
             rec.stop_reason = usage::stop_reason(block);
         }
+    }
+    if let Some(Value::Object(timings)) = &chunk.timings {
+        rec.timings = Some(usage::llama_timings(timings));
     }
     Ok(())
 }

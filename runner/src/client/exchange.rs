@@ -11,14 +11,14 @@
 
 use std::time::{Duration, Instant};
 
+use super::transport::PooledBody;
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
 use super::decode::{Decoder, Recorder};
 use super::shorten;
-use super::transport::HttpClient;
+use super::transport::{HttpClient, SendError};
 use crate::measurement::{ErrorKind, RequestError};
 use crate::socket_time::SocketTimes;
 
@@ -55,8 +55,13 @@ pub(crate) async fn exchange(
     };
     let response = match within(deadline, http.request(request)).await {
         None => return Err(timed_out("no response head", rec)),
-        Some(Err(e)) => return Err(request_failure(&e)),
-        Some(Ok(response)) => response,
+        Some(sent) => {
+            rec.stale_retry = sent.stale_retry;
+            match sent.result {
+                Err(e) => return Err(request_failure(&e, sent.stale_retry)),
+                Ok(response) => response,
+            }
+        }
     };
     // The connection's socket times, when it is one of ours (always, but for a plain default).
     let times = response
@@ -163,26 +168,28 @@ async fn within<F: Future>(deadline: Option<tokio::time::Instant>, fut: F) -> Op
 }
 
 /// A request that got no response head: no connection, or the connection failed.
-fn request_failure(e: &hyper_util::client::legacy::Error) -> RequestError {
+fn request_failure(e: &SendError, stale_retry: bool) -> RequestError {
+    let retried = if stale_retry {
+        " (on a fresh connection, after the kept-alive one had been closed by the server)"
+    } else {
+        ""
+    };
     if e.is_connect() {
         RequestError {
             kind: ErrorKind::Connect,
-            message: format!("cannot connect: {}", chain(e)),
+            message: format!("cannot connect{retried}: {e}"),
         }
     } else {
         RequestError {
             kind: ErrorKind::StreamBroken,
-            message: format!(
-                "the connection failed before the response head: {}",
-                chain(e)
-            ),
+            message: format!("the connection failed before the response head{retried}: {e}"),
         }
     }
 }
 
 /// A non-success status, with `Retry-After` and an excerpt of the error body.
 async fn http_failure(
-    response: http::Response<Incoming>,
+    response: http::Response<PooledBody>,
     deadline: Option<tokio::time::Instant>,
 ) -> RequestError {
     let status = response.status();
@@ -212,7 +219,7 @@ async fn http_failure(
 }
 
 /// Up to [`ERROR_BODY_LIMIT`] bytes of `body`, whatever arrived before `deadline`.
-async fn read_prefix(mut body: Incoming, deadline: Option<tokio::time::Instant>) -> Vec<u8> {
+async fn read_prefix(mut body: PooledBody, deadline: Option<tokio::time::Instant>) -> Vec<u8> {
     let mut out = Vec::new();
     while out.len() < ERROR_BODY_LIMIT {
         match within(deadline, body.frame()).await {

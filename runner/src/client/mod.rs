@@ -16,6 +16,7 @@ mod connector;
 mod decode;
 mod endpoint;
 mod exchange;
+mod keep_alive;
 pub mod sse;
 pub(crate) mod transport;
 mod usage;
@@ -263,6 +264,7 @@ impl EndpointClient {
         let end_wall = start_wall
             .checked_add(end.saturating_duration_since(start))
             .unwrap_or_else(|_| jiff::Timestamp::now());
+        let server = rec.server_metrics();
         Measurement {
             start,
             start_wall,
@@ -271,10 +273,11 @@ impl EndpointClient {
             token_events: rec.token_events,
             end,
             end_wall,
+            server,
             generated_text: rec.text,
-            server: rec.server,
             stop_reason: rec.stop_reason,
             error,
+            stale_connection_retry: rec.stale_retry,
         }
     }
 
@@ -311,15 +314,17 @@ impl EndpointClient {
                     format!("no answer within {}s", timeout.as_secs_f64()),
                 ));
             }
-            Ok(Err(e)) => {
-                let kind = if e.is_connect() {
-                    ErrorKind::Connect
-                } else {
-                    ErrorKind::StreamBroken
-                };
-                return Err(failed(kind, exchange::chain(&e)));
-            }
-            Ok(Ok(response)) => response,
+            Ok(sent) => match sent.result {
+                Err(e) => {
+                    let kind = if e.is_connect() {
+                        ErrorKind::Connect
+                    } else {
+                        ErrorKind::StreamBroken
+                    };
+                    return Err(failed(kind, e.to_string()));
+                }
+                Ok(response) => response,
+            },
         };
         let status = response.status();
         let body = read_all(response.into_body(), deadline).await;
@@ -371,7 +376,7 @@ impl EndpointClient {
 
 /// The whole body, or `None` when it did not arrive before `deadline` or broke.
 async fn read_all(
-    mut body: hyper::body::Incoming,
+    mut body: transport::PooledBody,
     deadline: tokio::time::Instant,
 ) -> Option<Vec<u8>> {
     use http_body_util::BodyExt;

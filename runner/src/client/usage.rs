@@ -32,6 +32,32 @@ pub(crate) fn server_metrics(usage: &Map<String, Value>) -> ServerMetrics {
         ]),
         batch_size_used: count(&["batch_size_used"]).and_then(|v| u32::try_from(v).ok()),
         acceptance_rate: real(&["acceptance_rate"]),
+        cached_input_tokens: usage
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))
+            .and_then(as_count),
+    }
+}
+
+/// The server metrics in llama.cpp's `timings` object (its final chunk): `prompt_ms` is the
+/// prompt's processing time, after which llama.cpp samples the first token (the server TTFT);
+/// `prompt_ms + predicted_ms` the server's end-to-end time; `predicted_per_second` the decode
+/// rate; `cache_n` the prompt tokens reused from its cache, `prompt_n` those it computed.
+pub(crate) fn llama_timings(timings: &Map<String, Value>) -> ServerMetrics {
+    let count = |key: &str| timings.get(key).and_then(as_count);
+    let real = |key: &str| timings.get(key).and_then(as_real);
+    let prompt_ms = real("prompt_ms");
+    let predicted_ms = real("predicted_ms");
+    let cached = count("cache_n");
+    let computed = count("prompt_n");
+    ServerMetrics {
+        input_tokens: computed.map(|n| n + cached.unwrap_or(0)),
+        output_tokens: count("predicted_n"),
+        ttft_s: prompt_ms.map(|ms| ms / 1000.0),
+        end_to_end_latency_s: prompt_ms.zip(predicted_ms).map(|(p, d)| (p + d) / 1000.0),
+        output_tokens_per_s: real("predicted_per_second"),
+        cached_input_tokens: cached,
+        ..ServerMetrics::default()
     }
 }
 
@@ -96,8 +122,35 @@ mod tests {
                 output_tokens_after_first_per_s_first_ten: Some(1016.0),
                 batch_size_used: Some(4),
                 acceptance_rate: Some(9.5),
+                cached_input_tokens: None,
             }
         );
+    }
+
+    #[test]
+    fn llama_cpp_timings_and_cached_tokens_map_to_server_metrics() {
+        let m = llama_timings(&map(
+            r#"{"cache_n":12,"prompt_n":146,"prompt_ms":812.5,"prompt_per_token_ms":5.6,
+                "prompt_per_second":179.7,"predicted_n":32,"predicted_ms":640.0,
+                "predicted_per_token_ms":20.0,"predicted_per_second":50.0}"#,
+        ));
+        assert_eq!(m.input_tokens, Some(158));
+        assert_eq!(m.output_tokens, Some(32));
+        assert_eq!(m.ttft_s, Some(0.8125));
+        assert_eq!(m.end_to_end_latency_s, Some(1.4525));
+        assert_eq!(m.output_tokens_per_s, Some(50.0));
+        assert_eq!(m.cached_input_tokens, Some(12));
+        assert!(m.has_timings());
+        let usage = server_metrics(&map(
+            r#"{"prompt_tokens":158,"completion_tokens":32,"total_tokens":190,
+                "prompt_tokens_details":{"cached_tokens":150}}"#,
+        ));
+        assert_eq!(usage.cached_input_tokens, Some(150));
+        assert!(!usage.has_timings());
+        let merged = usage.or(&m);
+        assert_eq!(merged.cached_input_tokens, Some(150));
+        assert_eq!(merged.ttft_s, Some(0.8125));
+        assert_eq!(merged.total_tokens, Some(190));
     }
 
     #[test]

@@ -40,8 +40,11 @@ impl EndpointClient {
             pending.spawn(async move {
                 let deadline = tokio::time::Instant::now() + timeout;
                 match tokio::time::timeout_at(deadline, http.request(request)).await {
-                    Ok(Ok(response)) => read_all(response.into_body(), deadline).await.is_some(),
-                    _ => false,
+                    Ok(sent) => match sent.result {
+                        Ok(response) => read_all(response.into_body(), deadline).await.is_some(),
+                        Err(_) => false,
+                    },
+                    Err(_) => false,
                 }
             });
         }

@@ -64,7 +64,11 @@ pub async fn push(gateway: &str, run: &str, metrics: &RunMetrics) -> Result<(), 
         reason: e.to_string(),
     })?;
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let response = client
+            .request(request)
+            .await
+            .result
+            .map_err(|e| e.to_string())?;
         let status = response.status();
         let text = response
             .into_body()
