@@ -31,6 +31,8 @@ pub struct RequestContext {
     pub prompt_tokens: u32,
     /// When an open-loop schedule meant to send the request; `None` for closed-loop rows.
     pub intended_send: Option<Instant>,
+    /// Output tokens the request asked for (`max_tokens`): fewer is an early stop.
+    pub max_tokens: u32,
 }
 
 /// One request's metrics, serialised with its keys in declaration order.
@@ -126,6 +128,15 @@ pub struct RequestRecord {
     pub client_output_tokens: Option<u64>,
     /// Number of streamed events that carried generated text.
     pub num_chunks: u32,
+    /// Prompt tokens the server reused from its prefix cache (`prompt_tokens_details.cached_tokens`
+    /// or llama.cpp's `timings.cache_n`); `null` when the server does not say.
+    pub server_cached_input_tokens: Option<u64>,
+    /// The request was sent a second time on a fresh connection because the server had closed
+    /// its kept-alive connection before any answer (the failed attempt is not timed).
+    pub stale_connection_retry: bool,
+    /// A successful request generated fewer than the `max_tokens` it asked for (the model
+    /// stopped at an end-of-sequence token); `null` for a failure.
+    pub stopped_early: Option<bool>,
 }
 
 impl RequestRecord {
@@ -158,6 +169,7 @@ impl RequestRecord {
             client_ttfb_s: m.headers_at.map(since_start),
             client_first_event_s: m.first_event_at.map(since_start),
             num_chunks: u32::try_from(m.token_events.len()).unwrap_or(u32::MAX),
+            stale_connection_retry: m.stale_connection_retry,
             ..RequestRecord::default()
         };
         if let Some(error) = &m.error {
@@ -181,6 +193,7 @@ impl RequestRecord {
         self.client_output_tokens = Some(client_out);
         self.number_input_tokens = Some(input);
         self.number_output_tokens = Some(output);
+        self.stopped_early = Some(output < u64::from(ctx.max_tokens));
         self.number_total_tokens = Some(
             server
                 .total_tokens
@@ -236,6 +249,7 @@ impl RequestRecord {
             .and_then(finite);
         self.batch_size_used = server.batch_size_used;
         self.acceptance_rate = server.acceptance_rate.and_then(finite);
+        self.server_cached_input_tokens = server.cached_input_tokens;
     }
 
     /// Whether the request succeeded (`error_code` is `null`).

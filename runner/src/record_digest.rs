@@ -57,6 +57,14 @@ pub struct RecordDigest {
     pub client_ttfb_s: Option<f64>,
     /// Batch size the server ran the request in.
     pub batch_size_used: Option<u32>,
+    /// Prompt tokens the server reused from its prefix cache.
+    pub server_cached_input_tokens: Option<u64>,
+    /// Sent again on a fresh connection after its kept-alive one was found closed.
+    pub stale_connection_retry: bool,
+    /// Generated fewer tokens than asked for.
+    pub stopped_early: Option<bool>,
+    /// The server reported its own times (TTFT, end-to-end latency or a rate).
+    pub has_server_timings: bool,
     /// Where the full record is in the row's spool; `None` when it could not be spooled.
     pub spooled: Option<SpoolRef>,
 }
@@ -89,6 +97,12 @@ impl RecordDigest {
             client_tpot_s: record.client_tpot_s,
             client_ttfb_s: record.client_ttfb_s,
             batch_size_used: record.batch_size_used,
+            server_cached_input_tokens: record.server_cached_input_tokens,
+            stale_connection_retry: record.stale_connection_retry,
+            stopped_early: record.stopped_early,
+            has_server_timings: record.server_ttft_s.is_some()
+                || record.server_end_to_end_latency_s.is_some()
+                || record.server_output_token_per_s_per_request.is_some(),
             spooled,
         }
     }

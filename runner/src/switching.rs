@@ -44,6 +44,10 @@ pub struct SwitchingEstimate {
     /// Whether those were only the requests sent after the first request's first token arrived
     /// (`false`: all the other requests).
     pub others_sent_after_first_token: bool,
+    /// The server said the first request found fewer of its prompt tokens in the prefix cache
+    /// than every request it was compared with: its longer TTFT is the cache's, not a model
+    /// switch, so the switching time is 0.
+    pub first_request_cache_colder: bool,
 }
 
 /// Minimum number of successful requests with a TTFT for an estimate: the first one plus two
@@ -56,6 +60,7 @@ struct Sample {
     sent: f64,
     first_token_at: f64,
     ttft: f64,
+    cached: Option<u64>,
 }
 
 /// Estimates the switching time of a row from its records.
@@ -67,6 +72,9 @@ struct Sample {
 ///    moment the first request's first token arrived (requests of the same initial wave may have
 ///    waited for the same switch); when fewer than 2 such requests exist, all the others.
 /// 4. If `first > mean + 3 * stddev` of the others: `first - mean`; otherwise 0.
+/// 5. But 0 when the server reports cached prompt tokens for all of them and the first had fewer
+///    than every other (a cold prefix cache, not a switch: the server's cache state alone
+///    explains it; on a one-model server it is the only cause).
 pub fn estimate(records: &[RecordDigest]) -> SwitchingEstimate {
     let successes: Vec<&RecordDigest> = records.iter().filter(|r| r.is_success()).collect();
     let source = if !successes.is_empty() && successes.iter().all(|r| r.server_ttft_s.is_some()) {
@@ -87,6 +95,7 @@ pub fn estimate(records: &[RecordDigest]) -> SwitchingEstimate {
                 sent: r.actual_send_s,
                 first_token_at: arrival,
                 ttft,
+                cached: r.server_cached_input_tokens,
             })
         })
         .filter(|s| s.ttft.is_finite() && s.sent.is_finite())
@@ -115,9 +124,21 @@ pub fn estimate(records: &[RecordDigest]) -> SwitchingEstimate {
     } else {
         (rest.iter().map(|s| s.ttft).collect(), false)
     };
+    let compared: Vec<&Sample> = if only_after {
+        rest.iter()
+            .filter(|s| s.sent >= first.first_token_at)
+            .collect()
+    } else {
+        rest.iter().collect()
+    };
+    let colder = first.cached.is_some_and(|first_cached| {
+        compared
+            .iter()
+            .all(|s| s.cached.is_some_and(|c| c > first_cached))
+    });
     let mean = stats::mean(&others);
     let std = stats::sample_std(&others).unwrap_or(0.0);
-    let switching = if first.ttft > mean + 3.0 * std {
+    let switching = if first.ttft > mean + 3.0 * std && !colder {
         stats::round4(first.ttft - mean)
     } else {
         0.0
@@ -127,6 +148,7 @@ pub fn estimate(records: &[RecordDigest]) -> SwitchingEstimate {
     result.others_stddev_s = Some(std).filter(|v| v.is_finite());
     result.others_count = others.len();
     result.others_sent_after_first_token = only_after;
+    result.first_request_cache_colder = colder;
     result
 }
 
@@ -197,6 +219,27 @@ mod tests {
         // mean of others 0.11, std 0.0158: 2.5 > 0.11 + 0.047.
         assert_eq!(e.switching_time_s, Some(2.39));
         assert_eq!(e.others_mean_s.map(stats::round4), Some(0.11));
+    }
+
+    #[test]
+    fn a_first_request_that_only_missed_the_prefix_cache_is_not_a_switch() {
+        // The identical prompts a one-model server cached after the first request: 157 of 158
+        // tokens reused, TTFT 15 ms instead of 0.83 s.
+        let mut records = sequential(&[0.83, 0.015, 0.016, 0.015, 0.017]);
+        records[0].server_cached_input_tokens = Some(0);
+        for r in &mut records[1..] {
+            r.server_cached_input_tokens = Some(157);
+        }
+        let e = estimate(&records);
+        assert_eq!(e.switching_time_s, Some(0.0));
+        assert!(e.first_request_cache_colder);
+        // The same TTFTs with the cache state unknown, or no colder, are a switch.
+        for first in [None, Some(157)] {
+            records[0].server_cached_input_tokens = first;
+            let e = estimate(&records);
+            assert!(!e.first_request_cache_colder);
+            assert!(e.switching_time_s.unwrap() > 0.8);
+        }
     }
 
     #[test]

@@ -238,6 +238,7 @@ fn open_loop_records_carry_the_dispatch_delay() {
         prompt_name: "default".into(),
         prompt_tokens: 10,
         intended_send: Some(base + Duration::from_millis(500)),
+        max_tokens: 3,
     };
     let m = measurement(base, &ok(503, 100, 0.1));
     let r = RequestRecord::from_measurement(&ctx, &m, &Words, base);

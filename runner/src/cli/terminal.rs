@@ -11,7 +11,7 @@ use coebench_runner::engine::run::RunResult;
 use coebench_runner::output::row_files::RowFilePaths;
 use coebench_runner::plan::{Load, Row};
 use coebench_runner::record::RequestRecord;
-use coebench_runner::summary::RowSummary;
+use coebench_runner::summary::{RowSummary, ServerTimings};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Shows a run's progress and results.
@@ -135,7 +135,37 @@ impl RunObserver for Terminal {
             bar.finish_and_clear();
         }
         println!("{}", table_line(summary));
+        for note in server_notes(summary) {
+            println!("     {note}");
+        }
     }
+}
+
+/// Lines under a row's table line for what the server did that the numbers alone hide.
+fn server_notes(summary: &RowSummary) -> Vec<String> {
+    let checks = &summary.server_checks;
+    let mut notes = Vec::new();
+    if checks.stale_connection_retries > 0 {
+        notes.push(format!(
+            "{} requests retried on a fresh connection: the server closed kept-alive connections",
+            checks.stale_connection_retries
+        ));
+    }
+    if checks.stopped_early > 0 {
+        notes.push(format!(
+            "{} requests ({:.0} %) stopped before {} output tokens (see ignoreEos, minTokens)",
+            checks.stopped_early,
+            checks.stopped_early_share.unwrap_or(0.0) * 100.0,
+            summary.num_output_tokens
+        ));
+    }
+    if summary.num_completed_requests > 0 && checks.server_timings == ServerTimings::None {
+        notes.push("no server timings: server TTFT and rates are the client's only".to_string());
+    }
+    if let Some(message) = &checks.tokenizer.mismatch {
+        notes.push(format!("tokenizer mismatch: {message}"));
+    }
+    notes
 }
 
 /// One table line: the row's headline numbers.

@@ -179,6 +179,7 @@ pub async fn run_row(
         let shared = Arc::clone(shared);
         let prepared = Arc::clone(&prepared);
         let model = row.model.clone();
+        let max_tokens = row.output_tokens;
         move |index: u32, intended: Option<Instant>| {
             let shared = Arc::clone(&shared);
             let prepared = Arc::clone(&prepared);
@@ -206,6 +207,7 @@ pub async fn run_row(
                     prompt_name: prompt.name.to_string(),
                     prompt_tokens: prompt.tokens,
                     intended_send: intended,
+                    max_tokens,
                 };
                 let record = RequestRecord::from_measurement(
                     &context,

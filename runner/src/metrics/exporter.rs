@@ -61,6 +61,8 @@ struct RowHandles {
     input_tokens: TokenCounter,
     output_tokens: TokenCounter,
     in_flight: Gauge,
+    stale_retries: Counter,
+    stopped_early: Counter,
     client_ttft: Histogram,
     server_ttft: Histogram,
     inter_token: Histogram,
@@ -76,6 +78,8 @@ pub struct RunMetrics {
     input_tokens: Family<RowLabels, TokenCounter>,
     output_tokens: Family<RowLabels, TokenCounter>,
     in_flight: Family<RowLabels, Gauge>,
+    stale_retries: Family<RowLabels, Counter>,
+    stopped_early: Family<RowLabels, Counter>,
     client_ttft: HistogramFamily,
     server_ttft: HistogramFamily,
     inter_token: HistogramFamily,
@@ -128,6 +132,19 @@ impl RunMetrics {
             "Requests sent and not finished yet",
             in_flight.clone(),
         );
+        let stale_retries = Family::<RowLabels, Counter>::default();
+        registry.register(
+            "stale_connection_retries",
+            "Requests sent again on a fresh connection because the server had closed the \
+             kept-alive one they first went out on",
+            stale_retries.clone(),
+        );
+        let stopped_early = Family::<RowLabels, Counter>::default();
+        registry.register(
+            "requests_stopped_early",
+            "Successful requests that generated fewer tokens than their max_tokens",
+            stopped_early.clone(),
+        );
         let histogram =
             |registry: &mut Registry, name: &str, help: &str, make: fn() -> Histogram| {
                 let family: HistogramFamily = Family::new_with_constructor(make);
@@ -179,6 +196,8 @@ impl RunMetrics {
             input_tokens,
             output_tokens,
             in_flight,
+            stale_retries,
+            stopped_early,
             client_ttft,
             server_ttft,
             inter_token,
@@ -222,6 +241,8 @@ impl RunMetrics {
             input_tokens: self.input_tokens.get_or_create_owned(&labels),
             output_tokens: self.output_tokens.get_or_create_owned(&labels),
             in_flight: self.in_flight.get_or_create_owned(&labels),
+            stale_retries: self.stale_retries.get_or_create_owned(&labels),
+            stopped_early: self.stopped_early.get_or_create_owned(&labels),
             client_ttft: self.client_ttft.get_or_create_owned(&labels),
             server_ttft: self.server_ttft.get_or_create_owned(&labels),
             inter_token: self.inter_token.get_or_create_owned(&labels),
@@ -272,6 +293,9 @@ impl RunObserver for RunMetrics {
             return;
         };
         row.in_flight.dec();
+        if record.stale_connection_retry {
+            row.stale_retries.inc();
+        }
         if !record.is_success() {
             let class = record.error_class.as_deref().unwrap_or(UNKNOWN_OUTCOME);
             match OUTCOMES.iter().position(|o| *o == class) {
@@ -290,6 +314,9 @@ impl RunObserver for RunMetrics {
             return;
         }
         row.outcomes[0].inc();
+        if record.stopped_early == Some(true) {
+            row.stopped_early.inc();
+        }
         if let Some(n) = record.number_input_tokens {
             row.input_tokens.inc_by(n);
         }

@@ -390,6 +390,28 @@ pub const OWN_COLUMNS: &[Column] = &[
     column!("client_saturated", |s| Cell::Bool(
         s.client_health.saturated
     )),
+    column!("stale_connection_retries", |s| int(Some(u64::from(
+        s.server_checks.stale_connection_retries
+    )))),
+    column!("stopped_early", |s| int(Some(u64::from(
+        s.server_checks.stopped_early
+    )))),
+    column!("stopped_early_share", |s| num(s
+        .server_checks
+        .stopped_early_share)),
+    column!("server_timings", |s| Cell::Text(
+        s.server_checks.server_timings.as_str().to_string()
+    )),
+    column!("cached_input_share", |s| num(s
+        .server_checks
+        .cached_input_share)),
+    column!(
+        "tokenizer_mismatch",
+        |s| match &s.server_checks.tokenizer.mismatch {
+            Some(message) => Cell::Text(message.clone()),
+            None => Cell::Empty,
+        }
+    ),
     column!("started_at", |s| Cell::Text(s.started_at.clone())),
     column!("summary_file", |s| if files_written(s) {
         Cell::Text(s.summary_file())

@@ -53,6 +53,9 @@ pub struct RowExecution {
     pub not_sent: u32,
     /// The client's health during the row.
     pub client_health: ClientHealth,
+    /// Prompt tokens the server's chat template adds to a user message, measured by a probe
+    /// after the row (see [`super::server_checks`]); `None` when not measured.
+    pub template_overhead: Option<i64>,
 }
 
 /// A finished row: its summary, its record digests in `request_idx` order, and the spool of its
@@ -132,6 +135,7 @@ impl RowExecution {
             ended: started,
             not_sent: 0,
             client_health: ClientHealth::default(),
+            template_overhead: None,
         }
     }
 

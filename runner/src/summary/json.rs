@@ -76,6 +76,10 @@ impl RowSummary {
         let others_std = s.others_stddev_s.map(round4);
         map.serialize_entry("results_switching_time_others_stddev_s", &others_std)?;
         map.serialize_entry("results_switching_time_others_count", &s.others_count)?;
+        map.serialize_entry(
+            "results_switching_time_first_request_cache_colder",
+            &s.first_request_cache_colder,
+        )?;
         let b = &self.batching;
         map.serialize_entry("results_requests_grouping", &b.requests_grouping)?;
         map.serialize_entry("results_requests_batching", &b.requests_batching)?;
@@ -102,6 +106,22 @@ impl RowSummary {
         let cpu = h.cpu_utilization.filter(|v| v.is_finite());
         map.serialize_entry("results_client_cpu_utilization", &cpu)?;
         map.serialize_entry("results_client_saturated", &h.saturated)?;
+        let c = &self.server_checks;
+        map.serialize_entry(
+            "results_stale_connection_retries",
+            &c.stale_connection_retries,
+        )?;
+        map.serialize_entry("results_stopped_early", &c.stopped_early)?;
+        map.serialize_entry("results_stopped_early_share", &c.stopped_early_share)?;
+        map.serialize_entry("results_server_timings", c.server_timings.as_str())?;
+        map.serialize_entry("results_cached_input_share", &c.cached_input_share)?;
+        let t = &c.tokenizer;
+        map.serialize_entry("results_template_overhead_tokens", &t.template_overhead)?;
+        map.serialize_entry(
+            "results_server_prompt_tokens_difference",
+            &t.median_difference,
+        )?;
+        map.serialize_entry("results_tokenizer_mismatch", &t.mismatch)?;
         map.serialize_entry(
             "individual_responses_file",
             &self.individual_responses_file(),

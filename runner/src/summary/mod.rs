@@ -9,11 +9,16 @@
 
 mod execution;
 mod json;
+mod server_checks;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 pub use execution::{ClientHealth, RowExecution, RowResult};
+pub use server_checks::{
+    ServerChecks, ServerTimings, TOKENIZER_TOLERANCE_SHARE, TOKENIZER_TOLERANCE_TOKENS,
+    TokenizerCheck,
+};
 
 use crate::batching::BatchingInference;
 use crate::output::naming;
@@ -114,10 +119,13 @@ const KIT_METRICS: [Metric; 13] = [
 ];
 
 /// coebench's statistics over successful requests, after the kit's keys.
-const EXTRA_METRICS: [Metric; 3] = [
+const EXTRA_METRICS: [Metric; 4] = [
     ("client_server_ttft_gap_s", |r| r.client_server_ttft_gap_s),
     ("client_tpot_s", |r| r.client_tpot_s),
     ("client_ttfb_s", |r| r.client_ttfb_s),
+    ("server_cached_input_tokens", |r| {
+        int(r.server_cached_input_tokens)
+    }),
 ];
 
 /// Statistics of how late the client sent requests, over every sent request (open loop).
@@ -202,6 +210,9 @@ pub struct RowSummary {
     pub load_accuracy: LoadAccuracy,
     /// The client's health.
     pub client_health: ClientHealth,
+    /// What the records say about the server: stale connections, early stops, server timings,
+    /// prefix-cache share, tokenizer check.
+    pub server_checks: ServerChecks,
 }
 
 impl RowSummary {
@@ -312,6 +323,7 @@ impl RowSummary {
             extra_stats,
             load_accuracy: load_accuracy(load, records),
             client_health: exec.client_health,
+            server_checks: ServerChecks::of(exec),
         }
     }
 

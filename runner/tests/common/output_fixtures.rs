@@ -91,6 +91,7 @@ pub fn record(base: Instant, idx: u32, req: &Req) -> RequestRecord {
         prompt_name: "default".into(),
         prompt_tokens: 18,
         intended_send: None,
+        max_tokens: 3,
     };
     RequestRecord::from_measurement(&ctx, &measurement(base, req), &Words, base)
 }
