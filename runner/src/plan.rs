@@ -110,6 +110,15 @@ pub struct Row {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2))]
     pub max_sequence_length: Option<u32>,
+    /// Send `ignore_eos` so the model generates exactly `outputTokens`. Default: the run's
+    /// `options.ignoreEos`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
+    /// Send `min_tokens` (vLLM, SGLang): the model generates at least this many tokens.
+    /// Default: the run's `options.minTokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_tokens: Option<u32>,
 }
 
 /// How a row generates load, derived from [`Row`].
@@ -228,6 +237,22 @@ pub struct RunOptions {
     /// Default: the embedded `cl100k_base` BPE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
+    /// Send every request of a row the same prompt text. Default false: each request's prompt
+    /// starts with its own seeded tag (same total length), so a server's prefix cache
+    /// (llama.cpp, vLLM prefix caching, SGLang's radix cache) cannot reuse one request's prompt
+    /// for the next; set true to measure the cache.
+    #[serde(default)]
+    pub identical_prompts: bool,
+    /// Send `"ignore_eos": true|false` on SambaNova Cloud and OpenAI-compatible requests.
+    /// Default: true on `sncloud` and `openai` (the model generates exactly `outputTokens`;
+    /// SambaNova Cloud, vLLM, SGLang and llama.cpp accept it), never sent on SambaStudio.
+    /// Set false for a server that rejects unknown fields (HTTP 400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
+    /// Send `min_tokens` (vLLM, SGLang) on OpenAI-compatible requests. Default: not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_tokens: Option<u32>,
 }
 
 impl Default for RunOptions {
@@ -240,6 +265,9 @@ impl Default for RunOptions {
             seed: 0,
             warm_up_connections: true,
             tokenizer: None,
+            identical_prompts: false,
+            ignore_eos: None,
+            min_tokens: None,
         }
     }
 }

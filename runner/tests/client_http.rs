@@ -38,6 +38,8 @@ fn spec<'a>(model: &'a str, prompt: &'a str) -> RequestSpec<'a> {
         prompt,
         image: None,
         max_tokens: 64,
+        ignore_eos: None,
+        min_tokens: None,
     }
 }
 
@@ -795,4 +797,37 @@ async fn connection_close_and_keep_alive_limits_are_honoured() {
         m.error
     );
     assert_eq!(server.connections(), 2);
+}
+
+#[test]
+fn ignore_eos_and_min_tokens_follow_the_row_over_the_api_default() {
+    let body = |api: ApiKind, url: &str, ignore_eos: Option<bool>, min_tokens: Option<u32>| {
+        let request = RequestSpec {
+            ignore_eos,
+            min_tokens,
+            ..spec("m", "hi")
+        };
+        let prepared = client(api, url).prepare(&request).unwrap();
+        serde_json::from_slice::<serde_json::Value>(prepared.body()).unwrap()
+    };
+    let openai = "http://127.0.0.1:1/v1";
+    // Defaults: ignore_eos on OpenAI-compatible APIs, no min_tokens.
+    let default = body(ApiKind::Openai, openai, None, None);
+    assert_eq!(default["ignore_eos"], true);
+    assert!(default.get("min_tokens").is_none());
+    // Turned off: not sent at all (servers that reject unknown fields accept the request).
+    let off = body(ApiKind::Openai, openai, Some(false), Some(16));
+    assert!(off.get("ignore_eos").is_none());
+    assert_eq!(off["min_tokens"], 16);
+    // SambaStudio's OpenAI-compatible URL never gets it by default, but a row can ask.
+    let studio = "https://h/v1/p/chat/completions";
+    assert!(
+        body(ApiKind::Sambastudio, studio, None, None)
+            .get("ignore_eos")
+            .is_none()
+    );
+    assert_eq!(
+        body(ApiKind::Sambastudio, studio, Some(true), None)["ignore_eos"],
+        true
+    );
 }

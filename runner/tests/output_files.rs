@@ -24,7 +24,7 @@ use common::*;
 use kit_contract::KIT_CONSOLIDATED_COLUMNS;
 
 /// coebench's consolidated columns, after the kit's.
-const OUR_COLUMNS: [&str; 36] = [
+const OUR_COLUMNS: [&str; 42] = [
     "row_index",
     "outcome",
     "num_requests_planned",
@@ -58,6 +58,12 @@ const OUR_COLUMNS: [&str; 36] = [
     "client_event_loop_lag_p99_s",
     "client_cpu_utilization",
     "client_saturated",
+    "stale_connection_retries",
+    "stopped_early",
+    "stopped_early_share",
+    "server_timings",
+    "cached_input_share",
+    "tokenizer_mismatch",
     "started_at",
     "summary_file",
     "individual_responses_file",

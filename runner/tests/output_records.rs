@@ -20,7 +20,7 @@ fn close(actual: Option<f64>, expected: f64) {
 }
 
 /// coebench's record keys, after the kit's.
-const OUR_RECORD_KEYS: [&str; 16] = [
+const OUR_RECORD_KEYS: [&str; 19] = [
     "request_idx",
     "request_id",
     "model",
@@ -37,6 +37,9 @@ const OUR_RECORD_KEYS: [&str; 16] = [
     "client_server_ttft_gap_s",
     "client_output_tokens",
     "num_chunks",
+    "server_cached_input_tokens",
+    "stale_connection_retry",
+    "stopped_early",
 ];
 
 #[test]

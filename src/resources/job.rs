@@ -346,6 +346,8 @@ pub(crate) mod tests {
             qps_distribution: None,
             image_size: None,
             max_sequence_length: None,
+            ignore_eos: None,
+            min_tokens: None,
         };
         let mut run = CoeBenchmarkRun::new(
             "bench-1",

@@ -268,6 +268,8 @@ pub fn run_client() {
         qps_distribution: qps.map(|_| QpsDistribution::Constant),
         image_size: None,
         max_sequence_length: None,
+        ignore_eos: None,
+        min_tokens: None,
     };
     let rows = vec![
         row(job.warmup_requests, job.concurrency.clamp(1, 50), None),

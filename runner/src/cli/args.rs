@@ -141,6 +141,17 @@ pub struct RunArgs {
     /// A Hugging Face tokenizer.json to size prompts and count tokens with.
     #[arg(long, value_name = "FILE", help_heading = "Overrides")]
     pub tokenizer: Option<PathBuf>,
+    /// Send every request of a row the same prompt (default: each its own seeded prefix, so
+    /// prefix caches do not hit).
+    #[arg(long, help_heading = "Overrides")]
+    pub identical_prompts: bool,
+    /// Send `ignore_eos` true or false (default: true on sncloud and openai, never on
+    /// SambaStudio).
+    #[arg(long, value_name = "BOOL", help_heading = "Overrides")]
+    pub ignore_eos: Option<bool>,
+    /// Send `min_tokens` (vLLM, SGLang) with every request.
+    #[arg(long, value_name = "N", help_heading = "Overrides")]
+    pub min_tokens: Option<u32>,
     /// Write the compact run report here (in a cluster: /dev/termination-log).
     #[arg(long, value_name = "FILE", help_heading = "Reporting")]
     pub report_file: Option<PathBuf>,

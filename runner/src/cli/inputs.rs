@@ -78,6 +78,8 @@ fn quick_plan(row: &QuickRowArgs) -> Result<LoadedPlan, InputErrors> {
             qps_distribution: row.qps_distribution.map(Into::into),
             image_size: row.image_size.map(Into::into),
             max_sequence_length: None,
+            ignore_eos: None,
+            min_tokens: None,
         }],
         options: RunOptions::default(),
         output: OutputOptions::default(),
@@ -111,6 +113,15 @@ pub fn apply_overrides(plan: &mut Plan, args: &RunArgs) {
     }
     if let Some(t) = &args.tokenizer {
         options.tokenizer = Some(path(t));
+    }
+    if args.identical_prompts {
+        options.identical_prompts = true;
+    }
+    if let Some(ignore) = args.ignore_eos {
+        options.ignore_eos = Some(ignore);
+    }
+    if let Some(n) = args.min_tokens {
+        options.min_tokens = Some(n);
     }
     let output = &mut plan.output;
     if let Some(name) = &args.run_name {

@@ -220,7 +220,8 @@ pub(crate) fn body(wire: Wire, spec: &RequestSpec<'_>, url: &str) -> Result<Vec<
                 }],
                 model: spec.model,
                 max_tokens: spec.max_tokens,
-                ignore_eos: ignore_eos.then_some(true),
+                ignore_eos: spec.ignore_eos.unwrap_or(ignore_eos).then_some(true),
+                min_tokens: spec.min_tokens,
                 stream: true,
                 stream_options: StreamOptions {
                     include_usage: true,
@@ -306,6 +307,8 @@ struct ChatBody<'a> {
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     ignore_eos: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_tokens: Option<u32>,
     stream: bool,
     stream_options: StreamOptions,
 }

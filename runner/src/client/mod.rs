@@ -41,9 +41,10 @@ use crate::measurement::{ErrorKind, Measurement, RequestError};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientOptions {
     /// Send `"ignore_eos": true` on `sncloud` and `openai` requests so the model generates
-    /// exactly `max_tokens` tokens. Default `true`: SambaNova Cloud, vLLM and SGLang accept it.
-    /// Turn it off for an OpenAI-compatible server that rejects unknown fields (HTTP 400).
-    /// SambaStudio never receives it, as in the kit.
+    /// exactly `max_tokens` tokens. Default `true`: SambaNova Cloud, vLLM, SGLang and llama.cpp
+    /// accept it. A row or the plan turns it off ([`RequestSpec::ignore_eos`], plan
+    /// `ignoreEos: false`, `--ignore-eos false`) for a server that rejects unknown fields
+    /// (HTTP 400). SambaStudio never receives it by default, as in the kit.
     pub ignore_eos: bool,
     /// Timeout of [`EndpointClient::list_models`]. Default 10 s.
     pub list_models_timeout: Duration,
@@ -69,6 +70,11 @@ pub struct RequestSpec<'a> {
     pub image: Option<&'a EncodedImage>,
     /// `max_tokens` (`max_tokens_to_generate` on SambaStudio generic endpoints).
     pub max_tokens: u32,
+    /// Overrides [`ClientOptions::ignore_eos`] for chat requests: `Some(true)` sends
+    /// `"ignore_eos": true`, `Some(false)` sends nothing. Generic endpoints never get it.
+    pub ignore_eos: Option<bool>,
+    /// `min_tokens` (vLLM, SGLang) for chat requests; not sent when `None`.
+    pub min_tokens: Option<u32>,
 }
 
 /// A request body serialised once; cloning it is cheap, so a row reuses it for every request.

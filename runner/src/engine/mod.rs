@@ -16,3 +16,4 @@ pub mod load;
 pub mod observer;
 pub mod row;
 pub mod run;
+pub mod template_probe;

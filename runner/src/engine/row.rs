@@ -10,12 +10,13 @@ use crate::engine::arrival::{arrival_offsets, row_seed};
 use crate::engine::health::HealthMonitor;
 use crate::engine::load::{LoadContext, LoadOutcome, StopSignal, closed_loop, open_loop};
 use crate::engine::observer::RunObserver;
+use crate::engine::template_probe::TemplateOverheads;
 use crate::image::ImageSet;
 use crate::measurement::ErrorKind;
 use crate::output::OutputError;
 use crate::output::spool::RecordSpool;
 use crate::plan::{Load, Row, RunOptions};
-use crate::prompt::{BuiltPrompt, PromptBuilder, PromptError, PromptSelection};
+use crate::prompt::{BuiltPrompt, PromptBuilder, PromptError, PromptSelection, request_tag};
 use crate::record::{RequestContext, RequestRecord};
 use crate::record_digest::RecordDigest;
 use crate::summary::{RowExecution, RowResult};
@@ -43,6 +44,8 @@ pub struct RunShared {
     pub stop: Arc<StopSignal>,
     /// Set once, by the first request the endpoint answers with 401 or 403.
     pub auth_failure: Arc<OnceLock<String>>,
+    /// Chat-template overheads measured so far, for the tokenizer check.
+    pub template_overheads: TemplateOverheads,
 }
 
 /// Why a row could not be prepared.
@@ -69,18 +72,19 @@ pub enum RowSetupError {
 
 /// A row's requests, built before it starts so nothing is tokenised while it runs.
 struct PreparedRow {
-    /// Prepared request and prompt per prompt name.
-    by_prompt: HashMap<&'static str, (PreparedRequest, Arc<BuiltPrompt>)>,
-    selection: PromptSelection,
+    /// Each distinct prepared request and its prompt.
+    built: Vec<(PreparedRequest, Arc<BuiltPrompt>)>,
+    /// Which of `built` each request sends, by request index.
+    by_request: Vec<u32>,
 }
 
 impl PreparedRow {
+    /// One request per prompt template (`identicalPrompts`), or one per request, each prompt
+    /// opening with its own seeded tag (the default).
     fn build(shared: &RunShared, row: &Row, seed: u64) -> Result<PreparedRow, RowSetupError> {
-        let selection = PromptSelection::for_row(
-            shared.options.use_multiple_prompts,
-            row.image_size.is_some(),
-            seed,
-        );
+        let options = &shared.options;
+        let selection =
+            PromptSelection::for_row(options.use_multiple_prompts, row.image_size.is_some(), seed);
         let image = match row.image_size {
             Some(size) => Some(
                 shared
@@ -90,19 +94,29 @@ impl PreparedRow {
             ),
             None => None,
         };
-        let mut by_prompt = HashMap::new();
+        let prompt_error = |source| RowSetupError::Prompt {
+            tokens: row.input_tokens,
+            source,
+        };
+        let mut built = Vec::new();
+        let mut by_request = Vec::with_capacity(row.num_requests as usize);
+        let mut by_template: HashMap<&'static str, u32> = HashMap::new();
         for index in 0..u64::from(row.num_requests) {
             let template = selection.template(index);
-            if by_prompt.contains_key(template.name) {
+            if options.identical_prompts
+                && let Some(&at) = by_template.get(template.name)
+            {
+                by_request.push(at);
                 continue;
             }
-            let prompt = shared
-                .prompts
-                .build(template, row.input_tokens)
-                .map_err(|source| RowSetupError::Prompt {
-                    tokens: row.input_tokens,
-                    source,
-                })?;
+            let prompt = if options.identical_prompts {
+                shared.prompts.build(template, row.input_tokens)
+            } else {
+                shared
+                    .prompts
+                    .build_tagged(template, row.input_tokens, request_tag(seed, index))
+            }
+            .map_err(prompt_error)?;
             let request = shared
                 .client
                 .prepare(&RequestSpec {
@@ -110,19 +124,20 @@ impl PreparedRow {
                     prompt: &prompt.text,
                     image: image.as_deref(),
                     max_tokens: row.output_tokens,
+                    ignore_eos: row.ignore_eos.or(options.ignore_eos),
+                    min_tokens: row.min_tokens.or(options.min_tokens),
                 })
                 .map_err(|e| RowSetupError::Request(e.to_string()))?;
-            by_prompt.insert(template.name, (request, prompt));
+            let at = u32::try_from(built.len()).unwrap_or(u32::MAX);
+            built.push((request, prompt));
+            by_template.insert(template.name, at);
+            by_request.push(at);
         }
-        Ok(PreparedRow {
-            by_prompt,
-            selection,
-        })
+        Ok(PreparedRow { built, by_request })
     }
 
     fn request(&self, index: u32) -> &(PreparedRequest, Arc<BuiltPrompt>) {
-        let name = self.selection.template(u64::from(index)).name;
-        &self.by_prompt[name]
+        &self.built[self.by_request[index as usize] as usize]
     }
 }
 
@@ -248,6 +263,16 @@ pub async fn run_row(
         None => closed_loop(context, row.concurrency.unwrap_or(1)).await,
     };
     execution.client_health = monitor.finish();
+    let server_counted = outcome
+        .finished
+        .iter()
+        .any(|r| r.is_success() && r.server_number_input_tokens.is_some());
+    if server_counted && !shared.stop.is_stopped() {
+        execution.template_overhead = shared
+            .template_overheads
+            .of(&shared.client, &shared.tokenizer, &row.model)
+            .await;
+    }
     execution.records = outcome.finished;
     execution.ended = outcome.ended;
     execution.not_sent = outcome.not_sent;

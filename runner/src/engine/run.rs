@@ -11,6 +11,7 @@ use crate::engine::endpoint::{EndpointError, ReadyEndpoint, prepare_endpoint};
 use crate::engine::load::StopSignal;
 use crate::engine::observer::{RunObserver, RunStarted};
 use crate::engine::row::{RunShared, run_row};
+use crate::engine::template_probe::TemplateOverheads;
 use crate::image::ImageSet;
 use crate::input::InputErrors;
 use crate::input::validate::validate_plan;
@@ -196,6 +197,7 @@ pub async fn run_plan(
         observer: Arc::clone(&observer),
         stop: Arc::clone(&stop),
         auth_failure: Arc::new(OnceLock::new()),
+        template_overheads: TemplateOverheads::default(),
     });
     let mut table = ConsolidatedTable::new(&run_name);
     let mut consolidated = None;

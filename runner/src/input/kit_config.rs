@@ -222,6 +222,7 @@ pub fn parse_kit_config(
             seed: raw.seed.unwrap_or(0),
             warm_up_connections: raw.warm_up_connections.unwrap_or(true),
             tokenizer: raw.tokenizer.as_deref().map(resolve),
+            ..RunOptions::default()
         },
         output: OutputOptions {
             run_name: raw.run_name,

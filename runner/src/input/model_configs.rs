@@ -201,6 +201,8 @@ impl Columns {
             },
             image_size: image_size?,
             max_sequence_length: None,
+            ignore_eos: None,
+            min_tokens: None,
         };
         (concurrency.is_some() != qps.is_some()).then_some(row)
     }

@@ -206,6 +206,8 @@ mod tests {
             qps_distribution: None,
             image_size: None,
             max_sequence_length: None,
+            ignore_eos: None,
+            min_tokens: None,
         }
     }
 

@@ -176,6 +176,8 @@ mod tests {
                 qps_distribution: None,
                 image_size: None,
                 max_sequence_length: None,
+                ignore_eos: None,
+                min_tokens: None,
             }),
             Load::Concurrency(4),
             "concurrency wins, as in the kit's HEAD runner"

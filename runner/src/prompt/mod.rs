@@ -73,6 +73,18 @@ pub fn exact_prompt(
     template: &str,
     tokens: u32,
 ) -> Result<String, PromptError> {
+    exact_prompt_after(tokenizer, name, "", template, tokens)
+}
+
+/// `prefix` followed by `template` repeated, cut so that `tokenizer` counts exactly `tokens`
+/// tokens in the whole text (the prefix is kept whole when it is shorter than that).
+fn exact_prompt_after(
+    tokenizer: &Tokenizer,
+    name: &str,
+    prefix: &str,
+    template: &str,
+    tokens: u32,
+) -> Result<String, PromptError> {
     let n = tokens as usize;
     if n == 0 {
         return Err(PromptError::ZeroTokens);
@@ -86,7 +98,7 @@ pub fn exact_prompt(
         });
     }
     // Two spare repetitions so that a cut moved forward still has text after it.
-    let text = unit.repeat(n / per_unit + 2);
+    let text = format!("{prefix}{}", unit.repeat(n / per_unit + 2));
     let ids = tokenizer.encode(&text);
     let mut closest = 0usize;
     let mut cut = n.min(ids.len());
@@ -181,6 +193,45 @@ impl PromptBuilder {
         cache.insert((template.name, tokens), Arc::clone(&built));
         Ok(built)
     }
+
+    /// `template` cut to exactly `tokens` tokens after a prefix drawn from `tag` (for example
+    /// `"482177: "`), so prompts with different tags share no prefix a server
+    /// could cache beyond its chat template. Not cached: each tag is one request's. A prompt
+    /// too short to hold the prefix and one token of text is the shared, untagged one.
+    pub fn build_tagged(
+        &self,
+        template: &'static PromptTemplate,
+        tokens: u32,
+        tag: u64,
+    ) -> Result<Arc<BuiltPrompt>, PromptError> {
+        let prefix = tag_prefix(tag);
+        if self.tokenizer.count_tokens(&prefix) >= tokens as usize {
+            return self.build(template, tokens);
+        }
+        let text = exact_prompt_after(
+            &self.tokenizer,
+            template.name,
+            &prefix,
+            template.text,
+            tokens,
+        )?;
+        Ok(Arc::new(BuiltPrompt {
+            name: template.name,
+            text: text.into(),
+            tokens,
+        }))
+    }
+}
+
+/// The unique opening of a tagged prompt: six digits drawn from the tag, first, so the first
+/// token already differs between requests (a few tokens with any tokenizer).
+fn tag_prefix(tag: u64) -> String {
+    format!("{:06}: ", splitmix64(tag) % 1_000_000)
+}
+
+/// The tag of request `request_index` in a row seeded `seed`.
+pub fn request_tag(seed: u64, request_index: u64) -> u64 {
+    splitmix64(seed ^ splitmix64(request_index ^ 0x7461_6773))
 }
 
 /// Which prompt the requests of a row send.
@@ -268,6 +319,35 @@ mod tests {
         let tok = Tokenizer::from_file(&path).unwrap();
         check_exact(&tok, &DEFAULT, &LENGTHS);
         check_exact(&tok, &MULTIPLE[4], &[1, 2, 7, 100, 999]);
+    }
+
+    #[test]
+    fn tagged_prompts_are_exact_and_differ_from_their_first_token() {
+        let builder = PromptBuilder::new(Arc::new(Tokenizer::embedded()));
+        let tok = builder.tokenizer().clone();
+        for tokens in [16, 128, 1000] {
+            let a = builder
+                .build_tagged(&DEFAULT, tokens, request_tag(7, 0))
+                .unwrap();
+            let b = builder
+                .build_tagged(&DEFAULT, tokens, request_tag(7, 1))
+                .unwrap();
+            assert_eq!(tok.count_tokens(&a.text), tokens as usize);
+            assert_eq!(tok.count_tokens(&b.text), tokens as usize);
+            assert_ne!(
+                tok.encode(&a.text)[0],
+                tok.encode(&b.text)[0],
+                "{} / {}",
+                a.text,
+                b.text
+            );
+        }
+        // Too short for a tag: the shared prompt.
+        let short = builder
+            .build_tagged(&DEFAULT, 2, request_tag(7, 0))
+            .unwrap();
+        assert_eq!(short, builder.build(&DEFAULT, 2).unwrap());
+        assert_eq!(request_tag(7, 3), request_tag(7, 3));
     }
 
     #[test]

@@ -166,6 +166,8 @@ mod tests {
             qps_distribution: None,
             image_size: None,
             max_sequence_length: None,
+            ignore_eos: None,
+            min_tokens: None,
         };
         let mut exec = RowExecution::new(0, row, "run", Instant::now(), jiff::Timestamp::now());
         exec.records = records;

@@ -133,6 +133,8 @@ pub fn concurrency_row(model: &str, input: u32, output: u32, n: u32, c: u32) -> 
         qps_distribution: None,
         image_size: None,
         max_sequence_length: None,
+        ignore_eos: None,
+        min_tokens: None,
     }
 }
 

@@ -151,6 +151,8 @@ pub fn concurrency_row(model: &str, concurrency: u32, num_requests: u32) -> Row 
         qps_distribution: None,
         image_size: None,
         max_sequence_length: None,
+        ignore_eos: None,
+        min_tokens: None,
     }
 }
 
@@ -166,6 +168,8 @@ pub fn rate_row(model: &str, qps: f64, image: Option<ImageSize>) -> Row {
         qps_distribution: Some(QpsDistribution::Exponential),
         image_size: image,
         max_sequence_length: None,
+        ignore_eos: None,
+        min_tokens: None,
     }
 }
 
