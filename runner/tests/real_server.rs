@@ -82,7 +82,7 @@ impl LlamaServer {
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--ctx-size", "4096", "--parallel", "4", "--threads", "2"])
-            .args(["--alias", "smollm2", "--no-webui"])
+            .args(["--alias", "smollm2", "--no-webui", "--offline"])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
