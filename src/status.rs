@@ -3,7 +3,7 @@
 //!
 //! Pure functions only; reconcilers decide when to call them and write the result.
 
-use coebench_runner::report::{RowReport, RunOutcome, RunReport};
+use coebench_plan::report::{RowReport, RunOutcome, RunReport};
 use serde_json::{Map, Value};
 
 use crate::crd::RowSummary;

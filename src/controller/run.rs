@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coebench_runner::input::validate::{UnknownCatalog, validate_plan};
+use coebench_plan::input::validate::{UnknownCatalog, validate_plan};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -457,7 +457,7 @@ async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) 
 }
 
 /// Every problem, joined; at most 10, then how many more.
-pub(crate) fn join_errors(errors: &[coebench_runner::input::InputError]) -> String {
+pub(crate) fn join_errors(errors: &[coebench_plan::input::InputError]) -> String {
     let mut parts: Vec<String> = errors.iter().take(10).map(|e| e.to_string()).collect();
     if errors.len() > 10 {
         parts.push(format!("and {} more", errors.len() - 10));

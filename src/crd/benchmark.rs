@@ -1,6 +1,6 @@
 //! `CoeBenchmark`: a benchmark definition that asks for runs.
 
-use coebench_runner::plan::{Row, RunOptions};
+use coebench_plan::{Row, RunOptions};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use coebench_runner::plan::ApiKind;
+use coebench_plan::ApiKind;
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
 };

@@ -1,6 +1,6 @@
 //! `CoeBenchmarkRun`: one execution of a benchmark, with an immutable copy of its plan.
 
-use coebench_runner::plan::{Row, RunOptions};
+use coebench_plan::{Row, RunOptions};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
