@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::resources::configmap::build_config_map;
 use crate::resources::job::build_job;
 use crate::resources::{job_name, plan_config_map_name, results_relative_dir};
-use crate::status::{Outcome, row_summary, ttft_display};
+use crate::status::{Outcome, row_status, ttft_display};
 
 const CONTROLLER: &str = "run";
 
@@ -331,7 +331,7 @@ async fn advance(
         } => {
             step.status.exit_code = exit_code;
             if let Some(report) = &report {
-                step.status.rows = report.rows.iter().map(row_summary).collect();
+                step.status.rows = report.rows.iter().map(row_status).collect();
                 step.status.rows_omitted = (report.rows_omitted > 0).then_some(report.rows_omitted);
                 step.status.ttft_p50 = ttft_display(&step.status.rows);
             }

@@ -17,7 +17,7 @@ pub use benchmark::{
     CoeBenchmark, CoeBenchmarkSpec, CoeBenchmarkStatus, ConcurrencyPolicy, ResultSummary, RowsFrom,
 };
 pub use common::{
-    ConfigMapKeyRef, Endpoint, ImagePullPolicy, PersistentVolumeClaimRef, ResultsSpec, RowSummary,
+    ConfigMapKeyRef, Endpoint, ImagePullPolicy, PersistentVolumeClaimRef, ResultsSpec, RowStatus,
     RunPhase, RunnerSpec, SecretKeyRef,
 };
 pub use run::{

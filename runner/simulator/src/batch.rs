@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::body::Frame;
 use super::context::{Ctx, after};
-use super::scheduler::Job;
+use super::message::BodyFrame;
+use super::message::QueuedRequest;
 use super::truth::TruthRecord;
 use super::wire::Usage;
 use coebench_support::timer;
@@ -24,7 +24,7 @@ pub(crate) struct StartedBatch {
     pub id: u64,
     pub executor: u32,
     pub batch_size: u32,
-    pub jobs: Vec<Job>,
+    pub jobs: Vec<QueuedRequest>,
     pub start: Instant,
     pub switching_s: f64,
     pub prefill_s: f64,
@@ -36,7 +36,7 @@ pub(crate) struct StartedBatch {
 
 /// Progress of one request of the batch.
 struct Progress {
-    job: Job,
+    job: QueuedRequest,
     /// Tokens sent so far.
     sent: u32,
     chunks: u32,
@@ -56,7 +56,12 @@ impl StartedBatch {
 /// Runs `batch` to its last step.
 pub(crate) async fn run(ctx: Arc<Ctx>, batch: StartedBatch) {
     let requests = batch.jobs.len() as u32;
-    let max_steps = batch.jobs.iter().map(Job::steps).max().unwrap_or(0);
+    let max_steps = batch
+        .jobs
+        .iter()
+        .map(QueuedRequest::steps)
+        .max()
+        .unwrap_or(0);
     let mut progress: Vec<Progress> = Vec::with_capacity(batch.jobs.len());
     let mut batch = batch;
     for job in std::mem::take(&mut batch.jobs) {
@@ -85,7 +90,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, batch: StartedBatch) {
 }
 
 /// Tokens request `p` emits at `step`.
-fn tokens_at(job: &Job, step: u32) -> u32 {
+fn tokens_at(job: &QueuedRequest, step: u32) -> u32 {
     match (step, &job.bursts) {
         (0, _) => 1,
         (s, Some(bursts)) => bursts.get(s as usize - 1).copied().unwrap_or(0),
@@ -130,7 +135,7 @@ fn emit(ctx: &Ctx, batch: &StartedBatch, requests: u32, p: &mut Progress, step: 
         p.last_at = Some(send_at);
     }
     if step < steps {
-        let frame = Frame::Data {
+        let frame = BodyFrame::Data {
             bytes: Bytes::from(out),
             at: send_at,
             tokens: n,
@@ -169,27 +174,27 @@ fn finish(
     let frame = if cut {
         // Whatever precedes the cut (tokens of this step) still goes out first.
         if !out.is_empty() {
-            let data = Frame::Data {
+            let data = BodyFrame::Data {
                 bytes: Bytes::from(std::mem::take(&mut out)),
                 at: send_at,
                 tokens: 0,
             };
             let _ = p.job.tx.send(data);
         }
-        Frame::Abort {
+        BodyFrame::Abort {
             at: send_at,
             record: Box::new(record.clone()),
         }
     } else if p.job.stream {
         p.job.wire.final_events(&usage, &mut out);
-        Frame::End {
+        BodyFrame::End {
             bytes: Bytes::from(out),
             at: send_at,
             tokens: 1,
             record: Box::new(record.clone()),
         }
     } else {
-        Frame::End {
+        BodyFrame::End {
             bytes: p.job.wire.full_body(&usage),
             at: send_at,
             tokens: 1,
@@ -249,7 +254,7 @@ fn complete_record(
 }
 
 /// The server metrics of `job`, from the model schedule (never from measured times).
-fn usage_of(ctx: &Ctx, batch: &StartedBatch, job: &Job) -> Usage {
+fn usage_of(ctx: &Ctx, batch: &StartedBatch, job: &QueuedRequest) -> Usage {
     let steps = job.steps();
     let decode_s = f64::from(steps) / batch.decode_rate;
     let after_first = job.tokens.saturating_sub(1);

@@ -14,38 +14,9 @@ use hyper::body::{Body, Frame as HttpFrame, SizeHint};
 use tokio::sync::mpsc;
 
 use super::context::Ctx;
+use super::message::BodyFrame;
 use super::truth::{LagAccumulator, TruthRecord};
 use coebench_support::timer::{self, Sleep};
-
-/// What the batch runner sends a response body.
-pub(crate) enum Frame {
-    /// Bytes to send at `at`, carrying `tokens` generated tokens.
-    Data {
-        bytes: Bytes,
-        at: Instant,
-        tokens: u32,
-    },
-    /// The last bytes (or the whole non-streaming body), then the end, and the truth record.
-    End {
-        bytes: Bytes,
-        at: Instant,
-        tokens: u32,
-        record: Box<TruthRecord>,
-    },
-    /// Close the connection at `at` without ending the body (fault injection).
-    Abort {
-        at: Instant,
-        record: Box<TruthRecord>,
-    },
-}
-
-impl Frame {
-    fn at(&self) -> Instant {
-        match self {
-            Frame::Data { at, .. } | Frame::End { at, .. } | Frame::Abort { at, .. } => *at,
-        }
-    }
-}
 
 /// The error that makes hyper drop a connection mid-body.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +40,8 @@ pub(crate) enum SimBody {
 /// A stream of frames paced by the batch runner.
 pub(crate) struct StreamBody {
     ctx: Arc<Ctx>,
-    rx: mpsc::UnboundedReceiver<Frame>,
-    held: Option<Frame>,
+    rx: mpsc::UnboundedReceiver<BodyFrame>,
+    held: Option<BodyFrame>,
     sleep: Option<Pin<Box<Sleep>>>,
     lag: LagAccumulator,
     /// Record to file once the last bytes have been handed over.
@@ -82,7 +53,7 @@ pub(crate) struct StreamBody {
 }
 
 impl StreamBody {
-    pub(crate) fn new(ctx: Arc<Ctx>, rx: mpsc::UnboundedReceiver<Frame>) -> Self {
+    pub(crate) fn new(ctx: Arc<Ctx>, rx: mpsc::UnboundedReceiver<BodyFrame>) -> Self {
         let lag = LagAccumulator::new(ctx.record_token_times);
         StreamBody {
             ctx,
@@ -183,12 +154,12 @@ impl StreamBody {
         }
         self.sleep = None;
         match frame {
-            Frame::Data { bytes, at, tokens } => {
+            BodyFrame::Data { bytes, at, tokens } => {
                 self.measure(at, tokens);
                 self.unflushed = true;
                 Poll::Ready(Some(Ok(HttpFrame::data(bytes))))
             }
-            Frame::End {
+            BodyFrame::End {
                 bytes,
                 at,
                 tokens,
@@ -198,14 +169,14 @@ impl StreamBody {
                 self.ending = Some(record);
                 Poll::Ready(Some(Ok(HttpFrame::data(bytes))))
             }
-            Frame::Abort { at, record } if self.unflushed => {
+            BodyFrame::Abort { at, record } if self.unflushed => {
                 // Let hyper flush what it holds (it flushes when the body is pending), then cut.
-                self.held = Some(Frame::Abort { at, record });
+                self.held = Some(BodyFrame::Abort { at, record });
                 self.unflushed = false;
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }
-            Frame::Abort { record, .. } => {
+            BodyFrame::Abort { record, .. } => {
                 self.done = true;
                 self.file(record);
                 Poll::Ready(Some(Err(StreamCut::Injected)))
@@ -236,12 +207,12 @@ impl Drop for StreamBody {
                 },
             };
             match frame {
-                Frame::End { mut record, .. } => {
+                BodyFrame::End { mut record, .. } => {
                     record.client_disconnected = true;
                     self.file(record);
                 }
-                Frame::Abort { record, .. } => self.file(record),
-                Frame::Data { .. } => {}
+                BodyFrame::Abort { record, .. } => self.file(record),
+                BodyFrame::Data { .. } => {}
             }
         }
     }

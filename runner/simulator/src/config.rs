@@ -23,7 +23,7 @@ pub struct SimulatorConfig {
     /// Seed of every random choice (natural lengths, speculative bursts, faults). Default 0.
     #[serde(default)]
     pub seed: u64,
-    /// Which chat-completions dialect to speak. Default `sambanova`.
+    /// Which chat-completions dialect to speak. Default `sncloud` (`sambanova` is accepted too).
     #[serde(default)]
     pub api: ApiMode,
     /// Never send a `usage` chunk on streams, even when `stream_options.include_usage` asks for
@@ -66,7 +66,8 @@ pub enum ApiMode {
     /// SambaNova Cloud: `usage` always sent on streams with every SambaNova metric,
     /// `system_fingerprint: "fastcoe"`.
     #[default]
-    Sambanova,
+    #[serde(alias = "sambanova")]
+    Sncloud,
     /// Plain OpenAI: `usage` has only token counts and is sent only when
     /// `stream_options.include_usage` is true.
     Openai,

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::config::{FaultsConfig, SimulatorConfig};
 use super::faults::RateLimiters;
-use super::scheduler::Job;
+use super::message::QueuedRequest;
 use super::truth::{LagHistogram, TruthStore};
 use coebench_support::tokenizer::Tokenizer;
 
@@ -28,7 +28,7 @@ pub(crate) struct Ctx {
     pub lag: LagHistogram,
     pub limiters: RateLimiters,
     pub tokenizer: Tokenizer,
-    pub scheduler: mpsc::UnboundedSender<Job>,
+    pub scheduler: mpsc::UnboundedSender<QueuedRequest>,
     /// Keep every token frame's write time in the truth records.
     pub record_token_times: bool,
 }

@@ -7,7 +7,7 @@
 //! `server` (HTTP), `request` (body parsing), `wire` (response bytes), `text` (generated
 //! words), `image` (image sizes), `faults` (seeded fault draws, rate limits), `scheduler`
 //! (batching, executors, switching), `memory` (HBM LRU), `batch` (token pacing), `body`
-//! (paced response bodies), `truth` (ground truth and timer error). Each connection is a
+//! (paced response bodies), `message` (what those tasks send each other), `truth` (ground truth and timer error). Each connection is a
 //! [`coebench_support::socket_time::TimestampedStream`], so a request's arrival is the kernel's receive
 //! time of its head. See `docs/simulator.md`.
 //!
@@ -28,6 +28,7 @@ mod context;
 mod faults;
 pub mod image;
 mod memory;
+mod message;
 mod request;
 mod scheduler;
 mod server;

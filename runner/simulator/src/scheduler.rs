@@ -23,49 +23,16 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::batch::{self, StartedBatch};
-use super::body::Frame;
 use super::context::{Ctx, after};
-use super::faults::StreamFaults;
 use super::memory::{ConfigKey, Hbm};
-use super::truth::TruthRecord;
-use super::wire::Wire;
+use super::message::QueuedRequest;
 use coebench_support::timer;
-
-/// A validated request waiting for a batch.
-pub(crate) struct Job {
-    pub model: usize,
-    pub bucket: u32,
-    pub prompt_tokens: u32,
-    /// When it joined the batching queue.
-    pub submitted: Instant,
-    /// Tokens to generate (at least 1).
-    pub tokens: u32,
-    /// `stop` or `length`.
-    pub stop_reason: &'static str,
-    /// Speculative models: tokens emitted by each decode step after the first token.
-    pub bursts: Option<Vec<u32>>,
-    pub stream: bool,
-    pub faults: StreamFaults,
-    pub wire: Wire,
-    pub tx: mpsc::UnboundedSender<Frame>,
-    pub record: TruthRecord,
-}
-
-impl Job {
-    /// Decode steps after the first token.
-    pub(crate) fn steps(&self) -> u32 {
-        match &self.bursts {
-            Some(b) => b.len() as u32,
-            None => self.tokens.saturating_sub(1),
-        }
-    }
-}
 
 struct PendingBatch {
     seq: u64,
     model: usize,
     bucket: u32,
-    jobs: Vec<Job>,
+    jobs: Vec<QueuedRequest>,
     ready_at: Instant,
 }
 
@@ -84,7 +51,7 @@ struct Scheduler {
 
 /// Runs the scheduler until every submitter is gone and no batch is pending (or the task is
 /// aborted at shutdown).
-pub(crate) async fn run(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+pub(crate) async fn run(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<QueuedRequest>) {
     let now = Instant::now();
     let executors = (0..ctx.config.executors.max(1))
         .map(|_| Executor {
@@ -119,7 +86,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
 }
 
 impl Scheduler {
-    fn add(&mut self, job: Job) {
+    fn add(&mut self, job: QueuedRequest) {
         let model = &self.ctx.config.models[job.model];
         let max = model.max_batch_size() as usize;
         let existing = self
@@ -206,7 +173,12 @@ impl Scheduler {
         let prompt_total: u64 = batch.jobs.iter().map(|j| u64::from(j.prompt_tokens)).sum();
         let prefill_s = prompt_total as f64 / model.prefill_tokens_per_sec;
         let decode_rate = model.decode_speed(key.batch_size).unwrap_or(1.0);
-        let max_steps = batch.jobs.iter().map(Job::steps).max().unwrap_or(0);
+        let max_steps = batch
+            .jobs
+            .iter()
+            .map(QueuedRequest::steps)
+            .max()
+            .unwrap_or(0);
         let ttft_s = switching_s + prefill_s;
         let first_token = after(start, ttft_s);
         exec.free_at = after(first_token, f64::from(max_steps) / decode_rate);

@@ -1,5 +1,5 @@
 //! The HTTP side: the accept loop (HTTP/1.1, keep-alive, graceful shutdown), routing, API-key
-//! checks, and turning one request into a scheduled [`Job`]: parse, resolve the model, count
+//! checks, and turning one request into a scheduled [`QueuedRequest`]: parse, resolve the model, count
 //! prompt tokens, check the sequence length, draw faults and the output length. Timing is the
 //! scheduler's and the batch runner's job; bytes are `wire.rs`'s.
 
@@ -20,15 +20,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::body::{Frame, SimBody, StreamBody};
+use super::body::{SimBody, StreamBody};
 use super::config::ApiMode;
 use super::context::Ctx;
 use super::faults::{self, Purpose, mix, request_rng};
 use super::image;
+use super::message::{BodyFrame, QueuedRequest};
 use super::request::{self, ParsedRequest};
-use super::scheduler::Job;
 use super::truth::{FaultKind, Flavour, TruthRecord};
-use super::wire::{ApiError, Wire, WireKind, WireParams};
+use super::wire::{ApiError, RenderParams, ResponseFormat, ResponseRenderer};
 use coebench_support::socket_time::TimestampedStream;
 use coebench_support::timer;
 use coebench_support::tokenizer::TokenCounter;
@@ -123,32 +123,35 @@ async fn serve_connection(
     }
 }
 
-enum Route {
+/// What a request's method and path ask for.
+enum Dispatch {
+    /// The model list.
     Models,
-    Chat,
-    Generic { v2: bool },
+    /// A completion on one of the API routes.
+    Api(Flavour),
+    /// Nothing the simulator serves; the message says what it does serve.
     NotFound(String),
 }
 
-fn route(method: &Method, path: &str) -> Route {
+fn dispatch(method: &Method, path: &str) -> Dispatch {
     let segments = |prefix: &str| {
         path.strip_prefix(prefix)
             .map(|rest| rest.split('/').filter(|s| !s.is_empty()).count())
     };
     if path.ends_with("/chat/completions") && method == Method::POST {
-        Route::Chat
+        Dispatch::Api(Flavour::Chat)
     } else if path.ends_with("/models") && method == Method::GET {
-        Route::Models
+        Dispatch::Models
     } else if segments("/api/v2/predict/generic/stream/") == Some(2) && method == Method::POST {
-        Route::Generic { v2: true }
+        Dispatch::Api(Flavour::GenericV2)
     } else if segments("/api/predict/generic/stream/") == Some(2) && method == Method::POST {
-        Route::Generic { v2: false }
+        Dispatch::Api(Flavour::GenericV1)
     } else if path.contains("/predict/generic/") {
-        Route::NotFound(format!(
+        Dispatch::NotFound(format!(
             "{method} {path} is not served; the simulator serves SambaStudio's stream endpoints: POST /api/predict/generic/stream/<project>/<endpoint> (v1) and POST /api/v2/predict/generic/stream/<project>/<endpoint> (v2)"
         ))
     } else {
-        Route::NotFound(format!(
+        Dispatch::NotFound(format!(
             "{method} {path} is not served; use POST .../chat/completions, GET .../models, or POST /api[/v2]/predict/generic/stream/<project>/<endpoint>"
         ))
     }
@@ -161,8 +164,8 @@ async fn handle(
     received_unix_us: Option<i64>,
 ) -> Response<SimBody> {
     let arrival = Instant::now();
-    let route = route(req.method(), req.uri().path());
-    if let Route::Models = route {
+    let dispatch = dispatch(req.method(), req.uri().path());
+    if let Dispatch::Models = dispatch {
         return match authorize(&ctx, &req) {
             Ok(()) => models_response(&ctx),
             Err(e) => error_response(&e, None),
@@ -176,11 +179,9 @@ async fn handle(
         .filter(|v| !v.is_empty() && v.len() <= 256)
         .map(str::to_string)
         .unwrap_or_else(|| generated_id(ctx.config.seed, ordinal));
-    let flavour = match route {
-        Route::Chat => Flavour::Chat,
-        Route::Generic { v2: false } => Flavour::GenericV1,
-        Route::Generic { v2: true } => Flavour::GenericV2,
-        _ => Flavour::Unknown,
+    let flavour = match dispatch {
+        Dispatch::Api(flavour) => flavour,
+        Dispatch::Models | Dispatch::NotFound(_) => Flavour::Unknown,
     };
     let mut record = TruthRecord::arrived(
         ordinal,
@@ -191,8 +192,8 @@ async fn handle(
     );
     // A timestamp from before this request's head (an older read) is not its arrival.
     record.received_unix_us = received_unix_us.filter(|&us| us <= record.arrival_unix_us);
-    let result = match route {
-        Route::NotFound(message) => Err(ApiError::not_found("unknown_route", message)),
+    let result = match dispatch {
+        Dispatch::NotFound(message) => Err(ApiError::not_found("unknown_route", message)),
         _ => serve(req, &ctx, flavour, &mut record, arrival).await,
     };
     match result {
@@ -420,17 +421,17 @@ async fn serve(
     record.sequence_bucket = Some(bucket);
 
     let kind = match flavour {
-        Flavour::GenericV1 => WireKind::Generic { v2: false },
-        Flavour::GenericV2 => WireKind::Generic { v2: true },
-        _ if parsed.stream => WireKind::ChatStream {
+        Flavour::GenericV1 => ResponseFormat::Generic { v2: false },
+        Flavour::GenericV2 => ResponseFormat::Generic { v2: true },
+        _ if parsed.stream => ResponseFormat::ChatStream {
             send_usage: !config.omit_usage
-                && (config.api == ApiMode::Sambanova || parsed.include_usage),
+                && (config.api == ApiMode::Sncloud || parsed.include_usage),
         },
-        _ => WireKind::ChatFull,
+        _ => ResponseFormat::ChatFull,
     };
     let identity = mix(mix(seed) ^ ordinal.wrapping_add(0xC0FFEE));
     let created = ctx.unix_us(arrival) / 1_000_000;
-    let wire = Wire::new(WireParams {
+    let wire = ResponseRenderer::new(RenderParams {
         kind,
         mode: config.api,
         id: &format!("chatcmpl-{identity:016x}"),
@@ -442,7 +443,7 @@ async fn serve(
     });
     let content_type = wire.content_type();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let job = Job {
+    let job = QueuedRequest {
         model: model_index,
         bucket,
         prompt_tokens,
@@ -465,7 +466,7 @@ async fn serve(
     }
     // Non-streaming: the whole body at the last token's instant.
     match rx.recv().await {
-        Some(Frame::End {
+        Some(BodyFrame::End {
             bytes, at, record, ..
         }) => {
             timer::sleep_until(at).await;

@@ -148,7 +148,7 @@ impl Usage {
                 "completion_tokens": self.completion_tokens,
                 "total_tokens": self.total_tokens(),
             }),
-            ApiMode::Sambanova => {
+            ApiMode::Sncloud => {
                 let mut u = json!({
                     "is_last_response": true,
                     "prompt_tokens": self.prompt_tokens,
@@ -176,7 +176,7 @@ impl Usage {
 
 /// How one request's response is rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WireKind {
+pub(crate) enum ResponseFormat {
     /// SSE chat-completion chunks; `usage` chunk sent when `send_usage`.
     ChatStream { send_usage: bool },
     /// One chat-completion JSON body.
@@ -185,9 +185,9 @@ pub(crate) enum WireKind {
     Generic { v2: bool },
 }
 
-/// What a [`Wire`] is made from.
-pub(crate) struct WireParams<'a> {
-    pub kind: WireKind,
+/// What a [`ResponseRenderer`] is made from.
+pub(crate) struct RenderParams<'a> {
+    pub kind: ResponseFormat,
     pub mode: ApiMode,
     /// The completion id (`chatcmpl-...`).
     pub id: &'a str,
@@ -205,8 +205,8 @@ pub(crate) struct WireParams<'a> {
 
 /// Renders the bytes of one request's response.
 #[derive(Debug, Clone)]
-pub(crate) struct Wire {
-    kind: WireKind,
+pub(crate) struct ResponseRenderer {
+    kind: ResponseFormat,
     mode: ApiMode,
     /// Chat: `{"id":..,"object":..,"created":..,"model":..[,"system_fingerprint":..],` without
     /// `object`; generic: the v2 item id as JSON.
@@ -227,10 +227,10 @@ fn json_str(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-impl Wire {
+impl ResponseRenderer {
     /// A renderer for one response.
-    pub(crate) fn new(p: WireParams<'_>) -> Self {
-        let WireParams {
+    pub(crate) fn new(p: RenderParams<'_>) -> Self {
+        let RenderParams {
             kind,
             mode,
             id,
@@ -241,19 +241,19 @@ impl Wire {
             text_key,
         } = p;
         let id_json = match kind {
-            WireKind::Generic { .. } => json_str(item_id),
+            ResponseFormat::Generic { .. } => json_str(item_id),
             _ => json_str(id),
         };
         let model_json = json_str(model);
         let fingerprint = match mode {
-            ApiMode::Sambanova => "\"system_fingerprint\":\"fastcoe\",",
+            ApiMode::Sncloud => "\"system_fingerprint\":\"fastcoe\",",
             ApiMode::Openai => "",
         };
         let chunk_prefix = match kind {
-            WireKind::Generic { v2: true } => format!(
+            ResponseFormat::Generic { v2: true } => format!(
                 "{{\"result\":{{\"items\":[{{\"id\":{id_json},\"value\":{{\"stream_token\":\""
             ),
-            WireKind::Generic { v2: false } => {
+            ResponseFormat::Generic { v2: false } => {
                 "{\"result\":{\"responses\":[{\"stream_token\":\"".to_string()
             }
             _ => format!(
@@ -261,10 +261,10 @@ impl Wire {
             ),
         };
         let prompt = match kind {
-            WireKind::Generic { .. } => prompt.to_string(),
+            ResponseFormat::Generic { .. } => prompt.to_string(),
             _ => String::new(),
         };
-        Wire {
+        ResponseRenderer {
             kind,
             mode,
             id_json,
@@ -279,15 +279,15 @@ impl Wire {
     /// The response's `Content-Type`.
     pub(crate) fn content_type(&self) -> &'static str {
         match self.kind {
-            WireKind::ChatStream { .. } => "text/event-stream",
-            WireKind::ChatFull => "application/json",
-            WireKind::Generic { .. } => "application/x-ndjson",
+            ResponseFormat::ChatStream { .. } => "text/event-stream",
+            ResponseFormat::ChatFull => "application/json",
+            ResponseFormat::Generic { .. } => "application/x-ndjson",
         }
     }
 
     /// Events sent with the first token, before it: the role-only chunk of a chat stream.
     pub(crate) fn first_event(&self, out: &mut Vec<u8>) {
-        if let WireKind::ChatStream { .. } = self.kind {
+        if let ResponseFormat::ChatStream { .. } = self.kind {
             out.extend_from_slice(self.chunk_prefix.as_bytes());
             out.extend_from_slice(b"{\"role\":\"assistant\"}");
             out.extend_from_slice(CHUNK_TAIL.as_bytes());
@@ -298,7 +298,7 @@ impl Wire {
     pub(crate) fn token_event(&self, from: u32, to: u32, out: &mut Vec<u8>) {
         out.extend_from_slice(self.chunk_prefix.as_bytes());
         match self.kind {
-            WireKind::Generic { v2 } => {
+            ResponseFormat::Generic { v2 } => {
                 text::push_words(self.text_key, from, to, out);
                 out.extend_from_slice(if v2 {
                     b"\",\"is_last_response\":false}}]}}\n"
@@ -318,7 +318,7 @@ impl Wire {
     /// An event whose payload is not valid JSON (fault injection).
     pub(crate) fn malformed_event(&self, out: &mut Vec<u8>) {
         match self.kind {
-            WireKind::Generic { .. } => out.extend_from_slice(b"{\"result\":{\"items\":[{\n"),
+            ResponseFormat::Generic { .. } => out.extend_from_slice(b"{\"result\":{\"items\":[{\n"),
             _ => {
                 out.extend_from_slice(b"data: {\"id\":");
                 out.extend_from_slice(self.id_json.as_bytes());
@@ -331,7 +331,7 @@ impl Wire {
     /// `[DONE]` (chat), or the final line (generic).
     pub(crate) fn final_events(&self, usage: &Usage, out: &mut Vec<u8>) {
         match self.kind {
-            WireKind::ChatStream { send_usage } => {
+            ResponseFormat::ChatStream { send_usage } => {
                 out.extend_from_slice(self.chunk_prefix.as_bytes());
                 out.extend_from_slice(b"{}");
                 out.extend_from_slice(
@@ -353,7 +353,7 @@ impl Wire {
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
             }
-            WireKind::Generic { v2 } => {
+            ResponseFormat::Generic { v2 } => {
                 let value = json!({
                     "stream_token": "",
                     "is_last_response": true,
@@ -378,7 +378,7 @@ impl Wire {
                 out.extend_from_slice(line.to_string().as_bytes());
                 out.push(b'\n');
             }
-            WireKind::ChatFull => {}
+            ResponseFormat::ChatFull => {}
         }
     }
 
@@ -407,7 +407,7 @@ impl Wire {
             "created": self.created,
             "model": serde_json::from_str::<Value>(&self.model_json).unwrap_or(Value::Null),
         });
-        if let (ApiMode::Sambanova, Value::Object(map)) = (self.mode, &mut v) {
+        if let (ApiMode::Sncloud, Value::Object(map)) = (self.mode, &mut v) {
             map.insert("system_fingerprint".to_string(), json!("fastcoe"));
         }
         v
@@ -450,9 +450,9 @@ mod tests {
 
     #[test]
     fn chat_chunks_are_valid_json_with_the_kit_shape() {
-        let w = Wire::new(WireParams {
-            kind: WireKind::ChatStream { send_usage: true },
-            mode: ApiMode::Sambanova,
+        let w = ResponseRenderer::new(RenderParams {
+            kind: ResponseFormat::ChatStream { send_usage: true },
+            mode: ApiMode::Sncloud,
             id: "chatcmpl-1",
             model: "m\"x",
             created: 7,
@@ -492,9 +492,9 @@ mod tests {
     #[test]
     fn generic_lines_parse_and_the_last_carries_the_metrics() {
         for v2 in [false, true] {
-            let w = Wire::new(WireParams {
-                kind: WireKind::Generic { v2 },
-                mode: ApiMode::Sambanova,
+            let w = ResponseRenderer::new(RenderParams {
+                kind: ResponseFormat::Generic { v2 },
+                mode: ApiMode::Sncloud,
                 id: "r",
                 model: "m",
                 created: 0,

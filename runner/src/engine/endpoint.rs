@@ -150,7 +150,7 @@ pub async fn prepare_endpoint(
 fn simulator_endpoint(handle: &SimulatorHandle) -> ResolvedEndpoint {
     let config = handle.config();
     let api = match config.api {
-        ApiMode::Sambanova => ApiKind::Sncloud,
+        ApiMode::Sncloud => ApiKind::Sncloud,
         ApiMode::Openai => ApiKind::Openai,
     };
     ResolvedEndpoint {

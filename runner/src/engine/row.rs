@@ -247,7 +247,7 @@ pub async fn run_row(
         None => closed_loop(context, row.concurrency.unwrap_or(1)).await,
     };
     execution.client_health = monitor.finish();
-    execution.records = outcome.finished;
+    execution.digests = outcome.finished;
     execution.ended = outcome.ended;
     execution.not_sent = outcome.not_sent;
     Ok(execution.finish())

@@ -42,7 +42,7 @@ pub fn write_row_files(run_dir: &Path, result: &RowResult) -> Result<RowFilePath
 /// newlines).
 fn write_records(path: &Path, result: &RowResult) -> Result<(), OutputError> {
     write_atomic_with(path, |out| {
-        if result.records.is_empty() {
+        if result.digests.is_empty() {
             return out.write_all(b"[]").map_err(OutputError::from_io(path));
         }
         out.write_all(b"[\n").map_err(OutputError::from_io(path))?;

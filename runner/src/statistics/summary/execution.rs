@@ -53,7 +53,7 @@ pub struct RowExecution {
     /// The row's UUID and file names.
     pub names: RowNames,
     /// One digest per request sent (successes and failures); the full records are in `spool`.
-    pub records: Vec<RecordDigest>,
+    pub digests: Vec<RecordDigest>,
     /// The spool holding the full records; `None` for a row that did not run.
     pub spool: Option<Arc<RecordSpool>>,
     /// When the row started (offsets in records are measured from it).
@@ -75,7 +75,7 @@ pub struct RowResult {
     /// The row's summary.
     pub summary: RowSummary,
     /// The row's record digests, in `request_idx` order.
-    pub records: Vec<RecordDigest>,
+    pub digests: Vec<RecordDigest>,
     /// The switching estimate, written into the first request's record.
     pub switching: SwitchingEstimate,
     /// The full records.
@@ -97,7 +97,7 @@ impl RowResult {
         };
         spool.flush()?;
         let mut reader = spool.reader()?;
-        for digest in &self.records {
+        for digest in &self.digests {
             let Some(at) = digest.spooled else {
                 return Err(SpoolError::NotSpooled {
                     path: spool.path().to_path_buf(),
@@ -115,7 +115,7 @@ impl RowResult {
     /// Every full record, in memory (for small rows and tests; files are written one record at
     /// a time with [`RowResult::for_each_record`]).
     pub fn read_records(&self) -> Result<Vec<RequestRecord>, SpoolError> {
-        let mut records = Vec::with_capacity(self.records.len());
+        let mut records = Vec::with_capacity(self.digests.len());
         self.for_each_record(|r| {
             records.push(r.clone());
             Ok(())
@@ -140,7 +140,7 @@ impl RowExecution {
             row,
             run_name: run_name.into(),
             names,
-            records: Vec::new(),
+            digests: Vec::new(),
             spool: None,
             started,
             started_wall,
@@ -160,7 +160,7 @@ impl RowExecution {
         let spool = Arc::new(RecordSpool::create(dir, &self.names.base)?);
         for record in records {
             let at = spool.append(record)?;
-            self.records.push(RecordDigest::of(record, Some(at)));
+            self.digests.push(RecordDigest::of(record, Some(at)));
         }
         self.spool = Some(spool);
         Ok(())
@@ -169,13 +169,13 @@ impl RowExecution {
     /// Summarises the row: sorts the digests by `request_idx`, estimates switching time and
     /// batch sizes, and computes the summary.
     pub fn finish(mut self) -> RowResult {
-        self.records.sort_by_key(|r| r.request_idx);
-        let switching = switching::estimate(&self.records);
-        let batching = batching::infer(&self.records);
+        self.digests.sort_by_key(|r| r.request_idx);
+        let switching = switching::estimate(&self.digests);
+        let batching = batching::infer(&self.digests);
         let summary = RowSummary::compute(&self, switching.clone(), batching);
         RowResult {
             summary,
-            records: self.records,
+            digests: self.digests,
             switching,
             spool: self.spool,
         }

@@ -213,7 +213,7 @@ impl RowSummary {
         switching: SwitchingEstimate,
         batching: BatchingInference,
     ) -> Self {
-        let records = &exec.records;
+        let records = &exec.digests;
         let successes: Vec<&RecordDigest> = records.iter().filter(|r| r.is_success()).collect();
         let stats_of = |metrics: &[Metric]| -> Vec<MetricStats> {
             metrics
