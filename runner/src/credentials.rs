@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::plan::{ApiKind, EndpointSpec};
+use coebench_plan::{ApiKind, EndpointSpec};
 
 /// Default SambaNova Cloud API base when `SAMBANOVA_API_BASE` is unset.
 pub const DEFAULT_SAMBANOVA_API_BASE: &str = "https://api.sambanova.ai/v1";

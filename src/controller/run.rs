@@ -11,10 +11,11 @@
 //!
 //! A finished run is never touched again.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coebench_runner::input::validate::{UnknownCatalog, validate_plan};
+use coebench_plan::input::validate::{UnknownCatalog, validate_plan};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -30,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::resources::configmap::build_config_map;
 use crate::resources::job::build_job;
 use crate::resources::{job_name, plan_config_map_name, results_relative_dir};
-use crate::status::{Outcome, row_summary, ttft_display};
+use crate::status::{Outcome, row_status, ttft_display};
 
 const CONTROLLER: &str = "run";
 
@@ -171,18 +172,27 @@ impl Step {
     }
 }
 
+/// Moves a run one step on: checks its plan, creates its Job (once its dependencies exist) or
+/// finds it, and follows what the Job and its Pods say.
 async fn advance(
     run: &CoeBenchmarkRun,
     namespace: &str,
     ctx: &Context,
     step: &mut Step,
 ) -> Result<Action> {
-    let name = run.name_any();
-    let poll = Action::requeue(ctx.settings.poll_interval);
+    if !check_plan(run, namespace, step) {
+        return Ok(Action::await_change());
+    }
+    match ensure_job(run, namespace, ctx, step).await? {
+        ControlFlow::Break(action) => Ok(action),
+        ControlFlow::Continue(job) => follow_job(&job, run, namespace, ctx, step).await,
+    }
+}
 
-    // 1. The plan.
+/// Sets `Valid` from the run's plan; an invalid plan finishes the run (returns false).
+fn check_plan(run: &CoeBenchmarkRun, namespace: &str, step: &mut Step) -> bool {
     let plan = crate::resources::configmap::build_plan(run, namespace);
-    let source = format!("CoeBenchmarkRun {namespace}/{name}");
+    let source = format!("CoeBenchmarkRun {namespace}/{}", run.name_any());
     if let Err(errors) = validate_plan(&plan, &source, &UnknownCatalog) {
         let message = join_errors(&errors.0);
         step.set(types::VALID, Status::False, "InvalidPlan", &message);
@@ -192,7 +202,7 @@ async fn advance(
             message: format!("the plan is invalid: {message}"),
         };
         step.finish(&outcome, None);
-        return Ok(Action::await_change());
+        return false;
     }
     let rows = run.spec.rows.len();
     step.set(
@@ -204,78 +214,95 @@ async fn advance(
             if rows == 1 { "" } else { "s" }
         ),
     );
+    true
+}
 
-    // 2-3. The Job.
+/// The run's Job, or what to do instead: finish the run when its Job vanished or a dependency
+/// stayed missing too long, wait for a dependency, or create the Job and its ConfigMap.
+async fn ensure_job(
+    run: &CoeBenchmarkRun,
+    namespace: &str,
+    ctx: &Context,
+    step: &mut Step,
+) -> Result<ControlFlow<Action, Job>> {
+    let name = run.name_any();
+    let poll = Action::requeue(ctx.settings.poll_interval);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job_name = job_name(&name);
-    let job = match jobs
+    if let Some(job) = jobs
         .get_opt(&job_name)
         .await
         .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?
     {
-        Some(job) => job,
-        None => {
-            if is_true(&step.status.conditions, types::JOB_CREATED) {
-                let outcome = Outcome {
-                    succeeded: false,
-                    reason: "JobDeleted",
-                    message: format!(
-                        "the Job {job_name} was deleted before the operator saw it finish (by hand, or by ttlSecondsAfterFinished while the operator was down); results on the volume may be incomplete"
-                    ),
-                };
-                step.finish(&outcome, None);
-                return Ok(Action::await_change());
-            }
-            if let Some((reason, message)) = missing_dependency(run, namespace, ctx).await? {
-                let created = run.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                let waited = created
-                    .map(|c| Duration::try_from(step.now.duration_since(c)).unwrap_or_default())
-                    .unwrap_or_default();
-                if waited > ctx.settings.dependency_timeout {
-                    step.set(types::JOB_CREATED, Status::False, reason, &message);
-                    let outcome = Outcome {
-                        succeeded: false,
-                        reason,
-                        message: format!(
-                            "{message} (waited {} s)",
-                            ctx.settings.dependency_timeout.as_secs()
-                        ),
-                    };
-                    step.finish(&outcome, None);
-                    return Ok(Action::await_change());
-                }
-                step.set(types::JOB_CREATED, Status::False, reason, &message);
-                step.waiting("WaitingForDependencies", &message);
-                return Ok(poll);
-            }
-            create_children(run, namespace, ctx).await?;
-            step.set(
-                types::JOB_CREATED,
-                Status::True,
-                "JobCreated",
-                &format!(
-                    "created Job {job_name} and ConfigMap {}",
-                    plan_config_map_name(&name)
-                ),
-            );
-            step.waiting("JobPending", "waiting for the Job to create the runner Pod");
-            return Ok(poll);
+        set_job_created(step, &name);
+        if step.status.start_time.is_none() {
+            step.status.start_time = job.status.as_ref().and_then(|s| s.start_time.clone());
         }
-    };
+        return Ok(ControlFlow::Continue(job));
+    }
+    if is_true(&step.status.conditions, types::JOB_CREATED) {
+        let outcome = Outcome {
+            succeeded: false,
+            reason: "JobDeleted",
+            message: format!(
+                "the Job {job_name} was deleted before the operator saw it finish (by hand, or by ttlSecondsAfterFinished while the operator was down); results on the volume may be incomplete"
+            ),
+        };
+        step.finish(&outcome, None);
+        return Ok(ControlFlow::Break(Action::await_change()));
+    }
+    if let Some((reason, message)) = missing_dependency(run, namespace, ctx).await? {
+        let created = run.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let waited = created
+            .map(|c| Duration::try_from(step.now.duration_since(c)).unwrap_or_default())
+            .unwrap_or_default();
+        step.set(types::JOB_CREATED, Status::False, reason, &message);
+        if waited > ctx.settings.dependency_timeout {
+            let outcome = Outcome {
+                succeeded: false,
+                reason,
+                message: format!(
+                    "{message} (waited {} s)",
+                    ctx.settings.dependency_timeout.as_secs()
+                ),
+            };
+            step.finish(&outcome, None);
+            return Ok(ControlFlow::Break(Action::await_change()));
+        }
+        step.waiting("WaitingForDependencies", &message);
+        return Ok(ControlFlow::Break(poll));
+    }
+    create_children(run, namespace, ctx).await?;
+    set_job_created(step, &name);
+    step.waiting("JobPending", "waiting for the Job to create the runner Pod");
+    Ok(ControlFlow::Break(poll))
+}
+
+/// `JobCreated` is true: the Job and the plan's ConfigMap exist.
+fn set_job_created(step: &mut Step, run_name: &str) {
     step.set(
         types::JOB_CREATED,
         Status::True,
         "JobCreated",
         &format!(
-            "created Job {job_name} and ConfigMap {}",
-            plan_config_map_name(&name)
+            "created Job {} and ConfigMap {}",
+            job_name(run_name),
+            plan_config_map_name(run_name)
         ),
     );
-    if step.status.start_time.is_none() {
-        step.status.start_time = job.status.as_ref().and_then(|s| s.start_time.clone());
-    }
+}
 
-    // 4. What the Job and its Pods say.
+/// Follows what the Job and its Pods say: waiting, running, stuck (the Job is deleted and the
+/// run fails) or finished (the runner's report and exit code go into the status).
+async fn follow_job(
+    job: &Job,
+    run: &CoeBenchmarkRun,
+    namespace: &str,
+    ctx: &Context,
+    step: &mut Step,
+) -> Result<Action> {
+    let name = run.name_any();
+    let poll = Action::requeue(ctx.settings.poll_interval);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let pods = pods
         .list(&ListParams::default().labels(&format!("{LABEL_RUN}={name}")))
@@ -290,7 +317,7 @@ async fn advance(
         unschedulable: ctx.settings.unschedulable_timeout,
         deadline_grace: ctx.settings.poll_interval * 6,
     };
-    match observe(&job, &pods, step.now, &limits) {
+    match observe(job, &pods, step.now, &limits) {
         Observation::Waiting { reason, message } => {
             step.waiting(reason, &message);
             Ok(poll)
@@ -310,6 +337,8 @@ async fn advance(
         }
         Observation::Stuck { reason, message } => {
             tracing::info!(%reason, "run is stuck; deleting its Job");
+            let job_name = job_name(&name);
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
             match jobs.delete(&job_name, &DeleteParams::background()).await {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
@@ -331,7 +360,7 @@ async fn advance(
         } => {
             step.status.exit_code = exit_code;
             if let Some(report) = &report {
-                step.status.rows = report.rows.iter().map(row_summary).collect();
+                step.status.rows = report.rows.iter().map(row_status).collect();
                 step.status.rows_omitted = (report.rows_omitted > 0).then_some(report.rows_omitted);
                 step.status.ttft_p50 = ttft_display(&step.status.rows);
             }
@@ -457,7 +486,7 @@ async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) 
 }
 
 /// Every problem, joined; at most 10, then how many more.
-pub(crate) fn join_errors(errors: &[coebench_runner::input::InputError]) -> String {
+pub(crate) fn join_errors(errors: &[coebench_plan::input::InputError]) -> String {
     let mut parts: Vec<String> = errors.iter().take(10).map(|e| e.to_string()).collect();
     if errors.len() > 10 {
         parts.push(format!("and {} more", errors.len() - 10));

@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 
 use coebench_operator::crd::RunPhase;
 use coebench_operator::metrics::Metrics;
+use coebench_plan::Row;
+use coebench_plan::exposition::sample_names;
 use coebench_runner::engine::observer::{RunObserver, RunStarted};
-use coebench_runner::metrics::exposition::sample_names;
-use coebench_runner::metrics::{RunLabels, RunMetrics};
-use coebench_runner::plan::Row;
+use coebench_runner::prometheus::{RunLabels, RunMetrics};
 use serde_json::Value;
 
 const DASHBOARD: &str = concat!(
@@ -36,6 +36,8 @@ fn exported_names() -> BTreeSet<String> {
         qps_distribution: None,
         image_size: None,
         max_sequence_length: None,
+        ignore_eos: None,
+        min_tokens: None,
     };
     runner.row_started(0, &row, "b");
     let mut names: BTreeSet<String> = sample_names(&runner.encode(None).unwrap().body)

@@ -5,17 +5,17 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use coebench_plan::ApiKind;
+use coebench_plan::input::validate::{ModelCatalog, UnknownCatalog, validate_plan};
+use coebench_plan::input::{InputError, InputErrors};
+use coebench_plan::report::{RunOutcome, RunReport};
 use coebench_runner::client::ClientOptions;
 use coebench_runner::engine::endpoint::EndpointError;
 use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::observer::{Observers, RunObserver};
 use coebench_runner::engine::run::{PlanSource, RunError, RunSettings, exit_code, run_plan};
-use coebench_runner::input::validate::{ModelCatalog, UnknownCatalog, validate_plan};
-use coebench_runner::input::{InputError, InputErrors};
-use coebench_runner::metrics::{ExportOptions, Exporter, RunLabels};
-use coebench_runner::plan::ApiKind;
-use coebench_runner::report::{RunOutcome, RunReport};
-use coebench_runner::simulator::{SimulatorConfig, SimulatorError};
+use coebench_runner::prometheus::{ExportOptions, Exporter, RunLabels};
+use coebench_simulator::{SimulatorConfig, SimulatorError};
 
 use crate::cli::args::{InputArgs, RunArgs};
 use crate::cli::inputs::{LoadedPlan, apply_overrides, load_plan};
@@ -46,7 +46,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
             );
         }
     };
-    coebench_runner::sys::raise_open_file_limit();
+    coebench_support::sys::raise_open_file_limit();
     let export = match export_options(args) {
         Ok(options) => options,
         Err(message) => return fail_before_start(args, RunOutcome::InvalidInput, &message),

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{ClientError, ClientOptions, RequestSpec};
 use crate::credentials::ResolvedEndpoint;
-use crate::plan::ApiKind;
+use coebench_plan::ApiKind;
 
 /// How requests and responses are framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,8 +19,8 @@ use http_body_util::{BodyExt, Full};
 use super::decode::{Decoder, Recorder};
 use super::shorten;
 use super::transport::{HttpClient, SendError};
-use crate::measurement::{ErrorKind, RequestError};
-use crate::socket_time::SocketTimes;
+use crate::client::measurement::{ErrorKind, RequestError};
+use coebench_support::socket_time::SocketTimes;
 
 /// How long the body's end is awaited after the stream's end marker.
 const AFTER_DONE_GRACE: Duration = Duration::from_secs(1);

@@ -17,6 +17,7 @@ mod decode;
 mod endpoint;
 mod exchange;
 mod keep_alive;
+pub mod measurement;
 pub mod sse;
 pub(crate) mod transport;
 mod usage;
@@ -33,9 +34,9 @@ use serde_json::Value;
 
 use self::decode::{Decoder, Recorder};
 use self::endpoint::{Target, Wire};
+use crate::client::measurement::{ErrorKind, Measurement, RequestError};
 use crate::credentials::{ApiKey, ResolvedEndpoint};
-use crate::image::EncodedImage;
-use crate::measurement::{ErrorKind, Measurement, RequestError};
+use crate::workload::image::EncodedImage;
 
 /// Client settings. Defaults are stated on each field.
 #[derive(Debug, Clone, PartialEq)]

@@ -30,7 +30,7 @@ use tower_service::Service;
 use super::ClientError;
 use super::connector::TimedConnector;
 use super::keep_alive::ReusePolicy;
-use crate::socket_time::SocketTimes;
+use coebench_support::socket_time::SocketTimes;
 
 /// How long an idle pooled connection is kept when the server announced no timeout.
 const POOL_IDLE: Duration = Duration::from_secs(90);

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::measurement::ServerMetrics;
+use crate::client::measurement::ServerMetrics;
 
 /// The server metrics found in `usage`.
 pub(crate) fn server_metrics(usage: &Map<String, Value>) -> ServerMetrics {

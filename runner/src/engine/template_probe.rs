@@ -1,5 +1,5 @@
 //! Measuring the prompt tokens a server's chat template adds to a user message, for the
-//! tokenizer check ([`crate::summary::TokenizerCheck`]): one request with a known short prompt
+//! tokenizer check ([`crate::statistics::summary::TokenizerCheck`]): one request with a known short prompt
 //! and `max_tokens` 1, whose server prompt count minus the client's count of the text is the
 //! template's overhead. It is sent after a row's requests (never before: it would warm the model
 //! and hide the row's switching time), once per model and run, and only when the row's server
@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::client::{EndpointClient, RequestSpec};
-use crate::tokenizer::{TokenCounter, Tokenizer};
+use coebench_support::tokenizer::{TokenCounter, Tokenizer};
 
 /// The probe's prompt: short, plain words every tokenizer splits the same way.
 const PROBE_TEXT: &str = "Say hello.";

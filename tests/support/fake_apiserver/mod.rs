@@ -58,6 +58,52 @@ pub struct RequestRecord {
     pub status: u16,
 }
 
+impl RequestRecord {
+    /// The call this request made, as RBAC sees it: `"<verb> <group>/<resource>[/<sub>]"`
+    /// (the core group is empty: `"get /secrets"`).
+    pub fn call(&self) -> String {
+        let (group, resource, verb) = permission(&self.method, &self.path, &self.query);
+        format!("{verb} {group}/{resource}")
+    }
+
+    /// Whether the request changes state (create, patch, update, delete).
+    pub fn is_write(&self) -> bool {
+        !matches!(self.method.as_str(), "GET" | "HEAD")
+    }
+}
+
+/// The RBAC permission a request (method, path without query, query) needs:
+/// (apiGroup, resource[/subresource], verb).
+pub fn permission(method: &str, path: &str, query: &str) -> (String, String, String) {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = if segs[0] == "api" {
+        (String::new(), &segs[2..])
+    } else {
+        (segs[1].to_string(), &segs[3..])
+    };
+    let rest = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
+        &rest[2..]
+    } else {
+        rest
+    };
+    let mut resource = rest[0].to_string();
+    if let Some(sub) = rest.get(2) {
+        resource = format!("{resource}/{sub}");
+    }
+    let named = rest.len() >= 2;
+    let verb = match (method, named) {
+        ("GET", true) => "get",
+        ("GET", false) if query.contains("watch=true") => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("PUT", _) => "update",
+        ("DELETE", _) => "delete",
+        (m, _) => panic!("unexpected method {m}"),
+    };
+    (group, resource, verb.to_string())
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     resource: String,
@@ -316,6 +362,31 @@ impl FakeApiServer {
     /// Every request so far.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.state().requests.clone()
+    }
+
+    /// A mark in the request log, for [`FakeApiServer::assert_writes_since`].
+    pub fn mark(&self) -> usize {
+        self.state().requests.len()
+    }
+
+    /// Asserts that the writes made since `mark` are exactly `expected` (as
+    /// [`RequestRecord::call`] names them, e.g. `"patch coebench.dev/coebenchmarkruns/status"`),
+    /// each at least once, and nothing else: the test fails on a missing call and on an extra
+    /// one, naming both.
+    pub fn assert_writes_since(&self, mark: usize, expected: &[&str]) {
+        let made: std::collections::BTreeSet<String> = self.state().requests[mark..]
+            .iter()
+            .filter(|r| r.is_write())
+            .map(RequestRecord::call)
+            .collect();
+        let expected: std::collections::BTreeSet<String> =
+            expected.iter().map(|c| c.to_string()).collect();
+        let missing: Vec<_> = expected.difference(&made).collect();
+        let extra: Vec<_> = made.difference(&expected).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "writes since the mark: missing {missing:?}, unexpected {extra:?} (made {made:?})"
+        );
     }
 
     /// Creates or replaces `object` directly (no HTTP), filling server-set fields on creation.

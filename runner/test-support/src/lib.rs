@@ -1,0 +1,15 @@
+//! Fixtures shared by coebench's integration tests, one module each:
+//! - [`engine_support`]: a small, fast simulated bundle over real loopback HTTP, plans against
+//!   it, and runs of the real engine with an injected environment;
+//! - [`gguf_tokenizer`]: the tokenizer a GGUF model embeds, exported as a `tokenizer.json`;
+//! - [`kit_contract`]: the kit's record keys and consolidated columns, in the kit's order;
+//! - [`output_fixtures`]: synthetic measurements, a predictable token counter, a reader of JSON
+//!   key order;
+//! - [`scripted_server`]: an HTTP/1.1 server answering with scripted bytes, delays, stalls and
+//!   disconnects.
+
+pub mod engine_support;
+pub mod gguf_tokenizer;
+pub mod kit_contract;
+pub mod output_fixtures;
+pub mod scripted_server;

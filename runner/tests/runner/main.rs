@@ -1,0 +1,15 @@
+//! The engine's integration tests, in one test binary: the `coebench` binary as users run it,
+//! the client against scripted servers, the engine end to end against the simulator over real
+//! loopback HTTP (ground truth, health, scale), output files, Prometheus metrics, the crate's
+//! layering rule, and the engine against a real llama.cpp server.
+
+mod cli;
+mod client_http;
+mod engine_health;
+mod engine_run;
+mod engine_scale;
+mod layering;
+mod output_files;
+mod output_records;
+mod prometheus;
+mod real_server;
