@@ -152,7 +152,7 @@ fn count<T>(items: impl Iterator<Item = T>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::naming;
+    use crate::statistics::summary::RowNames;
     use coebench_plan::Row;
     use std::time::Instant;
 
@@ -170,7 +170,12 @@ mod tests {
             ignore_eos: None,
             min_tokens: None,
         };
-        let names = naming::row_names(0, &row);
+        let names = RowNames {
+            uuid: uuid::Uuid::nil(),
+            base: "row".into(),
+            individual_responses_file: "row_individual_responses.json".into(),
+            summary_file: "row_summary.json".into(),
+        };
         let mut exec =
             RowExecution::new(0, row, "run", names, Instant::now(), jiff::Timestamp::now());
         exec.digests = records;
