@@ -213,15 +213,35 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test]
-    async fn reads_carry_kernel_times_and_the_first_write_after_a_read_is_noted() {
+    /// A connected pair of timestamped loopback streams (client, server).
+    async fn pair() -> (TimestampedStream, TimestampedStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connect = tokio::spawn(async move { TcpStream::connect(addr).await.unwrap() });
         let (server, _) = listener.accept().await.unwrap();
-        let mut client = TimestampedStream::new(connect.await.unwrap()).unwrap();
+        let client = TimestampedStream::new(connect.await.unwrap()).unwrap();
+        (client, TimestampedStream::new(server).unwrap())
+    }
+
+    #[tokio::test]
+    async fn reads_carry_kernel_times_and_the_first_write_after_a_read_is_noted() {
+        // The kernel turns receive timestamps on for the first socket that asks from a work
+        // queue, a moment later: bytes that arrive before then carry none. When no other
+        // process holds them on, wait (on another pair, kept open) until they are on.
+        let (mut warm_client, mut warm_server) = pair().await;
+        for _ in 0..200 {
+            warm_client.write_all(b"x").await.unwrap();
+            let mut byte = [0u8; 1];
+            warm_server.read_exact(&mut byte).await.unwrap();
+            if warm_server.times().received_unix_us().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        let (mut client, server) = pair().await;
         let times = client.times();
-        let mut server = TimestampedStream::new(server).unwrap();
+        let mut server = server;
         let server_times = server.times();
         assert!(times.first_write().is_none() && times.received_unix_us().is_none());
 
