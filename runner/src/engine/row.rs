@@ -48,6 +48,9 @@ pub struct RunShared {
     pub auth_failure: Arc<OnceLock<String>>,
     /// Chat-template overheads measured so far, for the tokenizer check.
     pub template_overheads: TemplateOverheads,
+    /// Drawn at random for each run and mixed into the prompt tags, so a later run with the
+    /// same seed does not send prompts the server's cache kept from an earlier one.
+    pub prompt_nonce: u64,
 }
 
 /// Why a row could not be prepared.
@@ -114,9 +117,11 @@ impl PreparedRow {
             let prompt = if options.identical_prompts {
                 shared.prompts.build(template, row.input_tokens)
             } else {
-                shared
-                    .prompts
-                    .build_tagged(template, row.input_tokens, request_tag(seed, index))
+                shared.prompts.build_tagged(
+                    template,
+                    row.input_tokens,
+                    request_tag(seed ^ shared.prompt_nonce, index),
+                )
             }
             .map_err(prompt_error)?;
             let request = shared

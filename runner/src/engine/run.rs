@@ -198,6 +198,7 @@ pub async fn run_plan(
         stop: Arc::clone(&stop),
         auth_failure: Arc::new(OnceLock::new()),
         template_overheads: TemplateOverheads::default(),
+        prompt_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
     });
     let mut table = ConsolidatedTable::new(&run_name);
     let mut consolidated = None;
