@@ -438,3 +438,38 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_stop_early_are_counted_unless_ignore_eos_holds_them_to_max_tokens() {
+    let talker = r#"
+  - name: talker
+    weights_gb: 1
+    prefill_tokens_per_sec: 50000
+    decode_tokens_per_sec: [2000]
+    max_sequence_length: 4096
+    natural_length: {min: 3, max: 8}
+"#;
+    let sim = start_simulator(&bundle_yaml(talker)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut stops = concurrency_row("talker", 20, 16, 6, 2);
+    stops.ignore_eos = Some(false);
+    let held = concurrency_row("talker", 20, 16, 6, 2); // ignore_eos by default
+    let result = run(plan_against(&sim, vec![stops, held], dir.path())).await;
+    assert_eq!(result.outcome, RunOutcome::Succeeded);
+    let checks = &result.rows[0].server_checks;
+    assert_eq!(
+        (checks.stopped_early, checks.stopped_early_share),
+        (6, Some(1.0))
+    );
+    assert!(
+        individual_responses(&result, 0)
+            .iter()
+            .all(|r| r["stopped_early"] == true && r["number_output_tokens"].as_u64() < Some(16))
+    );
+    let checks = &result.rows[1].server_checks;
+    assert_eq!(
+        (checks.stopped_early, checks.stopped_early_share),
+        (0, Some(0.0))
+    );
+    sim.shutdown().await.unwrap();
+}
