@@ -412,12 +412,15 @@ mod tests {
             server_ttft_s: Some(0.15),
             client_end_to_end_latency_s: Some(1.0),
             client_inter_token_latencies_s: Some(vec![0.01, 0.02, 0.03, 0.04]),
+            stale_connection_retry: true,
+            stopped_early: Some(true),
             ..RequestRecord::default()
         };
         metrics.request_finished(1, &ok);
         let limited = RequestRecord {
             error_code: Some("429".into()),
             error_class: Some("rate-limited".into()),
+            stale_connection_retry: true,
             ..RequestRecord::default()
         };
         metrics.request_finished(1, &limited);
@@ -436,6 +439,8 @@ mod tests {
         );
         assert_eq!(get("coebench_requests_total", ",outcome=\"timeout\""), 0.0);
         assert_eq!(get("coebench_requests_in_flight", ""), 1.0);
+        assert_eq!(get("coebench_stale_connection_retries_total", ""), 2.0);
+        assert_eq!(get("coebench_requests_stopped_early_total", ""), 1.0);
         assert_eq!(get("coebench_input_tokens_total", ""), 10.0);
         assert_eq!(get("coebench_output_tokens_total", ""), 5.0);
         assert_eq!(get("coebench_client_ttft_seconds_count", ""), 1.0);
