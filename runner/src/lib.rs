@@ -4,7 +4,8 @@
 //! Layers, each in its own module:
 //! - [`plan`]: the typed benchmark plan every input is translated into;
 //! - [`input`]: reading kit configs, model-configs CSVs and plan files, and validating them;
-//! - [`credentials`]: API keys and URLs from the environment;
+//! - [`credentials`]: API keys and URLs from the environment, with [`redaction`] removing
+//!   them from text;
 //! - [`tokenizer`]: token counting;
 //! - [`prompt`]: prompts of an exact token length and which one each request sends;
 //! - [`image`]: the generated images of multimodal rows;
@@ -35,6 +36,7 @@ pub mod plan;
 pub mod prompt;
 pub mod record;
 pub mod record_digest;
+pub mod redaction;
 pub mod report;
 pub mod simulator;
 pub mod socket_time;

@@ -21,8 +21,9 @@ use super::sse::{DEFAULT_MAX_EVENT_BYTES, LineSplitter, SseError, SseEvent, SseI
 use super::usage;
 use crate::measurement::{ErrorKind, RequestError, ServerMetrics, TokenEvent};
 
-/// Longest excerpt of a bad event quoted in an error message, in bytes.
-const EXCERPT: usize = 200;
+/// Longest excerpt of a bad event quoted in an error message, in bytes (before the client
+/// redacts the message and cuts it to its final length).
+const EXCERPT: usize = super::RAW_EXCERPT_LIMIT;
 
 /// What has been observed so far of one response.
 #[derive(Debug, Default)]
