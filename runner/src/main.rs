@@ -16,10 +16,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The simulator's log (its address, its shutdown) is its output; a run's is noise.
     let default_filter = match cli.command {
-        Command::Simulate(_) => "warn,coebench_runner=info",
-        _ => "warn,coebench_runner=info,coebench_runner::simulator=warn",
+        Command::Simulate(_) => "warn,coebench=info,coebench_runner=info",
+        _ => "warn,coebench=info,coebench_runner=info,coebench_runner::simulator=warn",
     };
     init_logging(cli.log_format, default_filter);
+    cli::messages::set_format(cli.log_format);
     load_env_file(cli.env_file.as_deref());
     match &cli.command {
         Command::Schema => print_schema(),
@@ -34,7 +35,7 @@ fn load_env_file(path: Option<&std::path::Path>) {
     match path {
         Some(path) => {
             if let Err(e) = dotenvy::from_path(path) {
-                tracing::warn!("cannot load {}: {e}", path.display());
+                cli::messages::warn(&format!("cannot load {}: {e}", path.display()));
             }
         }
         None => {
@@ -51,7 +52,7 @@ fn print_schema() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            cli::messages::error(&e.to_string());
             ExitCode::FAILURE
         }
     }

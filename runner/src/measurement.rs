@@ -96,6 +96,9 @@ pub enum ErrorKind {
     StreamBroken,
     /// An event could not be parsed.
     MalformedEvent,
+    /// The run was stopped (SIGTERM, Ctrl-C) while the request was in flight; what arrived
+    /// before is kept.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -109,11 +112,12 @@ impl ErrorKind {
             ErrorKind::Connect => "connect".to_string(),
             ErrorKind::StreamBroken => "stream-broken".to_string(),
             ErrorKind::MalformedEvent => "malformed-event".to_string(),
+            ErrorKind::Interrupted => "interrupted".to_string(),
         }
     }
 
     /// A bounded label for metrics and summaries: `http-4xx`, `http-5xx`, `rate-limited`,
-    /// `timeout`, `connect`, `stream-broken`, `malformed-event`.
+    /// `timeout`, `connect`, `stream-broken`, `malformed-event`, `interrupted`.
     pub fn class(self) -> &'static str {
         match self {
             ErrorKind::Http(status) if status < 500 => "http-4xx",
@@ -123,6 +127,7 @@ impl ErrorKind {
             ErrorKind::Connect => "connect",
             ErrorKind::StreamBroken => "stream-broken",
             ErrorKind::MalformedEvent => "malformed-event",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 }

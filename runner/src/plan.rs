@@ -228,6 +228,18 @@ pub struct RunOptions {
     /// Default: the embedded `cl100k_base` BPE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
+    /// Seconds requests in flight may take to finish after SIGTERM or Ctrl-C before they are
+    /// cut off and recorded as `interrupted` (a second signal cuts them off at once).
+    /// 0 to 300; default 10, well under Kubernetes' 30 s `terminationGracePeriodSeconds`.
+    #[serde(default = "default_stop_grace_seconds")]
+    pub stop_grace_seconds: f64,
+}
+
+/// Default of [`RunOptions::stop_grace_seconds`].
+pub const DEFAULT_STOP_GRACE_SECONDS: f64 = 10.0;
+
+fn default_stop_grace_seconds() -> f64 {
+    DEFAULT_STOP_GRACE_SECONDS
 }
 
 impl Default for RunOptions {
@@ -240,6 +252,7 @@ impl Default for RunOptions {
             seed: 0,
             warm_up_connections: true,
             tokenizer: None,
+            stop_grace_seconds: DEFAULT_STOP_GRACE_SECONDS,
         }
     }
 }

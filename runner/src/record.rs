@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::measurement::{Measurement, ServerMetrics};
+use crate::measurement::{ErrorKind, Measurement, ServerMetrics};
 use crate::stats;
 use crate::token_timeline;
 use crate::tokenizer::TokenCounter;
@@ -164,6 +164,11 @@ impl RequestRecord {
             record.error_code = Some(error.kind.code());
             record.error_msg = error.message.clone();
             record.error_class = Some(error.kind.class().to_string());
+            if error.kind == ErrorKind::Interrupted {
+                // Cut off by a stop: keep what was measured of it so far.
+                record.client_ttft_s = m.token_events.first().map(|e| secs(m.start, e.at));
+                record.client_output_tokens = Some(tokens.count_tokens(&m.generated_text) as u64);
+            }
             return record;
         }
         record.fill_metrics(ctx, m, tokens);

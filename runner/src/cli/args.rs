@@ -135,6 +135,10 @@ pub struct RunArgs {
     /// Seconds to wait between rows.
     #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]
     pub time_delay: Option<f64>,
+    /// Seconds requests in flight may take to finish after SIGTERM or Ctrl-C before they are
+    /// cut off as `interrupted` (default 10; a second signal cuts them off at once).
+    #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]
+    pub stop_grace: Option<f64>,
     /// Draw prompts from the varied prompt set.
     #[arg(long, help_heading = "Overrides")]
     pub use_multiple_prompts: bool,

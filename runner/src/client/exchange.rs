@@ -17,8 +17,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::decode::{Decoder, Recorder};
-use super::shorten;
 use super::transport::HttpClient;
+use super::{RAW_EXCERPT_LIMIT, shorten};
 use crate::measurement::{ErrorKind, RequestError};
 use crate::socket_time::SocketTimes;
 
@@ -31,11 +31,10 @@ const ERROR_BODY_LIMIT: usize = 4096;
 /// How long an error body is awaited.
 const ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
 
-/// Longest error body excerpt in a message, in bytes.
-const ERROR_EXCERPT: usize = 300;
-
 /// Sends `request` and decodes its response into `rec`. Returns when the stream ended, with
-/// the instant it ended, or with the failure.
+/// the instant it ended, or with the failure; fails as [`ErrorKind::Interrupted`] when
+/// `interrupt` completes first (what arrived until then stays in `rec`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn exchange(
     http: &HttpClient,
     request: http::Request<Full<Bytes>>,
@@ -43,8 +42,20 @@ pub(crate) async fn exchange(
     generic: bool,
     deadline: Option<tokio::time::Instant>,
     timeout: Duration,
+    interrupt: impl Future<Output = ()>,
     rec: &mut Recorder,
 ) -> Result<Instant, RequestError> {
+    let mut interrupt = std::pin::pin!(interrupt);
+    let interrupted = |rec: &Recorder| match rec.done_at {
+        Some(done) => Ok(done),
+        None => Err(RequestError {
+            kind: ErrorKind::Interrupted,
+            message: format!(
+                "the run was stopped while the request was in flight ({} token events received)",
+                rec.token_events.len()
+            ),
+        }),
+    };
     let timed_out = |what: &str, rec: &Recorder| RequestError {
         kind: ErrorKind::Timeout,
         message: format!(
@@ -53,7 +64,12 @@ pub(crate) async fn exchange(
             rec.token_events.len()
         ),
     };
-    let response = match within(deadline, http.request(request)).await {
+    let head = tokio::select! {
+        biased;
+        head = within(deadline, http.request(request)) => head,
+        () = &mut interrupt => return interrupted(rec),
+    };
+    let response = match head {
         None => return Err(timed_out("no response head", rec)),
         Some(Err(e)) => return Err(request_failure(&e)),
         Some(Ok(response)) => response,
@@ -75,7 +91,7 @@ pub(crate) async fn exchange(
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| shorten(v, 60));
+        .map(|v| shorten(v, RAW_EXCERPT_LIMIT));
     let mut body = response.into_body();
     let mut last_at = rec.headers_at.unwrap_or_else(Instant::now);
     // One timer for the whole body (re-armed once, for the grace after the end marker), not
@@ -99,8 +115,13 @@ pub(crate) async fn exchange(
                 biased;
                 frame = body.frame() => Some(frame),
                 () = t.as_mut() => None,
+                () = &mut interrupt => return interrupted(rec),
             },
-            None => Some(body.frame().await),
+            None => tokio::select! {
+                biased;
+                frame = body.frame() => Some(frame),
+                () = &mut interrupt => return interrupted(rec),
+            },
         };
         let frame = match next {
             None if rec.done_at.is_some() => return Ok(rec.done_at.unwrap_or_else(Instant::now)),
@@ -190,7 +211,7 @@ async fn http_failure(
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .map(|v| format!(" (Retry-After: {})", shorten(v, 40)))
+        .map(|v| format!(" (Retry-After: {})", shorten(v, RAW_EXCERPT_LIMIT)))
         .unwrap_or_default();
     let wait = tokio::time::Instant::now() + ERROR_BODY_WAIT;
     let body = read_prefix(
@@ -198,7 +219,7 @@ async fn http_failure(
         Some(deadline.map_or(wait, |d| d.min(wait))),
     )
     .await;
-    let body = shorten(&String::from_utf8_lossy(&body), ERROR_EXCERPT);
+    let body = shorten(&String::from_utf8_lossy(&body), RAW_EXCERPT_LIMIT);
     let mut message = format!("HTTP {status}{retry_after}");
     if !body.is_empty() {
         message.push_str(": ");
