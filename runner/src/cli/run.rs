@@ -9,6 +9,7 @@ use coebench_runner::client::ClientOptions;
 use coebench_runner::engine::endpoint::EndpointError;
 use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::observer::{Observers, RunObserver};
+use coebench_runner::engine::preflight::{check_credentials, check_output_folders};
 use coebench_runner::engine::run::{PlanSource, RunError, RunSettings, exit_code, run_plan};
 use coebench_runner::input::ranges::METRICS_LINGER_SECONDS;
 use coebench_runner::input::validate::{ModelCatalog, UnknownCatalog, validate_plan};
@@ -124,7 +125,16 @@ pub fn validate(input: &InputArgs) -> ExitCode {
             Some(config) => config,
             None => &UnknownCatalog,
         };
-        validate_plan(&loaded.plan, &loaded.source, catalog).map(|()| loaded)
+        let mut errors = match validate_plan(&loaded.plan, &loaded.source, catalog) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.0,
+        };
+        // What `run` checks before sending, so that what validates also starts.
+        errors.extend(check_credentials(&loaded.plan, &loaded.source, &|name| {
+            std::env::var(name).ok()
+        }));
+        errors.extend(check_output_folders(&loaded.plan, &loaded.source));
+        InputErrors::check(loaded, errors)
     });
     match checked {
         Ok(loaded) => {

@@ -9,6 +9,7 @@ use crate::client::{ClientError, ClientOptions, EndpointClient};
 use crate::engine::endpoint::{EndpointError, ReadyEndpoint, prepare_endpoint};
 use crate::engine::load::{StopSignal, saturating_duration};
 use crate::engine::observer::{RunObserver, RunStarted};
+use crate::engine::preflight::{check_output_folders, output_folders};
 use crate::engine::row::{RowSetupError, RunShared, run_row};
 use crate::image::ImageSet;
 use crate::input::InputErrors;
@@ -157,18 +158,11 @@ pub async fn run_plan(
         .run_name
         .clone()
         .unwrap_or_else(|| default_run_name(started_wall));
-    let output_files_dir = PathBuf::from(
-        plan.output
-            .output_files_dir
-            .as_deref()
-            .unwrap_or(DEFAULT_OUTPUT_FILES_DIR),
-    );
-    let consolidated_dir = PathBuf::from(
-        plan.output
-            .consolidated_results_dir
-            .as_deref()
-            .unwrap_or(DEFAULT_CONSOLIDATED_RESULTS_DIR),
-    );
+    let folder_problems = check_output_folders(&plan, &settings.source.description);
+    if !folder_problems.is_empty() {
+        return Err(RunError::InvalidInput(InputErrors(folder_problems)));
+    }
+    let (output_files_dir, consolidated_dir) = output_folders(&plan);
     let run_dir = run_dir(&output_files_dir, &run_name);
     create_dir(&run_dir)?;
     create_dir(&consolidated_dir)?;

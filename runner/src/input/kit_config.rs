@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::input::kit_config_types::type_errors;
 use crate::input::model_configs::parse_model_configs_csv;
 use crate::input::ranges::{self, Range};
 use crate::input::{InputError, InputErrors, read_input_file, read_utf8};
@@ -92,6 +93,11 @@ pub fn parse_kit_config(
     read: &dyn Fn(&Path) -> std::io::Result<String>,
 ) -> Result<KitConfig, InputErrors> {
     let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        // Name every wrongly-typed key, not just the first the parser met.
+        let all = type_errors(text, source);
+        if !all.is_empty() {
+            return InputErrors(all);
+        }
         InputErrors::one(InputError::new(
             source,
             "",

@@ -7,6 +7,7 @@
 //! file, the line or row, the field and the fix. This module reads files but sends nothing.
 
 pub mod kit_config;
+pub mod kit_config_types;
 pub mod model_configs;
 pub mod plan_file;
 pub mod ranges;

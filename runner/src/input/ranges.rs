@@ -25,12 +25,24 @@ impl Range {
 
     /// `None` when `value` is allowed; otherwise what is wrong with it.
     pub fn problem(&self, value: f64) -> Option<String> {
-        (!self.contains(value)).then(|| format!("{value} is out of range: {}", self.describe()))
+        (!self.contains(value))
+            .then(|| format!("{} is out of range: {}", shown(value), self.describe()))
     }
 
     /// The range in words, e.g. `0.001 to 86400 seconds`.
     pub fn describe(&self) -> String {
         format!("{} to {} {}", self.min, self.max, self.unit)
+    }
+}
+
+/// `value` as written in a message: plainly, or in exponent form when it is huge or tiny
+/// (`1e-300`, not three hundred zeros).
+fn shown(value: f64) -> String {
+    let magnitude = value.abs();
+    if value != 0.0 && magnitude.is_finite() && !(1e-4..1e7).contains(&magnitude) {
+        format!("{value:e}")
+    } else {
+        format!("{value}")
     }
 }
 
