@@ -70,6 +70,9 @@ pub struct ServerMetrics {
     pub batch_size_used: Option<u32>,
     /// `acceptance_rate` (speculative decoding).
     pub acceptance_rate: Option<f64>,
+    /// Values the server sent that cannot be true (a negative time, rate or count, `NaN`,
+    /// an infinity): dropped from the fields above, counted here.
+    pub impossible_values: u32,
 }
 
 /// Why a request failed.

@@ -57,6 +57,8 @@ pub struct RecordDigest {
     pub client_ttfb_s: Option<f64>,
     /// Batch size the server ran the request in.
     pub batch_size_used: Option<u32>,
+    /// Impossible server values dropped from the record.
+    pub server_impossible_values: u32,
     /// Where the full record is in the row's spool; `None` when it could not be spooled.
     pub spooled: Option<SpoolRef>,
 }
@@ -66,6 +68,7 @@ impl RecordDigest {
     pub fn of(record: &RequestRecord, spooled: Option<SpoolRef>) -> Self {
         RecordDigest {
             request_idx: record.request_idx,
+            server_impossible_values: record.server_impossible_values,
             error_code: record.error_code.clone(),
             error_class: record.error_class.clone(),
             actual_send_s: record.actual_send_s,

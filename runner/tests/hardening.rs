@@ -800,3 +800,109 @@ fn json_logs_make_standard_error_all_json() {
     }
     assert!(text(&failed.stderr).contains("SAMBANOVA_API_KEY"));
 }
+
+/// One chat chunk event carrying `text`.
+fn content_event(text: &str) -> String {
+    format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n")
+}
+
+/// Finding 9: a server reporting a negative TTFT and a bare `NaN` latency, its whole stream
+/// in one read. The request succeeds, the impossible values are dropped (null) and counted in
+/// the record and the summary, and client rates after the first token are null (not
+/// measurable), not ~1e8 tokens/s.
+#[test]
+fn impossible_server_metrics_are_dropped_and_counted_and_one_read_rates_are_null() {
+    let server = HostileServer::start(Arc::new(|_: &hostile_server::Request| {
+        let body = format!(
+            "{}{}{}data: {{\"choices\":[{{\"delta\":{{}},\"finish_reason\":\"stop\"}}],\
+             \"usage\":{{\"prompt_tokens\":20,\"completion_tokens\":3,\
+             \"time_to_first_token\":-0.5,\"total_latency\":NaN}}}}\n\ndata: [DONE]\n\n",
+            content_event("a"),
+            content_event(" b"),
+            content_event(" c")
+        );
+        Reply::Bytes(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = openai_run(dir.path(), &server.url("/v1"), 3, 1)
+        .env("MY_KEY", "sk-test-0123456789")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    for record in records(dir.path()) {
+        assert!(record["error_code"].is_null(), "{record}");
+        assert!(record["server_ttft_s"].is_null(), "{record}");
+        assert!(record["server_end_to_end_latency_s"].is_null(), "{record}");
+        assert_eq!(record["server_impossible_values"], 2, "{record}");
+        assert_eq!(record["number_output_tokens"], 3, "{record}");
+        assert!(
+            record["client_output_token_per_s_per_request"].is_null(),
+            "{record}"
+        );
+        assert!(record["client_ttft_s"].as_f64().is_some(), "{record}");
+    }
+    let run = run_dir(dir.path());
+    let manifest = json_file(&run.join("run.json"));
+    let summary = json_file(&run.join(manifest["rows"][0]["summary_file"].as_str().unwrap()));
+    assert_eq!(
+        summary["results_num_requests_with_impossible_server_metrics"], 3,
+        "{summary}"
+    );
+}
+
+/// Finding 10 (replies): a gzip-compressed reply is named as such, and a body without a
+/// length that the server cuts mid-event is a broken stream, not a malformed event.
+#[test]
+fn compressed_replies_and_streams_cut_mid_event_are_named_for_what_they_are() {
+    let gzip = HostileServer::start(Arc::new(|_: &hostile_server::Request| {
+        let body = [0x1f_u8, 0x8b, 8, 0, 0, 0, 0, 0];
+        let mut reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        reply.extend_from_slice(&body);
+        Reply::Bytes(reply)
+    }))
+    .unwrap();
+    let cut = HostileServer::start(Arc::new(|_: &hostile_server::Request| {
+        Reply::Close(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
+                 {}data: {{\"choices\":[{{\"delta\":{{\"cont",
+                content_event("a")
+            )
+            .into_bytes(),
+        )
+    }))
+    .unwrap();
+    for (server, code, needle) in [
+        (
+            &gzip,
+            "malformed-event",
+            "compressed (content-encoding: gzip)",
+        ),
+        (&cut, "stream-broken", "closed in the middle of an event"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = openai_run(dir.path(), &server.url("/v1"), 1, 1)
+            .env("MY_KEY", "sk-test-0123456789")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(4), "{}", describe(&output));
+        let record = &records(dir.path())[0];
+        assert_eq!(record["error_code"], code, "{record}");
+        assert!(
+            record["error_msg"].as_str().unwrap().contains(needle),
+            "{record}"
+        );
+    }
+}

@@ -20,7 +20,7 @@ fn close(actual: Option<f64>, expected: f64) {
 }
 
 /// coebench's record keys, after the kit's.
-const OUR_RECORD_KEYS: [&str; 16] = [
+const OUR_RECORD_KEYS: [&str; 17] = [
     "request_idx",
     "request_id",
     "model",
@@ -37,6 +37,7 @@ const OUR_RECORD_KEYS: [&str; 16] = [
     "client_server_ttft_gap_s",
     "client_output_tokens",
     "num_chunks",
+    "server_impossible_values",
 ];
 
 #[test]
@@ -57,6 +58,7 @@ fn a_successful_request_with_server_usage() {
             output_tokens_after_first_per_s_first_ten: None,
             batch_size_used: Some(4),
             acceptance_rate: None,
+            impossible_values: 0,
         }),
         error: None,
     };

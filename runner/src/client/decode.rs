@@ -40,6 +40,8 @@ pub(crate) struct Recorder {
     pub done_at: Option<Instant>,
     /// A `finish_reason` arrived (the generation ended even if `[DONE]` never comes).
     pub finished: bool,
+    /// Bare `NaN`/`Infinity` tokens read as `null` (impossible server values).
+    pub non_finite_values: u32,
 }
 
 impl Recorder {
@@ -196,8 +198,18 @@ fn on_chat_event(event: &SseEvent<'_>, rec: &mut Recorder) -> Result<(), Request
             event.data,
         ));
     }
-    let chunk: ChatChunk<'_> =
-        serde_json::from_slice(event.data).map_err(|e| malformed(&e, event.data))?;
+    let cleaned: Vec<u8>;
+    let chunk: ChatChunk<'_> = match serde_json::from_slice(event.data) {
+        Ok(chunk) => chunk,
+        Err(e) => {
+            // A bare NaN (Python's json.dumps) is an impossible value, not a broken stream.
+            let (clean, n) =
+                usage::non_finite_to_null(event.data).ok_or_else(|| malformed(&e, event.data))?;
+            cleaned = clean;
+            rec.non_finite_values += n;
+            serde_json::from_slice(&cleaned).map_err(|e| malformed(&e, event.data))?
+        }
+    };
     if let Some(error) = &chunk.error
         && !error.is_null()
     {
@@ -243,7 +255,14 @@ fn on_generic_line(
     if rec.done_at.is_some() {
         return Ok(());
     }
-    let json: Value = serde_json::from_slice(line).map_err(|e| malformed(&e, line))?;
+    let json: Value = match serde_json::from_slice(line) {
+        Ok(json) => json,
+        Err(e) => {
+            let (clean, n) = usage::non_finite_to_null(line).ok_or_else(|| malformed(&e, line))?;
+            rec.non_finite_values += n;
+            serde_json::from_slice(&clean).map_err(|e| malformed(&e, line))?
+        }
+    };
     let pointer = if v2 {
         "/result/items/0/value"
     } else {

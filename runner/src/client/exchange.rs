@@ -87,11 +87,30 @@ pub(crate) async fn exchange(
     if !status.is_success() {
         return Err(http_failure(response, deadline).await);
     }
-    let content_type = response
-        .headers()
+    let headers = response.headers();
+    let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| shorten(v, RAW_EXCERPT_LIMIT));
+    if let Some(encoding) = headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().eq_ignore_ascii_case("identity"))
+    {
+        return Err(RequestError {
+            kind: ErrorKind::MalformedEvent,
+            message: format!(
+                "the response is compressed (content-encoding: {}), which coebench does not \
+                 decode (it asks for none); have the endpoint or its proxy send the stream \
+                 uncompressed",
+                shorten(encoding, RAW_EXCERPT_LIMIT)
+            ),
+        });
+    }
+    // A body with neither a length nor chunks ends when the connection closes: a last event
+    // cut short there is a broken stream, not a malformed event.
+    let close_delimited = !headers.contains_key(http::header::CONTENT_LENGTH)
+        && !headers.contains_key(http::header::TRANSFER_ENCODING);
     let mut body = response.into_body();
     let mut last_at = rec.headers_at.unwrap_or_else(Instant::now);
     // One timer for the whole body (re-armed once, for the grace after the end marker), not
@@ -147,7 +166,18 @@ pub(crate) async fn exchange(
         }
     }
     let end = arrived(&times).max(last_at);
-    decoder.finish(rec)?;
+    decoder.finish(rec).map_err(|e| match e.kind {
+        ErrorKind::MalformedEvent if close_delimited => RequestError {
+            kind: ErrorKind::StreamBroken,
+            message: format!(
+                "the connection closed in the middle of an event after {} token events \
+                 (the body had no length): {}",
+                rec.token_events.len(),
+                e.message
+            ),
+        },
+        _ => e,
+    })?;
     if rec.complete(generic) {
         Ok(end)
     } else {

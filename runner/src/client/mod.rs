@@ -34,7 +34,7 @@ use self::decode::{Decoder, Recorder};
 use self::endpoint::{Target, Wire};
 use crate::credentials::ResolvedEndpoint;
 use crate::image::EncodedImage;
-use crate::measurement::{ErrorKind, Measurement, RequestError};
+use crate::measurement::{ErrorKind, Measurement, RequestError, ServerMetrics};
 use crate::redaction::{MIN_SECRET_LEN, Redactor};
 
 /// Client settings. Defaults are stated on each field.
@@ -299,7 +299,17 @@ impl EndpointClient {
             end,
             end_wall,
             generated_text: rec.text,
-            server: rec.server,
+            server: match (rec.server, rec.non_finite_values) {
+                (Some(server), n) => Some(ServerMetrics {
+                    impossible_values: server.impossible_values + n,
+                    ..server
+                }),
+                (None, 0) => None,
+                (None, n) => Some(ServerMetrics {
+                    impossible_values: n,
+                    ..ServerMetrics::default()
+                }),
+            },
             stop_reason: rec
                 .stop_reason
                 .map(|reason| shorten(&self.redact(&reason), STOP_REASON_LIMIT)),

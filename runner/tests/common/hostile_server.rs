@@ -33,6 +33,8 @@ pub enum Reply {
     Bytes(Vec<u8>),
     /// These bytes, then nothing more until the client closes the connection.
     Stall(Vec<u8>),
+    /// These bytes, then the server closes the connection.
+    Close(Vec<u8>),
 }
 
 impl Reply {
@@ -127,6 +129,10 @@ fn serve(stream: TcpStream, handler: &Handler, posts: &AtomicUsize) {
                 if writer.write_all(&bytes).is_err() {
                     return;
                 }
+            }
+            Reply::Close(bytes) => {
+                let _ = writer.write_all(&bytes);
+                return;
             }
             Reply::Stall(bytes) => {
                 let _ = writer.write_all(&bytes);

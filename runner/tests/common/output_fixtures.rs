@@ -107,6 +107,7 @@ pub fn usage(ttft_s: f64, output: u64) -> ServerMetrics {
         output_tokens_after_first_per_s_first_ten: Some(55.0),
         batch_size_used: Some(1),
         acceptance_rate: Some(2.5),
+        impossible_values: 0,
     }
 }
 
