@@ -1,8 +1,9 @@
 //! The `coebench` command line: parse arguments, load the plan, hand it to the engine, print.
 //!
-//! Exit codes: 0 every row ran; 1 an internal error; 2 invalid input or usage (nothing was
-//! sent); 3 the endpoint rejected the credentials; 4 every request of every row failed;
-//! 5 interrupted (rows that finished were written).
+//! Exit codes: 0 every row ran; 1 an internal error or a failed write; 2 invalid input or
+//! usage (nothing was sent); 3 the endpoint rejected the credentials; 4 every request of every
+//! row failed; 5 interrupted (rows that finished were written); 6 some rows had every request
+//! fail.
 
 mod cli;
 

@@ -13,9 +13,10 @@ use coebench_runner::plan::{ApiKind, ImageSize, QpsDistribution};
     version,
     about,
     max_term_width = 100,
-    after_help = "Exit codes: 0 every row ran; 1 internal error; 2 invalid input or usage (nothing \
-was sent); 3 the endpoint rejected the credentials; 4 every request of every row failed; \
-5 interrupted (rows that finished were written)."
+    after_help = "Exit codes: 0 every row ran; 1 internal error or a failed write; 2 invalid input or \
+usage (nothing was sent); 3 the endpoint rejected the credentials; 4 every request of every row \
+failed; 5 interrupted by SIGTERM/Ctrl-C (rows that finished were written); 6 some rows had every \
+request fail."
 )]
 pub struct Cli {
     /// Log format on standard error.
