@@ -200,8 +200,11 @@ fn fuzz(target: &str, mut check: impl FnMut(&[u8])) {
     );
 }
 
-/// The events (name, data) and comments `bytes` gives when fed in frames split at `cuts`.
-fn sse_items(bytes: &[u8], cuts: &[usize]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+/// An event's name and data (`:` and nothing for a comment).
+type Item = (Vec<u8>, Vec<u8>);
+
+/// The events and comments `bytes` gives when fed in frames split at `cuts`.
+fn sse_items(bytes: &[u8], cuts: &[usize]) -> Result<Vec<Item>, String> {
     let mut parser = SseParser::with_limit(64 * 1024);
     let mut items = Vec::new();
     let mut on = |item: SseItem<'_>| -> Result<(), SseError> {
