@@ -14,7 +14,7 @@
 //! Per-benchmark schedule metrics (`coebench_benchmark_next_run_timestamp_seconds`, missed
 //! schedules) have their own registry in `metrics/schedule.rs`. Scrapes get OpenMetrics when
 //! they ask for it (Prometheus does), else the Prometheus text format
-//! ([`coebench_runner::metrics::exposition`]).
+//! ([`coebench_plan::exposition`]).
 
 pub mod results;
 
@@ -34,7 +34,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::crd::{CoeBenchmark, CoeBenchmarkRun, RunPhase};
-use coebench_runner::metrics::exposition::{self, Exposition};
+use coebench_plan::exposition::{self, Exposition};
 use results::ResultGauges;
 
 mod schedule;

@@ -3,10 +3,10 @@
 //!
 //! Pure functions only; reconcilers decide when to call them and write the result.
 
-use coebench_runner::report::{RowReport, RunOutcome, RunReport};
+use coebench_plan::report::{RowReport, RunOutcome, RunReport};
 use serde_json::{Map, Value};
 
-use crate::crd::RowSummary;
+use crate::crd::RowStatus;
 
 /// Runner exit codes (the runner's contract).
 pub mod exit_codes {
@@ -129,8 +129,8 @@ pub fn parse_report(message: &str) -> Option<RunReport> {
 }
 
 /// The status summary of one reported row.
-pub fn row_summary(row: &RowReport) -> RowSummary {
-    RowSummary {
+pub fn row_status(row: &RowReport) -> RowStatus {
+    RowStatus {
         model: row.model.clone(),
         input_tokens: row.input_tokens,
         output_tokens: row.output_tokens,
@@ -152,7 +152,7 @@ pub fn row_summary(row: &RowReport) -> RowSummary {
 
 /// The printer-column value of the client-side p50 TTFT: `0.123s` for one value, or the range
 /// `0.105s-0.480s` over rows; `None` when no row measured it.
-pub fn ttft_display(rows: &[RowSummary]) -> Option<String> {
+pub fn ttft_display(rows: &[RowStatus]) -> Option<String> {
     let values: Vec<f64> = rows
         .iter()
         .filter_map(|r| r.client_ttft_p50_seconds)
@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn ttft_shows_one_value_or_the_range() {
-        let row = |ttft: Option<f64>| RowSummary {
+        let row = |ttft: Option<f64>| RowStatus {
             model: "m".into(),
             input_tokens: 1,
             output_tokens: 1,

@@ -2,13 +2,16 @@
 //!
 //! Keys come only from environment variables (a `.env` file is loaded into the environment
 //! first by the binary). An [`ApiKey`] never prints itself, and [`ApiKey::redact`] removes it
-//! (and its fragments, see [`crate::redaction`]) from any text that is about to be logged or
+//! (and its fragments, see [`redaction`]) from any text that is about to be logged or
 //! written.
 
 use std::fmt;
 
-use crate::plan::{ApiKind, EndpointSpec};
-use crate::redaction::{MIN_SECRET_LEN, Redactor};
+use coebench_plan::{ApiKind, EndpointSpec};
+
+use self::redaction::{MIN_SECRET_LEN, Redactor};
+
+pub mod redaction;
 
 /// Default SambaNova Cloud API base when `SAMBANOVA_API_BASE` is unset.
 pub const DEFAULT_SAMBANOVA_API_BASE: &str = "https://api.sambanova.ai/v1";

@@ -1,49 +1,28 @@
 //! coebench's engine: benchmarks LLM endpoints that serve many models behind one API
-//! (a composition of experts), and simulates such an endpoint.
+//! (a composition of experts).
 //!
-//! Layers, each in its own module:
-//! - [`plan`]: the typed benchmark plan every input is translated into;
-//! - [`input`]: reading kit configs, model-configs CSVs and plan files, and validating them;
-//! - [`credentials`]: API keys and URLs from the environment, with [`redaction`] removing
-//!   them from text;
-//! - [`tokenizer`]: token counting;
-//! - [`prompt`]: prompts of an exact token length and which one each request sends;
-//! - [`image`]: the generated images of multimodal rows;
-//! - [`client`]: endpoint clients that send requests and measure their streams;
-//! - [`measurement`]: what a client observed of one request;
-//! - [`engine`]: the load loops that run rows;
-//! - [`record`]: per-request metrics, with [`token_timeline`] for per-token gaps, and
-//!   [`record_digest`], the part of a record a running row keeps in memory;
-//! - [`stats`], [`switching`], [`batching`], [`summary`]: a row's statistics and summary;
+//! The shared plan types, inputs and run report are the `coebench-plan` crate; timers,
+//! socket-level timestamps and token counting are `coebench-support`; the endpoint simulator is
+//! `coebench-simulator`. This crate's layers, lowest first (a layer uses only the ones before
+//! it; `tests/layering.rs` checks it):
+//! - [`credentials`]: API keys and URLs from the environment, and
+//!   [`credentials::redaction`] of keys and URL credentials from outside text;
+//! - [`workload`]: what requests send: prompts of an exact token length, generated images;
+//! - [`client`]: endpoint clients that send requests and measure their streams into a
+//!   [`client::measurement::Measurement`];
+//! - [`statistics`]: every formula once: per-request records, their digests and spool, a row's
+//!   statistics, switching time, batch sizes and summary;
 //! - [`output`]: every file a run writes;
-//! - [`report`]: the compact run report handed to the operator;
-//! - [`metrics`]: live Prometheus metrics of a run (served, pushed);
-//! - [`simulator`]: the composition-of-experts endpoint simulator;
-//! - [`timer`], [`sys`], [`base64`]: precise sleeping, the few operating-system calls, and
-//!   the one encoding the crate needs.
+//! - [`engine`]: the run, its rows and their load loops;
+//! - [`prometheus`]: live Prometheus metrics of a run (served, pushed), fed by the engine's
+//!   observer hooks.
+//!
+//! The `coebench` binary (`main.rs`, `cli/`) sits on top.
 
-pub mod base64;
-pub mod batching;
 pub mod client;
 pub mod credentials;
 pub mod engine;
-pub mod image;
-pub mod input;
-pub mod measurement;
-pub mod metrics;
 pub mod output;
-pub mod plan;
-pub mod prompt;
-pub mod record;
-pub mod record_digest;
-pub mod redaction;
-pub mod report;
-pub mod simulator;
-pub mod socket_time;
-pub mod stats;
-pub mod summary;
-pub mod switching;
-pub mod sys;
-pub mod timer;
-pub mod token_timeline;
-pub mod tokenizer;
+pub mod prometheus;
+pub mod statistics;
+pub mod workload;

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     // The simulator's log (its address, its shutdown) is its output; a run's is noise.
     let default_filter = match cli.command {
         Command::Simulate(_) => "warn,coebench=info,coebench_runner=info",
-        _ => "warn,coebench=info,coebench_runner=info,coebench_runner::simulator=warn",
+        _ => "warn,coebench=info,coebench_runner=info,coebench_simulator=warn",
     };
     init_logging(cli.log_format, default_filter);
     cli::messages::set_format(cli.log_format);
@@ -46,7 +46,7 @@ fn load_env_file(path: Option<&std::path::Path>) {
 }
 
 fn print_schema() -> ExitCode {
-    let schema = schemars::schema_for!(coebench_runner::plan::Plan);
+    let schema = schemars::schema_for!(coebench_plan::Plan);
     match serde_json::to_string_pretty(&schema) {
         Ok(text) => {
             println!("{text}");

@@ -18,7 +18,7 @@ mod scheduling;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coebench_runner::plan::Row;
+use coebench_plan::Row;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};

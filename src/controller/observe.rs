@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use coebench_runner::report::RunReport;
+use coebench_plan::report::RunReport;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

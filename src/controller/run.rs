@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coebench_runner::input::validate::{UnknownCatalog, validate_plan};
+use coebench_plan::input::validate::{UnknownCatalog, validate_plan};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::resources::configmap::build_config_map;
 use crate::resources::job::build_job;
 use crate::resources::{job_name, plan_config_map_name, results_relative_dir};
-use crate::status::{Outcome, row_summary, ttft_display};
+use crate::status::{Outcome, row_status, ttft_display};
 
 const CONTROLLER: &str = "run";
 
@@ -331,7 +331,7 @@ async fn advance(
         } => {
             step.status.exit_code = exit_code;
             if let Some(report) = &report {
-                step.status.rows = report.rows.iter().map(row_summary).collect();
+                step.status.rows = report.rows.iter().map(row_status).collect();
                 step.status.rows_omitted = (report.rows_omitted > 0).then_some(report.rows_omitted);
                 step.status.ttft_p50 = ttft_display(&step.status.rows);
             }
@@ -457,7 +457,7 @@ async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) 
 }
 
 /// Every problem, joined; at most 10, then how many more.
-pub(crate) fn join_errors(errors: &[coebench_runner::input::InputError]) -> String {
+pub(crate) fn join_errors(errors: &[coebench_plan::input::InputError]) -> String {
     let mut parts: Vec<String> = errors.iter().take(10).map(|e| e.to_string()).collect();
     if errors.len() > 10 {
         parts.push(format!("and {} more", errors.len() - 10));

@@ -1,12 +1,12 @@
 //! `CoeBenchmark`: a benchmark definition that asks for runs.
 
-use coebench_runner::plan::{Row, RunOptions};
+use coebench_plan::{Row, RunOptions};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ConfigMapKeyRef, Endpoint, ResultsSpec, RowSummary, RunPhase, RunnerSpec};
+use super::common::{ConfigMapKeyRef, Endpoint, ResultsSpec, RowStatus, RunPhase, RunnerSpec};
 
 /// What to benchmark, with which rows and options, and how to run it in the cluster.
 ///
@@ -193,7 +193,7 @@ pub struct ResultSummary {
     pub results_path: Option<String>,
     /// Per-row numbers.
     #[serde(default)]
-    pub rows: Vec<RowSummary>,
+    pub rows: Vec<RowStatus>,
     /// Rows left out of the report to fit its size limit (their numbers are on the volume).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_omitted: Option<u32>,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use coebench_runner::plan::ApiKind;
+use coebench_plan::ApiKind;
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
 };
@@ -173,7 +173,7 @@ impl RunPhase {
 /// A row's headline numbers, from the runner's report. Latencies in seconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RowSummary {
+pub struct RowStatus {
     /// Model name.
     pub model: String,
     /// Input tokens per request.

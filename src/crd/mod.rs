@@ -4,8 +4,8 @@
 //! - [`CoeBenchmarkRun`] (short name `coebr`): one execution with an immutable copy of the
 //!   resolved plan, and its status.
 //!
-//! The rows and run options are the runner's own types ([`coebench_runner::plan::Row`],
-//! [`coebench_runner::plan::RunOptions`]), embedded unchanged so a plan means the same thing on a
+//! The rows and run options are the runner's own types ([`coebench_plan::Row`],
+//! [`coebench_plan::RunOptions`]), embedded unchanged so a plan means the same thing on a
 //! laptop and in a cluster. This module only declares types, schema rules and naming constants;
 //! it talks to no API server.
 
@@ -17,7 +17,7 @@ pub use benchmark::{
     CoeBenchmark, CoeBenchmarkSpec, CoeBenchmarkStatus, ConcurrencyPolicy, ResultSummary, RowsFrom,
 };
 pub use common::{
-    ConfigMapKeyRef, Endpoint, ImagePullPolicy, PersistentVolumeClaimRef, ResultsSpec, RowSummary,
+    ConfigMapKeyRef, Endpoint, ImagePullPolicy, PersistentVolumeClaimRef, ResultsSpec, RowStatus,
     RunPhase, RunnerSpec, SecretKeyRef,
 };
 pub use run::{

@@ -1,12 +1,12 @@
 //! `CoeBenchmarkRun`: one execution of a benchmark, with an immutable copy of its plan.
 
-use coebench_runner::plan::{Row, RunOptions};
+use coebench_plan::{Row, RunOptions};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Endpoint, ResultsSpec, RowSummary, RunPhase, RunnerSpec};
+use super::common::{Endpoint, ResultsSpec, RowStatus, RunPhase, RunnerSpec};
 
 /// One execution: the resolved plan (rows already expanded from any CSV), what triggered it, and
 /// the runner settings it was started with. The spec never changes once created.
@@ -129,7 +129,7 @@ pub struct CoeBenchmarkRunStatus {
     pub ttft_p50: Option<String>,
     /// Per-row numbers from the runner's report.
     #[serde(default)]
-    pub rows: Vec<RowSummary>,
+    pub rows: Vec<RowStatus>,
     /// Rows left out of the report to fit its size limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_omitted: Option<u32>,

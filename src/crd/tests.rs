@@ -2,7 +2,7 @@
 //! what they should (evaluated client-side with kube's `cel` feature).
 
 use super::*;
-use coebench_runner::plan::{ApiKind, Row, RunOptions};
+use coebench_plan::{ApiKind, Row, RunOptions};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::json;
 

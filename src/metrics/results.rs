@@ -18,10 +18,10 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
-use crate::crd::{CoeBenchmark, RowSummary};
+use crate::crd::{CoeBenchmark, RowStatus};
 
 /// One series of a per-row metric: its `stat` label (if any) and how to read its value.
-type RowValue = (Option<&'static str>, fn(&RowSummary) -> Option<f64>);
+type RowValue = (Option<&'static str>, fn(&RowStatus) -> Option<f64>);
 
 /// A per-row metric: name (without prefix and unit), help, unit, and its series.
 struct RowMetric {
@@ -86,7 +86,7 @@ fn row_metrics() -> [RowMetric; 7] {
     ]
 }
 
-fn error_ratio(row: &RowSummary) -> Option<f64> {
+fn error_ratio(row: &RowStatus) -> Option<f64> {
     let sent = u64::from(row.completed) + u64::from(row.errors);
     (sent > 0).then(|| f64::from(row.errors) / sent as f64)
 }

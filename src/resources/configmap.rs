@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use coebench_runner::plan::{EndpointSpec, OutputOptions, Plan};
+use coebench_plan::{EndpointSpec, OutputOptions, Plan};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
@@ -107,7 +107,7 @@ pub fn build_config_map(run: &CoeBenchmarkRun) -> Result<ConfigMap> {
 mod tests {
     use super::*;
     use crate::resources::job::tests::sample_run;
-    use coebench_runner::plan::ApiKind;
+    use coebench_plan::ApiKind;
 
     #[test]
     fn the_plan_reads_the_key_from_the_env_and_writes_under_the_run_folder() {

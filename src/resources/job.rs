@@ -333,7 +333,7 @@ pub(crate) mod tests {
         CoeBenchmarkRunSpec, Endpoint, PersistentVolumeClaimRef, ResultsSpec, RunTrigger,
         RunnerSpec, SecretKeyRef, TriggerKind,
     };
-    use coebench_runner::plan::{ApiKind, Row, RunOptions};
+    use coebench_plan::{ApiKind, Row, RunOptions};
 
     pub(crate) fn sample_run() -> CoeBenchmarkRun {
         let row = Row {

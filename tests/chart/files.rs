@@ -6,11 +6,11 @@ use std::path::Path;
 
 use coebench_operator::crd::{CoeBenchmark, CoeBenchmarkRun};
 use coebench_operator::resources::job::RUNNER_UID;
-use coebench_runner::input::kit_config::read_kit_config;
-use coebench_runner::input::model_configs::parse_model_configs_csv;
-use coebench_runner::input::validate::{ModelCatalog, UnknownCatalog, validate_plan};
-use coebench_runner::plan::{ApiKind, Plan};
-use coebench_runner::simulator::SimulatorConfig;
+use coebench_plan::input::kit_config::read_kit_config;
+use coebench_plan::input::model_configs::parse_model_configs_csv;
+use coebench_plan::input::validate::{ModelCatalog, UnknownCatalog, validate_plan};
+use coebench_plan::{ApiKind, Plan};
+use coebench_simulator::SimulatorConfig;
 use serde_json::{Value, json};
 
 use super::*;

@@ -6,7 +6,7 @@ use clap::Parser;
 use coebench_operator::cli::Cli;
 use coebench_operator::crd::{LABEL_MANAGED_BY, MANAGED_BY};
 use coebench_operator::resources::job::{RUNNER_UID, default_runner_image};
-use coebench_runner::simulator::SimulatorConfig;
+use coebench_simulator::SimulatorConfig;
 use serde_json::{Value, json};
 
 use super::*;

@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 
 use coebench_operator::crd::RunPhase;
 use coebench_operator::metrics::Metrics;
+use coebench_plan::Row;
+use coebench_plan::exposition::sample_names;
 use coebench_runner::engine::observer::{RunObserver, RunStarted};
-use coebench_runner::metrics::exposition::sample_names;
-use coebench_runner::metrics::{RunLabels, RunMetrics};
-use coebench_runner::plan::Row;
+use coebench_runner::prometheus::{RunLabels, RunMetrics};
 use serde_json::Value;
 
 const DASHBOARD: &str = concat!(

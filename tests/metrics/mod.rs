@@ -4,20 +4,19 @@
 //! exported; a deleted benchmark's result series disappear.
 
 mod dashboard;
-#[path = "../../runner/tests/common/engine_support.rs"]
-mod engine;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use coebench_operator::http;
+use coebench_plan::report::RunOutcome;
 use coebench_runner::client::ClientOptions;
 use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::run::{PlanSource, RunSettings, run_plan};
-use coebench_runner::metrics::buckets::TTFT_SECONDS;
-use coebench_runner::metrics::{ExportOptions, Exporter, RunLabels};
-use coebench_runner::report::RunOutcome;
+use coebench_runner::prometheus::buckets::TTFT_SECONDS;
+use coebench_runner::prometheus::{ExportOptions, Exporter, RunLabels};
+use coebench_test_support::engine_support as engine;
 use k8s_openapi::api::batch::v1::Job;
 use serde_json::json;
 use tokio::sync::watch;

@@ -3,8 +3,8 @@
 //! Each wait polls with a deadline ([`WAIT`]); no test sleeps a fixed time.
 
 use coebench_operator::crd::{CoeBenchmark, CoeBenchmarkRun, RunPhase, TriggerKind};
-use coebench_runner::plan::Plan;
-use coebench_runner::report::RunOutcome;
+use coebench_plan::Plan;
+use coebench_plan::report::RunOutcome;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::events::v1::Event;

@@ -13,7 +13,7 @@ use coebench_operator::clock::{Clock, SystemClock};
 use coebench_operator::controller::{Context, Settings, run_controllers};
 use coebench_operator::metrics::Metrics;
 use coebench_operator::resources::job::JobDefaults;
-use coebench_runner::report::{RowReport, RunOutcome, RunReport};
+use coebench_plan::report::{RowReport, RunOutcome, RunReport};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};

@@ -9,15 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use coebench_plan::{ApiKind, EndpointSpec, OutputOptions, Plan, QpsDistribution, Row, RunOptions};
 use coebench_runner::client::ClientOptions;
 use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::observer::RunObserver;
 use coebench_runner::engine::run::{PlanSource, RunSettings, run_plan};
-use coebench_runner::plan::{
-    ApiKind, EndpointSpec, OutputOptions, Plan, QpsDistribution, Row, RunOptions,
-};
-use coebench_runner::record::RequestRecord;
-use coebench_runner::simulator::{Simulator, SimulatorConfig, StartOptions};
+use coebench_runner::statistics::record::RequestRecord;
+use coebench_simulator::{Simulator, SimulatorConfig, StartOptions};
 use serde::{Deserialize, Serialize};
 
 /// What a client child runs: one warm-up row, then the measured row.
@@ -138,7 +136,7 @@ pub fn run_sim() {
     {
         pin_to(cpu);
     }
-    coebench_runner::sys::raise_open_file_limit();
+    coebench_support::sys::raise_open_file_limit();
     let yaml = std::env::var("FIDELITY_SIM_CONFIG").expect("FIDELITY_SIM_CONFIG");
     let truth = std::env::var("FIDELITY_TRUTH").expect("FIDELITY_TRUTH");
     let config = SimulatorConfig::from_yaml_str(&yaml, "fidelity").expect("valid sim config");
@@ -245,7 +243,7 @@ impl RunObserver for Collector {
 
 /// CPU seconds (user + system) of this process.
 fn cpu_seconds() -> f64 {
-    coebench_runner::sys::process_cpu_time().map_or(0.0, |d| d.as_secs_f64())
+    coebench_support::sys::process_cpu_time().map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Runs the client child: the real engine against the simulator; writes the report as JSON to
@@ -257,7 +255,7 @@ pub fn run_client() {
     if let Some(cpu) = job.cpu {
         pin_to(cpu);
     }
-    coebench_runner::sys::raise_open_file_limit();
+    coebench_support::sys::raise_open_file_limit();
     let row = |n: u32, concurrency: u32, qps: Option<f64>| Row {
         model: "fidelity".into(),
         input_tokens: job.input_tokens,

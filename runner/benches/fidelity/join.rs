@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use coebench_runner::simulator::TruthRecord;
+use coebench_simulator::TruthRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::child::ClientRequest;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use coebench_runner::plan::{ApiKind, ImageSize, QpsDistribution};
+use coebench_plan::{ApiKind, ImageSize, QpsDistribution};
 
 /// Benchmark LLM endpoints that serve many models behind one API (a composition of experts).
 #[derive(Debug, Parser)]

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use coebench_runner::input::kit_config::read_kit_config;
-use coebench_runner::input::plan_file::read_plan_file;
-use coebench_runner::input::{InputError, InputErrors};
-use coebench_runner::plan::{EndpointSpec, OutputOptions, Plan, Row, RunOptions};
+use coebench_plan::input::kit_config::read_kit_config;
+use coebench_plan::input::plan_file::read_plan_file;
+use coebench_plan::input::{InputError, InputErrors};
+use coebench_plan::{EndpointSpec, OutputOptions, Plan, Row, RunOptions};
 
 use crate::cli::args::{InputArgs, QuickRowArgs, RunArgs};
 

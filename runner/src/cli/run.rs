@@ -5,19 +5,19 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use coebench_plan::ApiKind;
+use coebench_plan::input::ranges::METRICS_LINGER_SECONDS;
+use coebench_plan::input::validate::{ModelCatalog, UnknownCatalog, validate_plan};
+use coebench_plan::input::{InputError, InputErrors};
+use coebench_plan::report::{RunOutcome, RunReport};
 use coebench_runner::client::ClientOptions;
 use coebench_runner::engine::endpoint::EndpointError;
 use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::observer::{Observers, RunObserver};
 use coebench_runner::engine::preflight::{check_credentials, check_output_folders};
 use coebench_runner::engine::run::{PlanSource, RunError, RunSettings, exit_code, run_plan};
-use coebench_runner::input::ranges::METRICS_LINGER_SECONDS;
-use coebench_runner::input::validate::{ModelCatalog, UnknownCatalog, validate_plan};
-use coebench_runner::input::{InputError, InputErrors};
-use coebench_runner::metrics::{ExportOptions, Exporter, RunLabels};
-use coebench_runner::plan::ApiKind;
-use coebench_runner::report::{RunOutcome, RunReport};
-use coebench_runner::simulator::{SimulatorConfig, SimulatorError};
+use coebench_runner::prometheus::{ExportOptions, Exporter, RunLabels};
+use coebench_simulator::{SimulatorConfig, SimulatorError};
 
 use crate::cli::args::{InputArgs, RunArgs};
 use crate::cli::inputs::{LoadedPlan, apply_overrides, load_plan};
@@ -50,7 +50,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
             );
         }
     };
-    coebench_runner::sys::raise_open_file_limit();
+    coebench_support::sys::raise_open_file_limit();
     let export = match export_options(args) {
         Ok(options) => options,
         Err(message) => return fail_before_start(args, RunOutcome::InvalidInput, &message),
@@ -74,7 +74,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
     };
     let grace = std::time::Duration::try_from_secs_f64(loaded.plan.options.stop_grace_seconds)
         .unwrap_or(std::time::Duration::from_secs_f64(
-            coebench_runner::plan::DEFAULT_STOP_GRACE_SECONDS,
+            coebench_plan::DEFAULT_STOP_GRACE_SECONDS,
         ));
     let result = runtime.block_on(async {
         handle_stop_signals(Arc::clone(&stop), grace);

@@ -13,9 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use coebench_plan::report::RunOutcome;
 use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::run::exit_code;
-use coebench_runner::report::RunOutcome;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::messages;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use coebench_runner::simulator::{ServeOptions, SimulatorError, serve};
+use coebench_simulator::{ServeOptions, SimulatorError, serve};
 
 use crate::cli::args::SimulateArgs;
 
@@ -21,7 +21,7 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    coebench_runner::sys::raise_open_file_limit();
+    coebench_support::sys::raise_open_file_limit();
     let options = ServeOptions {
         config: args.config.clone(),
         listen: args.listen,

@@ -6,12 +6,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use coebench_plan::{Load, Row};
 use coebench_runner::engine::observer::{RunObserver, RunStarted};
 use coebench_runner::engine::run::RunResult;
 use coebench_runner::output::row_files::RowFilePaths;
-use coebench_runner::plan::{Load, Row};
-use coebench_runner::record::RequestRecord;
-use coebench_runner::summary::RowSummary;
+use coebench_runner::statistics::record::RequestRecord;
+use coebench_runner::statistics::summary::RowSummary;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::messages;

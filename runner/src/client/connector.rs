@@ -1,6 +1,6 @@
 //! The client's TCP connector: hyper's, with every connection a
-//! [`TimestampedStream`](crate::socket_time::TimestampedStream) whose
-//! [`SocketTimes`](crate::socket_time::SocketTimes) reach each response through its extensions,
+//! [`TimestampedStream`](coebench_support::socket_time::TimestampedStream) whose
+//! [`SocketTimes`](coebench_support::socket_time::SocketTimes) reach each response through its extensions,
 //! so [`super::exchange`] can time a request from the write of its first byte and each body
 //! frame from the kernel's receipt of its bytes. It only connects; TLS is layered on top by
 //! [`super::transport`].
@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
-use crate::socket_time::TimestampedStream;
+use coebench_support::socket_time::TimestampedStream;
 
 /// [`HttpConnector`] yielding timestamped connections.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! Turns a response body into what [`crate::measurement::Measurement`] records: token events,
+//! Turns a response body into what [`crate::client::measurement::Measurement`] records: token events,
 //! generated text, server metrics and stop reason, for both wire formats.
 //!
 //! Chat streams (OpenAI-compatible SSE): a token event is a chunk whose `choices[0].delta`
@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::sse::{DEFAULT_MAX_EVENT_BYTES, LineSplitter, SseError, SseEvent, SseItem, SseParser};
 use super::usage;
-use crate::measurement::{ErrorKind, RequestError, ServerMetrics, TokenEvent};
+use crate::client::measurement::{ErrorKind, RequestError, ServerMetrics, TokenEvent};
 
 /// Longest excerpt of a bad event quoted in an error message, in bytes (before the client
 /// redacts the message and cuts it to its final length).

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{ClientError, ClientOptions, RequestSpec};
 use crate::credentials::ResolvedEndpoint;
-use crate::plan::ApiKind;
+use coebench_plan::ApiKind;
 
 /// How requests and responses are framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub(crate) fn resolve(
 ) -> Result<Target, ClientError> {
     let redact = |s: &str| match &endpoint.api_key {
         Some(key) => key.redact(s),
-        None => crate::redaction::redact_url_credentials(s),
+        None => crate::credentials::redaction::redact_url_credentials(s),
     };
     let url = endpoint.url.trim();
     let parsed = parse_url(url, endpoint.api, &redact)?;

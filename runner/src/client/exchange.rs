@@ -19,8 +19,8 @@ use hyper::body::Incoming;
 use super::decode::{Decoder, Recorder};
 use super::transport::HttpClient;
 use super::{RAW_EXCERPT_LIMIT, shorten};
-use crate::measurement::{ErrorKind, RequestError};
-use crate::socket_time::SocketTimes;
+use crate::client::measurement::{ErrorKind, RequestError};
+use coebench_support::socket_time::SocketTimes;
 
 /// How long the body's end is awaited after the stream's end marker.
 const AFTER_DONE_GRACE: Duration = Duration::from_secs(1);

@@ -16,6 +16,7 @@ mod connector;
 mod decode;
 mod endpoint;
 mod exchange;
+pub mod measurement;
 pub mod sse;
 pub(crate) mod transport;
 mod usage;
@@ -32,10 +33,10 @@ use serde_json::Value;
 
 use self::decode::{Decoder, Recorder};
 use self::endpoint::{Target, Wire};
+use crate::client::measurement::{ErrorKind, Measurement, RequestError, ServerMetrics};
 use crate::credentials::ResolvedEndpoint;
-use crate::image::EncodedImage;
-use crate::measurement::{ErrorKind, Measurement, RequestError, ServerMetrics};
-use crate::redaction::{MIN_SECRET_LEN, Redactor};
+use crate::credentials::redaction::{MIN_SECRET_LEN, Redactor};
+use crate::workload::image::EncodedImage;
 
 /// Client settings. Defaults are stated on each field.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::measurement::ServerMetrics;
+use crate::client::measurement::ServerMetrics;
 
 /// The server metrics found in `usage`. Values that cannot be true (negative, `NaN`,
 /// infinite) are dropped and counted in [`ServerMetrics::impossible_values`].

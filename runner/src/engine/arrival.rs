@@ -10,7 +10,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::plan::QpsDistribution;
+use coebench_plan::QpsDistribution;
 
 /// Offsets from the row start at which requests `0..n` are due.
 pub fn arrival_offsets(

@@ -7,11 +7,13 @@
 
 use std::path::Path;
 
-use crate::credentials::{CredentialError, ResolvedEndpoint, resolve_endpoint};
-use crate::input::validate::{ModelCatalog, UnknownCatalog};
+use crate::credentials::{ApiKey, CredentialError, ResolvedEndpoint, resolve_endpoint};
 use crate::output::manifest::redact_url;
-use crate::plan::{ApiKind, EndpointSpec};
-use crate::simulator::{Simulator, SimulatorConfig, SimulatorError, SimulatorHandle, StartOptions};
+use coebench_plan::input::validate::{ModelCatalog, UnknownCatalog};
+use coebench_plan::{ApiKind, EndpointSpec};
+use coebench_simulator::{
+    ApiMode, Simulator, SimulatorConfig, SimulatorError, SimulatorHandle, StartOptions,
+};
 
 /// Why an endpoint could not be made ready.
 #[derive(Debug, thiserror::Error)]
@@ -100,17 +102,6 @@ impl ReadyEndpoint {
     }
 }
 
-impl ModelCatalog for SimulatorConfig {
-    fn max_sequence_length(&self, model: &str) -> Option<u32> {
-        self.model_max_sequence_length(model)
-    }
-
-    fn serves(&self, model: &str) -> Option<bool> {
-        let expert = model.strip_prefix("Bundle/").unwrap_or(model);
-        Some(self.model(expert).is_some())
-    }
-}
-
 /// Makes `spec` ready: resolves credentials through `env`, or starts the simulator (its config
 /// from `spec.simulator`, or the built-in bundle) with an optional ground-truth log.
 pub async fn prepare_endpoint(
@@ -146,10 +137,25 @@ pub async fn prepare_endpoint(
         .await
         .map_err(|e| EndpointError::SimulatorRuntime(e.to_string()))??;
     Ok(ReadyEndpoint {
-        resolved: handle.resolved_endpoint(),
+        resolved: simulator_endpoint(&handle),
         simulator: Some(HostedSimulator {
             handle: Some(handle),
             runtime: Some(runtime),
         }),
     })
+}
+
+/// The endpoint a client uses for an in-process simulator: `sncloud` (or `openai` in OpenAI
+/// mode) at [`SimulatorHandle::base_url`], with the simulator's configured API key.
+fn simulator_endpoint(handle: &SimulatorHandle) -> ResolvedEndpoint {
+    let config = handle.config();
+    let api = match config.api {
+        ApiMode::Sncloud => ApiKind::Sncloud,
+        ApiMode::Openai => ApiKind::Openai,
+    };
+    ResolvedEndpoint {
+        api,
+        url: handle.base_url(),
+        api_key: config.api_key.clone().map(ApiKey::new),
+    }
 }

@@ -13,8 +13,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::summary::ClientHealth;
-use crate::sys::process_cpu_time;
+use crate::statistics::summary::ClientHealth;
+use coebench_support::sys::process_cpu_time;
 
 /// Period of the lag probe.
 pub const PROBE_PERIOD: Duration = Duration::from_millis(10);
@@ -103,7 +103,7 @@ impl HealthMonitor {
         let task = tokio::spawn(async move {
             loop {
                 let due = Instant::now() + PROBE_PERIOD;
-                crate::timer::sleep_until(due).await;
+                coebench_support::timer::sleep_until(due).await;
                 let lag = Instant::now().saturating_duration_since(due);
                 if let Ok(mut lags) = sink.lock() {
                     lags.push(lag.as_secs_f32());

@@ -228,7 +228,7 @@ where
         }
         if Instant::now() < due {
             tokio::select! {
-                () = crate::timer::sleep_until(due) => {}
+                () = coebench_support::timer::sleep_until(due) => {}
                 () = ctx.stop.stopped() => {}
             }
         }

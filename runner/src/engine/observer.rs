@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use crate::output::row_files::RowFilePaths;
-use crate::plan::Row;
-use crate::record::RequestRecord;
-use crate::summary::RowSummary;
+use crate::statistics::record::RequestRecord;
+use crate::statistics::summary::RowSummary;
+use coebench_plan::Row;
 
 /// The start of a run.
 #[derive(Debug, Clone)]

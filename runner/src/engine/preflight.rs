@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::credentials::resolve_endpoint;
 use crate::engine::run::{DEFAULT_CONSOLIDATED_RESULTS_DIR, DEFAULT_OUTPUT_FILES_DIR};
-use crate::input::InputError;
-use crate::plan::{ApiKind, Plan};
+use coebench_plan::input::InputError;
+use coebench_plan::{ApiKind, Plan};
 
 /// The folders a run of `plan` writes into: per-row files, then the consolidated table.
 pub fn output_folders(plan: &Plan) -> (PathBuf, PathBuf) {
@@ -105,7 +105,7 @@ pub fn check_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{EndpointSpec, OutputOptions, RunOptions};
+    use coebench_plan::{EndpointSpec, OutputOptions, RunOptions};
 
     fn plan(files: &Path, consolidated: &Path, api: ApiKind) -> Plan {
         Plan {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::client::measurement::ErrorKind;
 use crate::client::{EndpointClient, PreparedRequest, RequestSpec};
 use crate::engine::arrival::{arrival_offsets, row_seed};
 use crate::engine::health::HealthMonitor;
@@ -13,16 +14,15 @@ use crate::engine::load::{
     saturating_duration,
 };
 use crate::engine::observer::RunObserver;
-use crate::image::ImageSet;
-use crate::measurement::ErrorKind;
-use crate::output::OutputError;
-use crate::output::spool::RecordSpool;
-use crate::plan::{Load, Row, RunOptions};
-use crate::prompt::{BuiltPrompt, PromptBuilder, PromptError, PromptSelection};
-use crate::record::{RequestContext, RequestRecord};
-use crate::record_digest::RecordDigest;
-use crate::summary::{RowExecution, RowResult};
-use crate::tokenizer::Tokenizer;
+use crate::output::naming;
+use crate::statistics::record::{RequestContext, RequestRecord};
+use crate::statistics::record_digest::RecordDigest;
+use crate::statistics::spool::{RecordSpool, SpoolError};
+use crate::statistics::summary::{RowExecution, RowResult};
+use crate::workload::image::ImageSet;
+use crate::workload::prompt::{BuiltPrompt, PromptBuilder, PromptError, PromptSelection};
+use coebench_plan::{Load, Row, RunOptions};
+use coebench_support::tokenizer::Tokenizer;
 
 /// What every row of a run shares.
 pub struct RunShared {
@@ -69,7 +69,7 @@ pub enum RowSetupError {
     Request(String),
     /// The row's record spool could not be created.
     #[error(transparent)]
-    Spool(#[from] OutputError),
+    Spool(#[from] SpoolError),
 }
 
 /// A row's requests, built before it starts so nothing is tokenised while it runs.
@@ -170,18 +170,19 @@ pub async fn run_row(
     }
     let started_wall = jiff::Timestamp::now();
     let started = Instant::now();
+    let names = naming::row_names(row_index, row);
+    let spool = Arc::new(RecordSpool::create(&shared.run_dir, &names.base)?);
+    shared.observer.row_started(row_index, row, &names.base);
+    let request_tag = names.uuid.simple().to_string()[..12].to_string();
     let mut execution = RowExecution::new(
         row_index,
         row.clone(),
         &shared.run_name,
+        names,
         started,
         started_wall,
     );
-    let base_name = execution.base_name();
-    let spool = Arc::new(RecordSpool::create(&shared.run_dir, &base_name)?);
     execution.spool = Some(Arc::clone(&spool));
-    shared.observer.row_started(row_index, row, &base_name);
-    let request_tag = execution.row_uuid.simple().to_string()[..12].to_string();
     let timeout = saturating_duration(shared.options.request_timeout_seconds);
     let send = {
         let shared = Arc::clone(shared);
@@ -260,7 +261,7 @@ pub async fn run_row(
         None => closed_loop(context, row.concurrency.unwrap_or(1)).await,
     };
     execution.client_health = monitor.finish();
-    execution.records = outcome.finished;
+    execution.digests = outcome.finished;
     execution.ended = outcome.ended;
     execution.not_sent = outcome.not_sent;
     Ok(execution.finish())

@@ -11,19 +11,19 @@ use crate::engine::load::{StopSignal, saturating_duration};
 use crate::engine::observer::{RunObserver, RunStarted};
 use crate::engine::preflight::{check_output_folders, output_folders};
 use crate::engine::row::{RowSetupError, RunShared, run_row};
-use crate::image::ImageSet;
-use crate::input::InputErrors;
-use crate::input::validate::validate_plan;
 use crate::output::OutputError;
 use crate::output::consolidated::{ConsolidatedPaths, ConsolidatedTable};
 use crate::output::manifest::{ManifestExit, RunManifest, write_manifest};
-use crate::output::naming::default_run_name;
+use crate::output::naming::{self, default_run_name};
 use crate::output::row_files::{run_dir, write_row_files};
-use crate::plan::Plan;
-use crate::prompt::PromptBuilder;
-use crate::report::{RowReport, RunOutcome, RunReport};
-use crate::summary::{RowOutcome, RowSummary};
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::statistics::summary::{RowOutcome, RowSummary};
+use crate::workload::image::ImageSet;
+use crate::workload::prompt::PromptBuilder;
+use coebench_plan::Plan;
+use coebench_plan::input::InputErrors;
+use coebench_plan::input::validate::validate_plan;
+use coebench_plan::report::{RowReport, RunOutcome, RunReport};
+use coebench_support::tokenizer::{Tokenizer, TokenizerError};
 
 /// Default folder of per-row files when the plan names none.
 pub const DEFAULT_OUTPUT_FILES_DIR: &str = "coebench-results/output_files";
@@ -205,7 +205,10 @@ pub async fn run_plan(
                 () = stop.stopped() => {}
             }
         }
-        let not_run = || RowSummary::not_run(row_index, row, &run_name, jiff::Timestamp::now());
+        let not_run = || {
+            let names = naming::row_names(row_index, row);
+            RowSummary::not_run(row_index, row, &run_name, names, jiff::Timestamp::now())
+        };
         if stop.is_stopped() || write_failure.is_some() {
             // Interrupted, the credentials were rejected, or a write failed: the row keeps
             // its line in the table and the manifest, as not run.

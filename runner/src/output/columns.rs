@@ -12,9 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::plan::Load;
-use crate::stats::Stats;
-use crate::summary::{RowOutcome, RowSummary};
+use crate::statistics::stats::Stats;
+use crate::statistics::summary::{RowOutcome, RowSummary};
+use coebench_plan::Load;
 
 /// One cell of the table.
 #[derive(Debug, Clone, PartialEq)]
@@ -309,16 +309,16 @@ pub const OWN_COLUMNS: &[Column] = &[
     column!("error_class_frequency", |s| Cell::CountMap(
         s.error_class_frequency.clone()
     )),
-    column!("row_duration_s", |s| num(Some(crate::stats::round4(
-        s.row_duration_s
-    )))),
+    column!("row_duration_s", |s| num(Some(
+        crate::statistics::stats::round4(s.row_duration_s)
+    ))),
     column!("switching_time_source", |s| s.switching.source.map_or(
         Cell::Empty,
         |src| {
             Cell::Text(
                 match src {
-                    crate::switching::TtftSource::ServerTtft => "server_ttft",
-                    crate::switching::TtftSource::ClientTtft => "client_ttft",
+                    crate::statistics::switching::TtftSource::ServerTtft => "server_ttft",
+                    crate::statistics::switching::TtftSource::ClientTtft => "client_ttft",
                 }
                 .into(),
             )

@@ -15,7 +15,7 @@ use super::OutputError;
 use super::atomic::{to_json_pretty, write_atomic};
 use super::columns::{self, Cell};
 use super::naming::{consolidated_stem, python_float_str};
-use crate::summary::RowSummary;
+use crate::statistics::summary::RowSummary;
 
 /// Excel's limit on the characters of one cell.
 const XLSX_MAX_CELL_CHARS: usize = 32_767;

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::OutputError;
 use super::atomic::write_json_atomic;
 use super::naming::MANIFEST_FILE;
-use crate::plan::{ApiKind, EndpointSpec, Plan};
-use crate::report::RunOutcome;
-use crate::summary::{RowOutcome, RowSummary};
+use crate::statistics::summary::{RowOutcome, RowSummary};
+use coebench_plan::report::RunOutcome;
+use coebench_plan::{ApiKind, EndpointSpec, Plan};
 
 /// Contents of `run.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,7 +112,7 @@ impl RunManifest {
         RunManifest {
             coebench_version: env!("CARGO_PKG_VERSION").to_string(),
             run_name: run_name.into(),
-            started_at: crate::record::utc_timestamp(started),
+            started_at: crate::statistics::record::utc_timestamp(started),
             ended_at: None,
             inputs: ManifestInputs::default(),
             endpoint: ManifestEndpoint {
@@ -154,7 +154,7 @@ impl RunManifest {
 
     /// Records the end of the run.
     pub fn finish(&mut self, ended: jiff::Timestamp, exit: ManifestExit) {
-        self.ended_at = Some(crate::record::utc_timestamp(ended));
+        self.ended_at = Some(crate::statistics::record::utc_timestamp(ended));
         self.exit = Some(exit);
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! One job per submodule: [`naming`] builds the kit's file names, [`atomic`] writes a file so
 //! readers never see half of it, [`row_files`] writes a row's two JSON files, [`columns`] and
-//! [`consolidated`] define and write the consolidated table, [`manifest`] the run's `run.json`,
-//! [`spool`] holds a running row's full records on disk. Nothing here computes a metric.
+//! [`consolidated`] define and write the consolidated table, [`manifest`] the run's `run.json`.
+//! Nothing here computes a metric.
 
 use std::path::PathBuf;
 
@@ -14,13 +14,14 @@ pub mod consolidated;
 pub mod manifest;
 pub mod naming;
 pub mod row_files;
-pub mod spool;
 
 pub use consolidated::{ConsolidatedPaths, ConsolidatedTable};
 pub use manifest::{
     ManifestEndpoint, ManifestExit, ManifestInputs, ManifestRow, RunManifest, write_manifest,
 };
 pub use row_files::{RowFilePaths, write_row_files};
+
+use crate::statistics::spool::SpoolError;
 
 /// A file could not be written. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,9 @@ pub enum OutputError {
         /// The underlying error.
         source: rust_xlsxwriter::XlsxError,
     },
+    /// A running row's spool of records could not be read back.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     /// The CSV table could not be encoded.
     #[error("cannot encode {path} as CSV: {source}")]
     Csv {

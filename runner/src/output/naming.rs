@@ -5,7 +5,8 @@
 //! _<in>_<out>_<qps>_<distribution>_stream_<uuid>` for open-loop rows, where `_` in the model
 //! becomes `-` and the whole name is then sanitised the kit's way. Only names are built here.
 
-use crate::plan::{Load, Row};
+use crate::statistics::summary::RowNames;
+use coebench_plan::{Load, Row};
 
 /// Suffix of a row's per-request file.
 pub const INDIVIDUAL_RESPONSES_SUFFIX: &str = "_individual_responses.json";
@@ -13,17 +14,6 @@ pub const INDIVIDUAL_RESPONSES_SUFFIX: &str = "_individual_responses.json";
 pub const SUMMARY_SUFFIX: &str = "_summary.json";
 /// File name of the run manifest in the run folder.
 pub const MANIFEST_FILE: &str = "run.json";
-
-/// The load a row runs with: its concurrency when set (the kit's HEAD bundle runner lets
-/// concurrency win when both are set), else its rate, else concurrency 0 (such rows are
-/// rejected by input validation before a run).
-pub fn effective_load(row: &Row) -> Load {
-    match (row.concurrency, row.load()) {
-        (Some(c), _) => Load::Concurrency(c),
-        (None, Some(load)) => load,
-        (None, None) => Load::Concurrency(0),
-    }
-}
 
 /// The kit's sanitising: runs of characters other than word characters and `-` become one `-`
 /// (`re.sub(r'[^\w\d-]+', '-', s)`), then runs of `-` collapse (`re.sub(r'-{2,}', '-', s)`).
@@ -98,7 +88,7 @@ pub fn row_base_name(row_index: usize, row: &Row, uuid: &uuid::Uuid) -> String {
         .map(|size| format!("_multimodal_{}", size.as_str()))
         .unwrap_or_default();
     let (input, output) = (row.input_tokens, row.output_tokens);
-    let raw = match effective_load(row) {
+    let raw = match row.effective_load() {
         Load::Concurrency(c) => {
             format!("synthetic_{row_index}_{model}{multimodal}_{input}_{output}_{c}_stream_{uuid}")
         }
@@ -109,6 +99,22 @@ pub fn row_base_name(row_index: usize, row: &Row, uuid: &uuid::Uuid) -> String {
         ),
     };
     sanitize(&raw)
+}
+
+/// The names of row `row_index`'s files under a fresh random UUID.
+pub fn row_names(row_index: usize, row: &Row) -> RowNames {
+    row_names_with_uuid(row_index, row, uuid::Uuid::new_v4())
+}
+
+/// The names of row `row_index`'s files under `uuid`.
+pub fn row_names_with_uuid(row_index: usize, row: &Row, uuid: uuid::Uuid) -> RowNames {
+    let base = row_base_name(row_index, row, &uuid);
+    RowNames {
+        uuid,
+        individual_responses_file: individual_responses_file(&base),
+        summary_file: summary_file(&base),
+        base,
+    }
 }
 
 /// `<base>_individual_responses.json`.
@@ -166,7 +172,7 @@ mod tests {
         assert_eq!(name.len(), "YYYYmmdd-HHMMSS.ffffff".len(), "{name}");
         assert_eq!((&name[8..9], &name[15..]), ("-", ".000000"), "{name}");
         assert_eq!(
-            effective_load(&Row {
+            Row {
                 model: "m".into(),
                 input_tokens: 1,
                 output_tokens: 1,
@@ -176,7 +182,8 @@ mod tests {
                 qps_distribution: None,
                 image_size: None,
                 max_sequence_length: None,
-            }),
+            }
+            .effective_load(),
             Load::Concurrency(4),
             "concurrency wins, as in the kit's HEAD runner"
         );

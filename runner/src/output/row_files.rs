@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::OutputError;
 use super::atomic::{write_atomic_with, write_json_atomic};
-use crate::summary::RowResult;
+use crate::statistics::summary::RowResult;
 
 /// Where a row's files were written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,13 +47,13 @@ pub fn write_row_files(run_dir: &Path, result: &RowResult) -> Result<RowFilePath
 /// newlines).
 fn write_records(path: &Path, result: &RowResult) -> Result<(), OutputError> {
     write_atomic_with(path, |out| {
-        if result.records.is_empty() {
+        if result.digests.is_empty() {
             return out.write_all(b"[]").map_err(OutputError::from_io(path));
         }
         out.write_all(b"[\n").map_err(OutputError::from_io(path))?;
         let mut first = true;
         let mut element = Vec::new();
-        result.for_each_record(|record| {
+        result.for_each_record(|record| -> Result<(), OutputError> {
             element.clear();
             super::atomic::pretty_into(&mut element, record).map_err(|source| {
                 OutputError::Json {

@@ -1,9 +1,9 @@
 //! A benchmark's rows: inline or from a ConfigMap's kit CSV, validated as a whole plan. Reads the
 //! ConfigMap; changes nothing.
 
-use coebench_runner::input::model_configs::parse_model_configs_csv;
-use coebench_runner::input::validate::{UnknownCatalog, validate_plan};
-use coebench_runner::plan::{EndpointSpec, OutputOptions, Plan, Row};
+use coebench_plan::input::model_configs::parse_model_configs_csv;
+use coebench_plan::input::validate::{UnknownCatalog, validate_plan};
+use coebench_plan::{EndpointSpec, OutputOptions, Plan, Row};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, ResourceExt};
 

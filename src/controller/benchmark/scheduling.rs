@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use coebench_runner::plan::Row;
+use coebench_plan::Row;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::DeleteParams;

@@ -1,7 +1,7 @@
 //! The rules of [`observe`]: each kind of waiting, its bound, and each way a Job ends.
 
 use super::*;
-use coebench_runner::report::RunOutcome;
+use coebench_plan::report::RunOutcome;
 use serde_json::json;
 
 fn at(seconds: i64) -> Timestamp {
@@ -172,7 +172,7 @@ fn a_job_past_its_deadline_is_stuck_even_if_its_controller_lags() {
 }
 
 fn report(outcome: RunOutcome) -> String {
-    coebench_runner::report::RunReport {
+    coebench_plan::report::RunReport {
         version: 1,
         run_name: "b-1".into(),
         outcome,

@@ -1,0 +1,337 @@
+//! The kit's bundle-benchmark `config.yaml`, read into a [`Plan`].
+//!
+//! Keys (all versions of the kit): `model_configs_path`, `llm_api` (`sncloud`, `sambastudio`;
+//! coebench adds `openai` and `simulator`), `output_files_dir`, `consolidated_results_dir`,
+//! `timeout`, `time_delay`, `use_multiple_prompts`. The oldest kit nested them under
+//! `synthetic:`. Keys of later kits that coebench does not need (`concurrency_enabled`,
+//! `max_workers`, the Streamlit keys) are accepted and reported as ignored. coebench's own
+//! optional keys: `seed`, `request_timeout`, `tokenizer`, `run_name`, `warm_up_connections`. Relative paths resolve
+//! against the config file's folder.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::input::kit_config_types::type_errors;
+use crate::input::model_configs::parse_model_configs_csv;
+use crate::input::ranges::{self, Range};
+use crate::input::{InputError, InputErrors, read_input_file, read_utf8};
+use crate::{ApiKind, EndpointSpec, OutputOptions, Plan, RunOptions};
+
+/// Kit keys that coebench accepts and ignores, with the reason shown to the user.
+const IGNORED_KEYS: [(&str, &str); 6] = [
+    (
+        "concurrency_enabled",
+        "rows always run one after another, since running them in parallel hides switching time",
+    ),
+    ("max_workers", "rows always run one after another"),
+    (
+        "show_results_in_terminal",
+        "coebench always prints a table per row",
+    ),
+    ("prod_mode", "it only applies to the kit's Streamlit app"),
+    (
+        "pages_to_show",
+        "it only applies to the kit's Streamlit app",
+    ),
+    ("ratio", "no version of the kit used it"),
+];
+
+/// The raw YAML document, before validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    model_configs_path: Option<String>,
+    llm_api: Option<String>,
+    output_files_dir: Option<String>,
+    consolidated_results_dir: Option<String>,
+    timeout: Option<f64>,
+    time_delay: Option<f64>,
+    use_multiple_prompts: Option<bool>,
+    seed: Option<u64>,
+    warm_up_connections: Option<bool>,
+    request_timeout: Option<f64>,
+    stop_grace: Option<f64>,
+    tokenizer: Option<String>,
+    run_name: Option<String>,
+    concurrency_enabled: Option<serde_json::Value>,
+    max_workers: Option<serde_json::Value>,
+    show_results_in_terminal: Option<serde_json::Value>,
+    prod_mode: Option<serde_json::Value>,
+    pages_to_show: Option<serde_json::Value>,
+    /// The oldest kit nested every key under `synthetic:`.
+    synthetic: Option<Box<RawConfig>>,
+    /// The oldest kit's `ratio` key (unused by every later version).
+    ratio: Option<serde_json::Value>,
+}
+
+/// A kit config read into a plan, with notes about keys that were accepted but ignored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KitConfig {
+    /// The plan the config describes.
+    pub plan: Plan,
+    /// The model-configs CSV the rows came from.
+    pub model_configs_path: PathBuf,
+    /// Human-readable notes, one per ignored key.
+    pub notes: Vec<String>,
+}
+
+/// Reads a kit `config.yaml` and the CSV it points to.
+pub fn read_kit_config(path: &Path) -> Result<KitConfig, InputErrors> {
+    let source = path.display().to_string();
+    let text = read_input_file(path, "--config")?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse_kit_config(&text, &source, base, &|csv_path| read_utf8(csv_path))
+}
+
+/// Parses a kit config's `text`; `base` is the folder relative paths resolve against and
+/// `read` reads the CSV it names.
+pub fn parse_kit_config(
+    text: &str,
+    source: &str,
+    base: &Path,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<KitConfig, InputErrors> {
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        // Name every wrongly-typed key, not just the first the parser met.
+        let all = type_errors(text, source);
+        if !all.is_empty() {
+            return InputErrors(all);
+        }
+        InputErrors::one(InputError::new(
+            source,
+            "",
+            format!("not a valid kit config: {e}"),
+            "keys are model_configs_path, llm_api, output_files_dir, consolidated_results_dir, \
+             timeout, time_delay, use_multiple_prompts (and coebench's seed, request_timeout, \
+             stop_grace, tokenizer, run_name)",
+        ))
+    })?;
+    let raw = match raw.synthetic {
+        Some(nested) => *nested,
+        None => raw,
+    };
+    let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    let ignored = [
+        raw.concurrency_enabled.is_some(),
+        raw.max_workers.is_some(),
+        raw.show_results_in_terminal.is_some(),
+        raw.prod_mode.is_some(),
+        raw.pages_to_show.is_some(),
+        raw.ratio.is_some(),
+    ];
+    for ((key, why), present) in IGNORED_KEYS.iter().zip(ignored) {
+        if present {
+            notes.push(format!("{source}: key {key} is ignored: {why}"));
+        }
+    }
+    let api = match raw.llm_api.as_deref().map(str::trim) {
+        None | Some("") => {
+            errors.push(InputError::new(
+                source,
+                "llm_api",
+                "the key is missing",
+                "set llm_api to sncloud, sambastudio, openai or simulator",
+            ));
+            None
+        }
+        Some(name) => match name.to_ascii_lowercase().as_str() {
+            "sncloud" => Some(ApiKind::Sncloud),
+            "sambastudio" => Some(ApiKind::Sambastudio),
+            "openai" => Some(ApiKind::Openai),
+            "simulator" => Some(ApiKind::Simulator),
+            _ => {
+                errors.push(InputError::new(
+                    source,
+                    "llm_api",
+                    format!("unknown API {name:?}"),
+                    "set llm_api to sncloud, sambastudio, openai or simulator",
+                ));
+                None
+            }
+        },
+    };
+    let in_range = |errors: &mut Vec<InputError>,
+                    key: &str,
+                    value: Option<f64>,
+                    default: f64,
+                    range: Range| {
+        let v = value.unwrap_or(default);
+        if let Some(problem) = range.problem(v) {
+            errors.push(InputError::new(
+                source,
+                key,
+                problem,
+                format!("set {key} to seconds in that range, e.g. {default}"),
+            ));
+        }
+        v
+    };
+    let defaults = RunOptions::default();
+    let timeout_seconds = in_range(
+        &mut errors,
+        "timeout",
+        raw.timeout,
+        defaults.timeout_seconds,
+        ranges::TIMEOUT_SECONDS,
+    );
+    let request_timeout_seconds = in_range(
+        &mut errors,
+        "request_timeout",
+        raw.request_timeout,
+        defaults.request_timeout_seconds,
+        ranges::REQUEST_TIMEOUT_SECONDS,
+    );
+    let time_delay_seconds = in_range(
+        &mut errors,
+        "time_delay",
+        raw.time_delay,
+        0.0,
+        ranges::TIME_DELAY_SECONDS,
+    );
+    let stop_grace_seconds = in_range(
+        &mut errors,
+        "stop_grace",
+        raw.stop_grace,
+        defaults.stop_grace_seconds,
+        ranges::STOP_GRACE_SECONDS,
+    );
+    let resolve = |p: &str| -> String { base.join(p).display().to_string() };
+    let mut rows = Vec::new();
+    let mut model_configs_path = PathBuf::new();
+    match raw.model_configs_path.as_deref().map(str::trim) {
+        None | Some("") => errors.push(InputError::new(
+            source,
+            "model_configs_path",
+            "the key is missing",
+            "set model_configs_path to the model-configs CSV (relative to this file)",
+        )),
+        Some(csv) => {
+            model_configs_path = base.join(csv);
+            match read(&model_configs_path) {
+                Ok(text) => match parse_model_configs_csv(&text, &model_configs_path.display().to_string()) {
+                    Ok(parsed) => rows = parsed,
+                    Err(e) => errors.extend(e.0),
+                },
+                Err(e) => errors.push(InputError::new(
+                    source,
+                    "model_configs_path",
+                    format!("cannot read {}: {e}", model_configs_path.display()),
+                    "point model_configs_path at the CSV (relative paths start at this file's folder)",
+                )),
+            }
+        }
+    }
+    let plan = Plan {
+        endpoint: EndpointSpec {
+            api: api.unwrap_or(ApiKind::Sncloud),
+            url: None,
+            api_key_env: None,
+            simulator: None,
+        },
+        rows,
+        options: RunOptions {
+            timeout_seconds,
+            time_delay_seconds,
+            request_timeout_seconds,
+            use_multiple_prompts: raw.use_multiple_prompts.unwrap_or(false),
+            seed: raw.seed.unwrap_or(0),
+            warm_up_connections: raw.warm_up_connections.unwrap_or(true),
+            tokenizer: raw.tokenizer.as_deref().map(resolve),
+            stop_grace_seconds,
+        },
+        output: OutputOptions {
+            run_name: raw.run_name,
+            output_files_dir: raw.output_files_dir.as_deref().map(resolve),
+            consolidated_results_dir: raw.consolidated_results_dir.as_deref().map(resolve),
+        },
+    };
+    InputErrors::check(
+        KitConfig {
+            plan,
+            model_configs_path,
+            notes,
+        },
+        errors,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CSV: &str = "model_name,input_tokens,output_tokens,num_requests,concurrent_requests,qps,qps_distribution,multimodal_img_size\nm,100,10,4,1,,,\n";
+
+    fn parse(yaml: &str) -> Result<KitConfig, InputErrors> {
+        parse_kit_config(yaml, "config.yaml", Path::new("/kit/scripts"), &|p| {
+            if p == Path::new("/kit/scripts/configs.csv") {
+                Ok(CSV.to_string())
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "No such file",
+                ))
+            }
+        })
+    }
+
+    #[test]
+    fn reads_the_kit_keys_and_resolves_paths_against_the_config_folder() {
+        let config = parse(
+            "model_configs_path: 'configs.csv'\nllm_api: 'sambastudio'\n\
+             output_files_dir: 'out'\nconsolidated_results_dir: '/abs/cons'\n\
+             timeout: 3600\ntime_delay: 2\nuse_multiple_prompts: true\n\
+             concurrency_enabled: false\nmax_workers: 4\n",
+        )
+        .unwrap();
+        let plan = &config.plan;
+        assert_eq!(plan.endpoint.api, ApiKind::Sambastudio);
+        assert_eq!(plan.rows.len(), 1);
+        assert_eq!(
+            plan.output.output_files_dir.as_deref(),
+            Some("/kit/scripts/out")
+        );
+        assert_eq!(
+            plan.output.consolidated_results_dir.as_deref(),
+            Some("/abs/cons")
+        );
+        assert_eq!(plan.options.time_delay_seconds, 2.0);
+        assert!(plan.options.use_multiple_prompts);
+        assert_eq!(config.notes.len(), 2);
+    }
+
+    #[test]
+    fn the_oldest_nested_layout_is_accepted() {
+        let config = parse(
+            "synthetic:\n  model_configs_path: configs.csv\n  llm_api: sncloud\n  ratio: 1\n",
+        )
+        .unwrap();
+        assert_eq!(config.plan.endpoint.api, ApiKind::Sncloud);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let err = parse(
+            "model_configs_path: missing.csv\nllm_api: bedrock\ntimeout: -1\ntime_delay: -2\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "unknown API \"bedrock\"",
+            "timeout: -1",
+            "time_delay: -2",
+            "cannot read /kit/scripts/missing.csv",
+        ] {
+            assert!(err.contains(needle), "{needle} not in {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("model_configs_path: configs.csv\nllm_api: sncloud\ntimeuot: 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timeuot"), "{err}");
+    }
+}

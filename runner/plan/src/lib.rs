@@ -1,0 +1,350 @@
+//! What coebench's engine and its operator share: the native benchmark plan (which endpoint,
+//! which model-config rows, which options), reading and validating its inputs ([`input`]), the
+//! run report the runner hands to the operator ([`report`]), and the Prometheus exposition both
+//! serve ([`exposition`]). It depends on no client, engine or Kubernetes code, so the operator
+//! compiles only this of the engine.
+//!
+//! The plan types below are the one typed schema of a benchmark. The kit's `config.yaml` + CSV are translated into
+//! it, `coebench run --plan` reads it from YAML or JSON, and the operator's `CoeBenchmark`
+//! resource embeds [`Row`] and [`RunOptions`] unchanged (it decides [`OutputOptions`] itself). This module only defines the types and
+//! their defaults; reading files and validating values live in [`crate::input`].
+
+pub mod exposition;
+pub mod input;
+pub mod report;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A whole benchmark: the endpoint to load, the rows to run in order, and run-wide options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Plan {
+    /// The endpoint every row is sent to.
+    pub endpoint: EndpointSpec,
+    /// Model-config rows, run one after another in this order (order matters for switching).
+    pub rows: Vec<Row>,
+    /// Run-wide options; every field has a default.
+    #[serde(default)]
+    pub options: RunOptions,
+    /// Where results go; every field has a default.
+    #[serde(default)]
+    pub output: OutputOptions,
+}
+
+/// Which API an endpoint speaks, and where it is.
+///
+/// Credentials are never part of a plan: the key is read from the environment variable named by
+/// `apiKeyEnv` (or the API's default variable).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// The API flavour.
+    pub api: ApiKind,
+    /// Base URL. `sncloud`/`openai`: the API base (for example `https://api.sambanova.ai/v1`);
+    /// `sambastudio`: the endpoint URL. Default: from the API's environment variable
+    /// (`SAMBANOVA_API_BASE`, `SAMBASTUDIO_URL`, `OPENAI_BASE_URL`). Unused for `simulator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Name of the environment variable that holds the API key. Default: `SAMBANOVA_API_KEY`,
+    /// `SAMBASTUDIO_API_KEY` or `OPENAI_API_KEY` by API; unused for `simulator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// For `api: simulator`: path of a simulator config (`sim.yaml`), relative to the plan file.
+    /// Default: the built-in example bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulator: Option<String>,
+}
+
+/// The API flavours coebench can benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiKind {
+    /// SambaNova Cloud: OpenAI-compatible chat completions with SambaNova's `usage` metrics.
+    Sncloud,
+    /// SambaStudio: generic v1/v2 stream endpoints or its OpenAI-compatible URLs.
+    Sambastudio,
+    /// Any OpenAI-compatible server (vLLM, TGI, SGLang, llama.cpp, Ollama, ...).
+    Openai,
+    /// The embedded endpoint simulator, run in-process.
+    Simulator,
+}
+
+impl ApiKind {
+    /// The name used in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiKind::Sncloud => "sncloud",
+            ApiKind::Sambastudio => "sambastudio",
+            ApiKind::Openai => "openai",
+            ApiKind::Simulator => "simulator",
+        }
+    }
+}
+
+/// One model configuration to benchmark: the kit CSV's row.
+///
+/// Exactly one of `concurrency` and `qps` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Row {
+    /// Model name as the endpoint knows it (kit `model_name`), for example
+    /// `Meta-Llama-3.3-70B-Instruct` or `Bundle/<expert>` on SambaStudio.
+    #[schemars(length(min = 1))]
+    pub model: String,
+    /// Prompt length in tokens (kit `input_tokens`).
+    #[schemars(range(min = 1))]
+    pub input_tokens: u32,
+    /// Output length in tokens, sent as `max_tokens` (kit `output_tokens`).
+    #[schemars(range(min = 1))]
+    pub output_tokens: u32,
+    /// Number of requests to send (kit `num_requests`).
+    #[schemars(range(min = 1))]
+    pub num_requests: u32,
+    /// Closed loop: this many requests in flight at once (kit `concurrent_requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub concurrency: Option<u32>,
+    /// Open loop: requests per second (kit `qps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qps: Option<f64>,
+    /// Arrival process of an open-loop row (kit `qps_distribution`). Default `constant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qps_distribution: Option<QpsDistribution>,
+    /// Send an image of this size with every request (kit `multimodal_img_size`). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<ImageSize>,
+    /// Sequence length the model is deployed with; `inputTokens + outputTokens` must fit in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2))]
+    pub max_sequence_length: Option<u32>,
+}
+
+/// How a row generates load, derived from [`Row`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// Closed loop with this many requests in flight.
+    Concurrency(u32),
+    /// Open loop at this many requests per second, with these inter-arrival gaps.
+    Rate {
+        /// Requests per second.
+        qps: f64,
+        /// Inter-arrival distribution.
+        distribution: QpsDistribution,
+    },
+}
+
+impl Row {
+    /// The row's load, or `None` when it sets both or neither of `concurrency` and `qps`
+    /// (input validation rejects such rows before a run starts).
+    pub fn load(&self) -> Option<Load> {
+        match (self.concurrency, self.qps) {
+            (Some(c), None) => Some(Load::Concurrency(c)),
+            (None, Some(qps)) => Some(Load::Rate {
+                qps,
+                distribution: self.qps_distribution.unwrap_or_default(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The load the row runs with: its concurrency when set (the kit's HEAD bundle runner lets
+    /// concurrency win when both are set), else its rate, else concurrency 0 (such rows are
+    /// rejected by input validation before a run).
+    pub fn effective_load(&self) -> Load {
+        match (self.concurrency, self.load()) {
+            (Some(c), _) => Load::Concurrency(c),
+            (None, Some(load)) => load,
+            (None, None) => Load::Concurrency(0),
+        }
+    }
+}
+
+/// Inter-arrival time distribution of an open-loop row, with mean `1/qps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QpsDistribution {
+    /// Every gap is exactly `1/qps`.
+    #[default]
+    Constant,
+    /// Gaps uniform on `[0, 2/qps]`.
+    Uniform,
+    /// Gaps exponential with mean `1/qps` (a Poisson process).
+    Exponential,
+}
+
+impl QpsDistribution {
+    /// The name used in files and output names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QpsDistribution::Constant => "constant",
+            QpsDistribution::Uniform => "uniform",
+            QpsDistribution::Exponential => "exponential",
+        }
+    }
+}
+
+/// Image sizes of multimodal rows: square images of 500, 1000 or 2000 pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSize {
+    /// 500 x 500 pixels.
+    Small,
+    /// 1000 x 1000 pixels.
+    Medium,
+    /// 2000 x 2000 pixels.
+    Large,
+}
+
+impl ImageSize {
+    /// The name used in files and output names (`small`, `medium`, `large`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageSize::Small => "small",
+            ImageSize::Medium => "medium",
+            ImageSize::Large => "large",
+        }
+    }
+
+    /// Side of the square image in pixels.
+    pub fn pixels(self) -> u32 {
+        match self {
+            ImageSize::Small => 500,
+            ImageSize::Medium => 1000,
+            ImageSize::Large => 2000,
+        }
+    }
+}
+
+/// Run-wide options. Every field has a default, stated on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunOptions {
+    /// Seconds after the start of a row after which it sends no new request (kit `timeout`).
+    /// Requests never sent are counted. Default 3600.
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: f64,
+    /// Seconds to wait between rows (kit `time_delay`). Default 0.
+    #[serde(default)]
+    pub time_delay_seconds: f64,
+    /// Seconds one request may take, headers to last byte, before it fails as `timeout`.
+    /// Default 600.
+    #[serde(default = "default_request_timeout_seconds")]
+    pub request_timeout_seconds: f64,
+    /// Draw each request's prompt from the set of varied prompts instead of the default prompt
+    /// (kit `use_multiple_prompts`). Default false.
+    #[serde(default)]
+    pub use_multiple_prompts: bool,
+    /// Seed of every random choice (prompts, arrival gaps). Default 0.
+    #[serde(default)]
+    pub seed: u64,
+    /// Open the connections a row will need before it starts (its concurrency, or one second
+    /// of its arrivals), so handshakes are not timed as part of the first requests' TTFT.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub warm_up_connections: bool,
+    /// Path of a Hugging Face `tokenizer.json` used to size prompts and count tokens.
+    /// Default: the embedded `cl100k_base` BPE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// Seconds requests in flight may take to finish after SIGTERM or Ctrl-C before they are
+    /// cut off and recorded as `interrupted` (a second signal cuts them off at once).
+    /// 0 to 300; default 10, well under Kubernetes' 30 s `terminationGracePeriodSeconds`.
+    #[serde(default = "default_stop_grace_seconds")]
+    pub stop_grace_seconds: f64,
+}
+
+/// Default of [`RunOptions::stop_grace_seconds`].
+pub const DEFAULT_STOP_GRACE_SECONDS: f64 = 10.0;
+
+fn default_stop_grace_seconds() -> f64 {
+    DEFAULT_STOP_GRACE_SECONDS
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            timeout_seconds: default_timeout_seconds(),
+            time_delay_seconds: 0.0,
+            request_timeout_seconds: default_request_timeout_seconds(),
+            use_multiple_prompts: false,
+            seed: 0,
+            warm_up_connections: true,
+            tokenizer: None,
+            stop_grace_seconds: DEFAULT_STOP_GRACE_SECONDS,
+        }
+    }
+}
+
+/// Where a run's results go. Relative paths resolve against the plan file's folder.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutputOptions {
+    /// Name of the run: the folder of its per-row files and the consolidated file names.
+    /// Default: the start time, `YYYYmmdd-HHMMSS.ffffff` as the kit names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_name: Option<String>,
+    /// Folder of the per-row files (kit `output_files_dir`). Default `coebench-results/output_files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_files_dir: Option<String>,
+    /// Folder of the consolidated table (kit `consolidated_results_dir`).
+    /// Default `coebench-results/consolidated_results`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidated_results_dir: Option<String>,
+}
+
+fn default_timeout_seconds() -> f64 {
+    3600.0
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_request_timeout_seconds() -> f64 {
+    600.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_plan_parses_with_defaults() {
+        let plan: Plan = serde_json::from_str(
+            r#"{"endpoint":{"api":"simulator"},
+                "rows":[{"model":"m","inputTokens":10,"outputTokens":5,"numRequests":3,"qps":2.5}]}"#,
+        )
+        .unwrap();
+        assert_eq!(plan.options, RunOptions::default());
+        assert_eq!(plan.output, OutputOptions::default());
+        assert_eq!(
+            plan.rows[0].load(),
+            Some(Load::Rate {
+                qps: 2.5,
+                distribution: QpsDistribution::Constant
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = serde_json::from_str::<Row>(
+            r#"{"model":"m","inputTokens":1,"outputTokens":1,"numRequests":1,"concurrncy":2}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("concurrncy"), "{err}");
+    }
+
+    #[test]
+    fn a_row_with_both_or_neither_load_has_no_load() {
+        let mut row: Row = serde_json::from_str(
+            r#"{"model":"m","inputTokens":1,"outputTokens":1,"numRequests":1,"concurrency":2,"qps":1}"#,
+        )
+        .unwrap();
+        assert_eq!(row.load(), None);
+        row.concurrency = None;
+        row.qps = None;
+        assert_eq!(row.load(), None);
+    }
+}

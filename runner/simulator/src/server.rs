@@ -1,0 +1,545 @@
+//! The HTTP side: the accept loop (HTTP/1.1, keep-alive, graceful shutdown), routing, API-key
+//! checks, and turning one request into a scheduled [`QueuedRequest`]: parse, resolve the model, count
+//! prompt tokens, check the sequence length, draw faults and the output length. Timing is the
+//! scheduler's and the batch runner's job; bytes are `wire.rs`'s.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::body::{SimBody, StreamBody};
+use super::config::ApiMode;
+use super::context::Ctx;
+use super::faults::{self, Purpose, mix, request_rng};
+use super::image;
+use super::message::{BodyFrame, QueuedRequest};
+use super::request::{self, ParsedRequest};
+use super::truth::{FaultKind, Flavour, TruthRecord};
+use super::wire::{ApiError, RenderParams, ResponseFormat, ResponseRenderer};
+use coebench_support::socket_time::TimestampedStream;
+use coebench_support::timer;
+use coebench_support::tokenizer::TokenCounter;
+
+/// Largest request body accepted (images make bodies large).
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Bodies above this size are parsed and tokenized off the async threads.
+const BLOCKING_PARSE_BYTES: usize = 64 * 1024;
+
+/// Accepts connections until `shutdown` turns true, then lets open connections finish their
+/// current response for up to `grace` before dropping them.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut conns = JoinSet::new();
+    let for_connections = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(serve_connection(stream, ctx.clone(), for_connections.clone()));
+                }
+                Err(err) => {
+                    // Typically EMFILE under extreme load: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            () = stopped(&mut shutdown) => break,
+        }
+    }
+    drop(listener);
+    let open = conns.len();
+    if open > 0 {
+        tracing::info!(connections = open, "waiting for open connections to finish");
+    }
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = conns.len(),
+            "grace period over; dropping connections"
+        );
+        conns.abort_all();
+    }
+}
+
+/// Completes once `shutdown` is true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stream = match TimestampedStream::new(stream) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot serve an accepted connection");
+            return;
+        }
+    };
+    let times = stream.times();
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        let received = times.received_unix_us();
+        async move { Ok::<_, Infallible>(handle(req, ctx, received).await) }
+    });
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let stopping = tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+            false
+        }
+        () = stopped(&mut shutdown) => true,
+    };
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
+}
+
+/// What a request's method and path ask for.
+enum Dispatch {
+    /// The model list.
+    Models,
+    /// A completion on one of the API routes.
+    Api(Flavour),
+    /// Nothing the simulator serves; the message says what it does serve.
+    NotFound(String),
+}
+
+fn dispatch(method: &Method, path: &str) -> Dispatch {
+    let segments = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .map(|rest| rest.split('/').filter(|s| !s.is_empty()).count())
+    };
+    if path.ends_with("/chat/completions") && method == Method::POST {
+        Dispatch::Api(Flavour::Chat)
+    } else if path.ends_with("/models") && method == Method::GET {
+        Dispatch::Models
+    } else if segments("/api/v2/predict/generic/stream/") == Some(2) && method == Method::POST {
+        Dispatch::Api(Flavour::GenericV2)
+    } else if segments("/api/predict/generic/stream/") == Some(2) && method == Method::POST {
+        Dispatch::Api(Flavour::GenericV1)
+    } else if path.contains("/predict/generic/") {
+        Dispatch::NotFound(format!(
+            "{method} {path} is not served; the simulator serves SambaStudio's stream endpoints: POST /api/predict/generic/stream/<project>/<endpoint> (v1) and POST /api/v2/predict/generic/stream/<project>/<endpoint> (v2)"
+        ))
+    } else {
+        Dispatch::NotFound(format!(
+            "{method} {path} is not served; use POST .../chat/completions, GET .../models, or POST /api[/v2]/predict/generic/stream/<project>/<endpoint>"
+        ))
+    }
+}
+
+/// Serves one request; `received_unix_us` is when the kernel received its head, if known.
+async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<Ctx>,
+    received_unix_us: Option<i64>,
+) -> Response<SimBody> {
+    let arrival = Instant::now();
+    let dispatch = dispatch(req.method(), req.uri().path());
+    if let Dispatch::Models = dispatch {
+        return match authorize(&ctx, &req) {
+            Ok(()) => models_response(&ctx),
+            Err(e) => error_response(&e, None),
+        };
+    }
+    let ordinal = ctx.ordinal.fetch_add(1, Ordering::Relaxed);
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .map(str::to_string)
+        .unwrap_or_else(|| generated_id(ctx.config.seed, ordinal));
+    let flavour = match dispatch {
+        Dispatch::Api(flavour) => flavour,
+        Dispatch::Models | Dispatch::NotFound(_) => Flavour::Unknown,
+    };
+    let mut record = TruthRecord::arrived(
+        ordinal,
+        request_id.clone(),
+        flavour,
+        ctx.unix_us(arrival),
+        ctx.rel(arrival),
+    );
+    // A timestamp from before this request's head (an older read) is not its arrival.
+    record.received_unix_us = received_unix_us.filter(|&us| us <= record.arrival_unix_us);
+    let result = match dispatch {
+        Dispatch::NotFound(message) => Err(ApiError::not_found("unknown_route", message)),
+        _ => serve(req, &ctx, flavour, &mut record, arrival).await,
+    };
+    match result {
+        Ok(response) => with_request_id(response, &request_id),
+        Err(err) => {
+            tracing::debug!(request_id = %request_id, status = err.status, message = %err.message, "request refused");
+            record.http_status = err.status;
+            record.error = Some(err.message.clone());
+            ctx.truth.push(record);
+            error_response(&err, Some(&request_id))
+        }
+    }
+}
+
+fn generated_id(seed: u64, ordinal: u64) -> String {
+    uuid::Uuid::from_u64_pair(mix(seed ^ 0x5151), mix(ordinal ^ mix(seed))).to_string()
+}
+
+fn authorize<B>(ctx: &Ctx, req: &Request<B>) -> Result<(), ApiError> {
+    let Some(key) = &ctx.config.api_key else {
+        return Ok(());
+    };
+    let headers = req.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let plain = headers
+        .get("key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if bearer == Some(key.as_str()) || plain == Some(key.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// A request made ready for the scheduler, before its response is chosen.
+struct Prepared {
+    parsed: ParsedRequest,
+    text_tokens: u32,
+}
+
+fn prepare(body: &[u8], flavour: Flavour, ctx: &Ctx) -> Result<Prepared, ApiError> {
+    let parsed = match flavour {
+        Flavour::GenericV1 => request::parse_generic(body, false)?,
+        Flavour::GenericV2 => request::parse_generic(body, true)?,
+        _ => request::parse_chat(body)?,
+    };
+    let text_tokens = u32::try_from(ctx.tokenizer.count_tokens(&parsed.prompt)).unwrap_or(u32::MAX);
+    Ok(Prepared {
+        parsed,
+        text_tokens,
+    })
+}
+
+async fn serve(
+    req: Request<Incoming>,
+    ctx: &Arc<Ctx>,
+    flavour: Flavour,
+    record: &mut TruthRecord,
+    arrival: Instant,
+) -> Result<Response<SimBody>, ApiError> {
+    authorize(ctx, &req)?;
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            ApiError::bad_request(
+                "body_unreadable",
+                format!("could not read the request body (limit {MAX_BODY_BYTES} bytes): {e}"),
+            )
+        })?
+        .to_bytes();
+    let prepared = if body.len() > BLOCKING_PARSE_BYTES {
+        let ctx2 = ctx.clone();
+        tokio::task::spawn_blocking(move || prepare(&body, flavour, &ctx2))
+            .await
+            .map_err(|e| ApiError::internal(format!("request parsing failed: {e}")))??
+    } else {
+        prepare(&body, flavour, ctx)?
+    };
+    let Prepared {
+        parsed,
+        text_tokens,
+    } = prepared;
+    record.stream = parsed.stream;
+    let config = &ctx.config;
+    let name = match (&parsed.model, &config.default_expert) {
+        (Some(name), _) => name.clone(),
+        (None, Some(default)) => default.clone(),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "missing_select_expert",
+                "params.select_expert is missing and the simulator has no default_expert; send select_expert (e.g. \"Bundle/<expert>\") or set default_expert in the config",
+            ));
+        }
+    };
+    let model_index = config.model_index(&name).ok_or_else(|| {
+        ApiError::not_found(
+            "model_not_found",
+            format!(
+                "model {name:?} is not served here; available models: {}",
+                config.model_names().join(", ")
+            ),
+        )
+    })?;
+    let model = &config.models[model_index];
+    record.model = Some(model.name.clone());
+
+    let image_tokens: u32 = match (&model.vision, parsed.images.is_empty()) {
+        (_, true) => 0,
+        (None, false) => {
+            return Err(ApiError::bad_request(
+                "model_not_multimodal",
+                format!(
+                    "model {} does not accept images; send text only, or use a vision model",
+                    model.name
+                ),
+            ));
+        }
+        (Some(v), false) => parsed
+            .images
+            .iter()
+            .map(|&(w, h)| image::image_tokens(w, h, v.patch_pixels, v.max_tokens_per_image))
+            .fold(0u32, u32::saturating_add),
+    };
+    let template = if flavour == Flavour::Chat {
+        config.chat_template_tokens
+    } else {
+        0
+    };
+    let prompt_tokens = text_tokens
+        .saturating_add(template)
+        .saturating_add(image_tokens);
+    let max_len = model.max_sequence_length;
+    let max_tokens = match parsed.max_tokens {
+        Some(m) => m,
+        None if prompt_tokens < max_len => max_len - prompt_tokens,
+        None => 0,
+    };
+    let needed = u64::from(prompt_tokens) + u64::from(max_tokens);
+    if max_tokens == 0 || needed > u64::from(max_len) {
+        return Err(ApiError::bad_request(
+            "context_length_exceeded",
+            format!(
+                "input ({prompt_tokens} prompt tokens) + output ({max_tokens} max_tokens) = {needed} tokens exceeds the maximum sequence length {max_len} of model {}; lower max_tokens or shorten the prompt",
+                model.name
+            ),
+        ));
+    }
+    let bucket = model.bucket_for(needed).unwrap_or(max_len);
+
+    let now = Instant::now();
+    if let Err(retry_after_s) = ctx.limiters.admit(model_index, now) {
+        record.faults.push(FaultKind::RateLimit);
+        return Err(ApiError::rate_limited(retry_after_s));
+    }
+    let ordinal = record.ordinal;
+    let seed = config.seed;
+    let plan = faults::decide(&ctx.faults[model_index], seed, ordinal);
+    if let Some(status) = plan.error_status {
+        record.faults.push(FaultKind::Error);
+        return Err(ApiError::injected(status));
+    }
+
+    // Output length: exactly max_tokens with ignore_eos, else possibly a natural stop.
+    let tokens = match (parsed.ignore_eos, model.natural_length) {
+        (false, Some(n)) => {
+            let natural =
+                request_rng(seed, ordinal, Purpose::NaturalLength).random_range(n.min..=n.max);
+            natural.min(max_tokens)
+        }
+        _ => max_tokens,
+    };
+    let stop_reason = if tokens < max_tokens {
+        "stop"
+    } else {
+        "length"
+    };
+    let bursts = model.speculative.map(|s| {
+        let mut rng = request_rng(seed, ordinal, Purpose::Speculative);
+        let mut left = tokens - 1;
+        let mut bursts = Vec::new();
+        while left > 0 {
+            let mut accepted = 0;
+            while accepted < s.draft_tokens && rng.random::<f64>() < s.acceptance_probability {
+                accepted += 1;
+            }
+            let burst = (accepted + 1).min(left);
+            bursts.push(burst);
+            left -= burst;
+        }
+        bursts
+    });
+
+    if let Some(delay) = plan.slow_first_byte {
+        record.faults.push(FaultKind::SlowFirstByte);
+        timer::sleep(delay).await;
+    }
+    let stream_faults = if parsed.stream {
+        let f = plan.stream;
+        if f.stall.is_some() {
+            record.faults.push(FaultKind::Stall);
+        }
+        if f.disconnect_after.is_some() {
+            record.faults.push(FaultKind::Disconnect);
+        }
+        if f.malformed_after.is_some() {
+            record.faults.push(FaultKind::MalformedEvent);
+        }
+        f
+    } else {
+        faults::StreamFaults::default()
+    };
+    let submitted = Instant::now();
+    record.submitted_s = Some(ctx.rel(submitted));
+    record.prompt_tokens = Some(prompt_tokens);
+    record.image_tokens = image_tokens;
+    record.sequence_bucket = Some(bucket);
+
+    let kind = match flavour {
+        Flavour::GenericV1 => ResponseFormat::Generic { v2: false },
+        Flavour::GenericV2 => ResponseFormat::Generic { v2: true },
+        _ if parsed.stream => ResponseFormat::ChatStream {
+            send_usage: !config.omit_usage
+                && (config.api == ApiMode::Sncloud || parsed.include_usage),
+        },
+        _ => ResponseFormat::ChatFull,
+    };
+    let identity = mix(mix(seed) ^ ordinal.wrapping_add(0xC0FFEE));
+    let created = ctx.unix_us(arrival) / 1_000_000;
+    let wire = ResponseRenderer::new(RenderParams {
+        kind,
+        mode: config.api,
+        id: &format!("chatcmpl-{identity:016x}"),
+        model: &model.name,
+        created,
+        item_id: &parsed.item_id,
+        prompt: &parsed.prompt,
+        text_key: identity,
+    });
+    let content_type = wire.content_type();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let job = QueuedRequest {
+        model: model_index,
+        bucket,
+        prompt_tokens,
+        submitted,
+        tokens,
+        stop_reason,
+        bursts,
+        stream: parsed.stream,
+        faults: stream_faults,
+        wire,
+        tx,
+        record: record.clone(),
+    };
+    if ctx.scheduler.send(job).is_err() {
+        return Err(ApiError::shutting_down());
+    }
+    if parsed.stream {
+        let body = SimBody::Stream(Box::new(StreamBody::new(ctx.clone(), rx)));
+        return Ok(response(StatusCode::OK, content_type, body));
+    }
+    // Non-streaming: the whole body at the last token's instant.
+    match rx.recv().await {
+        Some(BodyFrame::End {
+            bytes, at, record, ..
+        }) => {
+            timer::sleep_until(at).await;
+            let mut record = *record;
+            let written = Instant::now();
+            let lag = written.saturating_duration_since(at);
+            ctx.lag.record(lag);
+            let us = lag.as_secs_f64() * 1e6;
+            record.timer_lag_max_us = Some(us);
+            record.timer_lag_mean_us = Some(us);
+            record.first_token_written_unix_us = Some(ctx.unix_us(written));
+            record.last_token_written_unix_us = Some(ctx.unix_us(written));
+            ctx.truth.push(record);
+            Ok(response(
+                StatusCode::OK,
+                content_type,
+                SimBody::Full(Some(bytes)),
+            ))
+        }
+        _ => Err(ApiError::shutting_down()),
+    }
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: SimBody) -> Response<SimBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let headers = r.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if content_type == "text/event-stream" {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    r
+}
+
+fn with_request_id(mut r: Response<SimBody>, request_id: &str) -> Response<SimBody> {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert("x-request-id", v);
+    }
+    r
+}
+
+fn error_response(err: &ApiError, request_id: Option<&str>) -> Response<SimBody> {
+    let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = response(status, "application/json", SimBody::Full(Some(err.body())));
+    if let Some(secs) = err.retry_after_s {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    match request_id {
+        Some(id) => with_request_id(r, id),
+        None => r,
+    }
+}
+
+fn models_response(ctx: &Ctx) -> Response<SimBody> {
+    let data: Vec<serde_json::Value> = ctx
+        .config
+        .models
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": m.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "coebench-simulator",
+                "context_length": m.max_sequence_length,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({"object": "list", "data": data}).to_string();
+    response(
+        StatusCode::OK,
+        "application/json",
+        SimBody::Full(Some(Bytes::from(body))),
+    )
+}

@@ -1,0 +1,16 @@
+//! Fixtures shared by coebench's integration tests, one module each:
+//! - [`hostile_server`]: a plain-threads HTTP/1.1 server for tests of the `coebench` binary,
+//!   answering benchmark requests with errors that echo them, stalls or cut streams;
+//! - [`engine_support`]: a small, fast simulated bundle over real loopback HTTP, plans against
+//!   it, and runs of the real engine with an injected environment;
+//! - [`kit_contract`]: the kit's record keys and consolidated columns, in the kit's order;
+//! - [`output_fixtures`]: synthetic measurements, a predictable token counter, a reader of JSON
+//!   key order;
+//! - [`scripted_server`]: an HTTP/1.1 server answering with scripted bytes, delays, stalls and
+//!   disconnects.
+
+pub mod engine_support;
+pub mod hostile_server;
+pub mod kit_contract;
+pub mod output_fixtures;
+pub mod scripted_server;
