@@ -210,8 +210,10 @@ fn redact_params(text: &str) -> String {
     while let Some(eq) = rest.find('=') {
         let (head, tail) = rest.split_at(eq);
         let name_start = head
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let name: String = head[name_start..]
             .chars()
             .filter(|c| *c != '_' && *c != '-')
@@ -282,6 +284,11 @@ mod tests {
         assert_eq!(r.redact("url ...?api_key=zz#f"), "url ...?api_key=***#f");
         assert_eq!(r.redact("?Access-Token=q1 x"), "?Access-Token=*** x");
         assert_eq!(r.redact("max_tokens=5 and a=b"), "max_tokens=5 and a=b");
+        // Found by the fuzzer: a multi-byte character right before a parameter name.
+        assert_eq!(
+            r.redact("kee\u{fffd}=alive é=1 ütoken=x"),
+            "kee\u{fffd}=alive é=1 ütoken=***"
+        );
     }
 
     #[test]
