@@ -167,8 +167,13 @@ fn mutate(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
 
 /// Runs `check` on mutations of `target`'s corpus within the budget; the first input that
 /// panics is saved and fails the test.
-fn fuzz(target: &str, mut check: impl FnMut(&[u8])) {
-    let seeds = corpus(target);
+fn fuzz(target: &str, check: impl FnMut(&[u8])) {
+    fuzz_named(target, target, check);
+}
+
+/// [`fuzz`] of the `corpus` seeds, reported and saved as `target`.
+fn fuzz_named(target: &str, corpus_name: &str, mut check: impl FnMut(&[u8])) {
+    let seeds = corpus(corpus_name);
     for seed in &seeds {
         check(seed);
     }
@@ -331,7 +336,7 @@ fn fuzz_stream_decoding_behind_a_real_client() {
         Budget::Time(_) => u64::MAX,
     };
     let mut done = 0;
-    fuzz("sse", |bytes| {
+    fuzz_named("stream", "sse", |bytes| {
         if done < budget {
             rig.stream(bytes);
             done += 1;
