@@ -240,6 +240,17 @@ async fn start_pending_run(
     let Some(trigger) = pending_trigger(bench, status) else {
         return Ok(());
     };
+    // The status comes from the cache and may predate the runs listed just now: a run already
+    // created for this run-now value (a moment ago by this reconciler, or by another replica)
+    // has handled it, whatever the cached status says.
+    if trigger.kind == TriggerKind::RunNow
+        && runs.iter().any(|r| {
+            r.spec.trigger.kind == TriggerKind::RunNow && r.spec.trigger.value == trigger.value
+        })
+    {
+        status.handled_run_now = trigger.value;
+        return Ok(());
+    }
     let n = status.run_count.unwrap_or(0) + 1;
     let run_name = run_name(&bench.name_any(), n);
     if !runs.iter().any(|r| r.name_any() == run_name) {

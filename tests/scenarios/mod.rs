@@ -16,6 +16,7 @@ use crate::support::*;
 mod lease;
 pub(crate) mod rbac;
 mod schedule;
+mod stale_cache;
 
 fn condition<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'c Condition> {
     conditions.iter().find(|c| c.type_ == type_)

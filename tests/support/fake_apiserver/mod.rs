@@ -114,6 +114,8 @@ struct Key {
 #[derive(Clone, Debug)]
 struct StoredEvent {
     rv: u64,
+    /// When the change happened; a watch delivers it no earlier than this plus its delay.
+    emitted: std::time::Instant,
     resource: String,
     namespace: String,
     type_: &'static str,
@@ -129,6 +131,9 @@ struct State {
     uid: u64,
     history: Vec<StoredEvent>,
     requests: Vec<RequestRecord>,
+    /// How late watches of a resource (`resource_of::<K>()`) deliver live events: a cache fed
+    /// by them is that much behind the store, as an informer's is on a busy API server.
+    watch_delays: BTreeMap<String, std::time::Duration>,
 }
 
 struct Inner {
@@ -234,6 +239,7 @@ impl State {
     ) {
         let event = StoredEvent {
             rv: self.rv,
+            emitted: std::time::Instant::now(),
             resource: key.resource.clone(),
             namespace: key.namespace.clone(),
             type_,
@@ -362,6 +368,13 @@ impl FakeApiServer {
     /// Every request so far.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.state().requests.clone()
+    }
+
+    /// From now on, watches of `K` opened afterwards deliver each live event `delay` after it
+    /// happened (reads stay current): the controller's cache of `K` is stale by `delay`, which
+    /// is how the races of a real API server show up here.
+    pub fn delay_watches<K: Resource<DynamicType = ()>>(&self, delay: std::time::Duration) {
+        self.state().watch_delays.insert(resource_of::<K>(), delay);
     }
 
     /// A mark in the request log, for [`FakeApiServer::assert_writes_since`].

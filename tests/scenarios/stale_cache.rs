@@ -1,0 +1,69 @@
+//! Races that only a real API server shows: the fake delays the watch events of one resource,
+//! so the operator's cache of it is stale while reads and the other caches are current (as an
+//! informer is behind the store on a busy control plane). Each test failed on the operator
+//! before its fix.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+/// How far behind the store the stale cache is.
+const STALE: Duration = Duration::from_millis(700);
+
+/// Long enough for a reconcile on the stale cache, and the one after it catches up, to finish.
+const SETTLE: Duration = Duration::from_secs(3);
+
+fn run_names(fake: &FakeApiServer) -> Vec<String> {
+    let mut names: Vec<String> = fake
+        .list::<CoeBenchmarkRun>(NS)
+        .iter()
+        .map(|r| r.metadata.name.clone().unwrap_or_default())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn run_now_under_a_stale_benchmark_cache_starts_exactly_one_run_per_value() {
+    let fake = FakeApiServer::new();
+    fake.delay_watches::<CoeBenchmark>(STALE);
+    // Runs whose Pods never start fail after a few seconds here; keep them all in view.
+    let keep = json!({"successfulRunsHistoryLimit": 100, "failedRunsHistoryLimit": 100});
+    let (operator, _) = started(&fake, "bench", keep).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(run_names(&fake), ["bench-1"]);
+
+    // The run created for "a" wakes the benchmark's reconciler at once (runs are not delayed),
+    // while its cache still holds the status from before "a" was handled.
+    fake.modify::<CoeBenchmark>(NS, "bench", |b| {
+        b["metadata"]["annotations"]["coebench.dev/run-now"] = json!("a")
+    });
+    eventually(WAIT, "the run for a", || {
+        fake.get::<CoeBenchmarkRun>(NS, "bench-2")
+    })
+    .await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        run_names(&fake),
+        ["bench-1", "bench-2"],
+        "one run-now value started more than one run"
+    );
+    let bench = fake.get::<CoeBenchmark>(NS, "bench").unwrap();
+    let status = bench.status.unwrap();
+    assert_eq!(status.handled_run_now.as_deref(), Some("a"));
+    assert_eq!(status.run_count, Some(2));
+
+    // A new value still starts a run.
+    fake.modify::<CoeBenchmark>(NS, "bench", |b| {
+        b["metadata"]["annotations"]["coebench.dev/run-now"] = json!("b")
+    });
+    eventually(WAIT, "the run for b", || {
+        fake.get::<CoeBenchmarkRun>(NS, "bench-3")
+    })
+    .await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(run_names(&fake), ["bench-1", "bench-2", "bench-3"]);
+    operator.stop().await;
+}
