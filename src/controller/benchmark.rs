@@ -126,7 +126,9 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
     if let Some(rows) = usable {
         start_pending_run(&bench, rows, &runs_api, &mut runs, &mut status, &ctx).await?;
     }
-    apply_history_limits(&bench, &runs_api, &mut runs, &ctx).await?;
+    // Runs deleted for the history limits are still summarized this once: with a limit of 0
+    // a run is deleted as soon as it finishes, and its result must reach the status first.
+    apply_history_limits(&bench, &runs_api, &runs, &ctx).await?;
     history::summarize(&mut status, &runs, &mut |st, ty, s, r, m| {
         conditions.set(st, ty, s, r, m)
     });
@@ -281,7 +283,7 @@ async fn start_pending_run(
 async fn apply_history_limits(
     bench: &Arc<CoeBenchmark>,
     runs_api: &Api<CoeBenchmarkRun>,
-    runs: &mut Vec<CoeBenchmarkRun>,
+    runs: &[CoeBenchmarkRun],
     ctx: &Context,
 ) -> Result<()> {
     let trimmed = trim_history(
@@ -300,7 +302,6 @@ async fn apply_history_limits(
         }
     }
     if !trimmed.is_empty() {
-        runs.retain(|r| !trimmed.contains(&r.name_any()));
         publish(
             ctx,
             &**bench,

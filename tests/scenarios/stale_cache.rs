@@ -67,3 +67,46 @@ async fn run_now_under_a_stale_benchmark_cache_starts_exactly_one_run_per_value(
     assert_eq!(run_names(&fake), ["bench-1", "bench-2", "bench-3"]);
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn a_history_limit_of_zero_still_reports_the_last_result() {
+    let fake = FakeApiServer::new();
+    let (operator, _) = started(&fake, "bench", json!({"successfulRunsHistoryLimit": 0})).await;
+    let pod = fake.start_job_pod(NS, "bench-1");
+    fake.terminate_pod(NS, &pod, 0, &report("bench-1", RunOutcome::Succeeded, None));
+    fake.mark_job(NS, "bench-1", None);
+    // The run is deleted as soon as it has succeeded; the benchmark must say so first.
+    let bench = eventually(WAIT, "the benchmark's last result", || {
+        fake.get::<CoeBenchmark>(NS, "bench")
+            .filter(|b| b.status.as_ref().is_some_and(|s| s.last_result.is_some()))
+    })
+    .await;
+    let status = bench.status.unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Succeeded));
+    assert_eq!(status.last_successful_run.as_deref(), Some("bench-1"));
+    let result = status.last_result.unwrap();
+    assert_eq!(result.run, "bench-1");
+    assert_eq!(result.rows.len(), 2, "every row of the report");
+    eventually(WAIT, "the run trimmed", || {
+        fake.get::<CoeBenchmarkRun>(NS, "bench-1")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(SETTLE).await;
+    let status = fake
+        .get::<CoeBenchmark>(NS, "bench")
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        status.phase,
+        Some(RunPhase::Succeeded),
+        "phase kept after the trim"
+    );
+    assert!(
+        status.last_result.is_some(),
+        "last result kept after the trim"
+    );
+    operator.stop().await;
+}
