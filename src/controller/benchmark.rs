@@ -24,7 +24,10 @@ use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
-use super::{Context, is_conflict, is_not_found, publish, publish_transitions, write_status};
+use super::{
+    Context, check_owner, controller_uid, is_conflict, is_not_found, publish, publish_transitions,
+    write_status,
+};
 use crate::conditions::{NewCondition, Status, remove_condition, set_condition, types};
 use crate::crd::{
     ANNOTATION_RUN_NOW, CoeBenchmark, CoeBenchmarkRun, CoeBenchmarkRunSpec, CoeBenchmarkStatus,
@@ -420,10 +423,16 @@ async fn create_or_adopt(
     let namespace = run.namespace().unwrap_or_default();
     match api.create(&PostParams::default(), run).await {
         Ok(created) => Ok(Some(created)),
-        Err(e) if is_conflict(&e) => api
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube(format!("read run {namespace}/{name}"))),
+        Err(e) if is_conflict(&e) => {
+            let existing = api
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube(format!("read run {namespace}/{name}")))?;
+            if let (Some(existing), Some(owner)) = (&existing, controller_uid(run)) {
+                check_owner(existing, owner)?;
+            }
+            Ok(existing)
+        }
         Err(e) => Err(Error::kube(format!("create run {namespace}/{name}"))(e)),
     }
 }

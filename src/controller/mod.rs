@@ -333,6 +333,39 @@ pub(crate) fn is_not_found(error: &kube::Error) -> bool {
 }
 
 /// Whether a client error is the API server's 409 AlreadyExists.
+/// The uid of `object`'s controlling owner, if it has one.
+pub(crate) fn controller_uid<K: Resource>(object: &K) -> Option<&str> {
+    object
+        .meta()
+        .owner_references
+        .as_deref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+}
+
+/// After a create answered 409: the object under the name is ours when its controlling owner is
+/// `expected_owner`; otherwise it belongs to an earlier owner of the same name that the garbage
+/// collector has not deleted yet, and adopting it would follow the wrong object.
+pub(crate) fn check_owner<K: Resource<DynamicType = ()>>(
+    existing: &K,
+    expected_owner: &str,
+) -> Result<()> {
+    match controller_uid(existing) {
+        Some(uid) if uid == expected_owner => Ok(()),
+        other => Err(Error::NameTaken {
+            object: format!(
+                "{} {}/{}",
+                K::kind(&()),
+                existing.meta().namespace.clone().unwrap_or_default(),
+                existing.meta().name.clone().unwrap_or_default()
+            ),
+            owner: other.unwrap_or("no owner").to_string(),
+            expected: expected_owner.to_string(),
+        }),
+    }
+}
+
 pub(crate) fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 409)
 }

@@ -24,7 +24,10 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::observe::{Limits, Observation, observe};
-use super::{Context, is_conflict, is_not_found, publish_transitions, write_status};
+use super::{
+    Context, check_owner, controller_uid, is_conflict, is_not_found, publish_transitions,
+    write_status,
+};
 use crate::conditions::{NewCondition, Status, is_true, set_condition, types};
 use crate::crd::{CoeBenchmarkRun, CoeBenchmarkRunStatus, LABEL_RUN, RunPhase};
 use crate::error::{Error, Result};
@@ -229,11 +232,20 @@ async fn ensure_job(
     let poll = Action::requeue(ctx.settings.poll_interval);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job_name = job_name(&name);
-    if let Some(job) = jobs
+    let found = jobs
         .get_opt(&job_name)
         .await
-        .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?
-    {
+        .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?;
+    if let Some(job) = found {
+        let run_uid = run.uid().unwrap_or_default();
+        if controller_uid(&job) != Some(run_uid.as_str()) {
+            // An earlier run of the same name left it; the garbage collector deletes it soon.
+            let message = format!(
+                "Job {job_name} belongs to an earlier run of the same name; waiting for it to be garbage-collected"
+            );
+            step.waiting("WaitingForOldJob", &message);
+            return Ok(ControlFlow::Break(poll));
+        }
         set_job_created(step, &name);
         if step.status.start_time.is_none() {
             step.status.start_time = job.status.as_ref().and_then(|s| s.start_time.clone());
@@ -304,13 +316,18 @@ async fn follow_job(
     let name = run.name_any();
     let poll = Action::requeue(ctx.settings.poll_interval);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let pods = pods
+    // Only this Job's Pods: an earlier run of the same name may have left Pods with its label.
+    let job_uid = job.uid().unwrap_or_default();
+    let pods: Vec<Pod> = pods
         .list(&ListParams::default().labels(&format!("{LABEL_RUN}={name}")))
         .await
         .map_err(Error::kube(format!(
             "list the Pods of run {namespace}/{name}"
         )))?
-        .items;
+        .items
+        .into_iter()
+        .filter(|p| controller_uid(p) == Some(job_uid.as_str()))
+        .collect();
     let limits = Limits {
         image_pull: ctx.settings.image_pull_timeout,
         container_config: ctx.settings.dependency_timeout,
@@ -459,6 +476,7 @@ async fn missing_dependency(
 
 /// Creates the plan ConfigMap and the Job; an existing one (same deterministic name) is kept.
 async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) -> Result<()> {
+    let run_uid = run.uid().unwrap_or_default();
     let config_map = build_config_map(run)?;
     let cm_name = config_map.name_any();
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
@@ -467,7 +485,16 @@ async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) 
         .await
     {
         Ok(_) => {}
-        Err(e) if is_conflict(&e) => {}
+        Err(e) if is_conflict(&e) => {
+            // Ours from an earlier attempt, or an earlier run's of the same name: not adopted.
+            if let Some(existing) = config_maps
+                .get_opt(&cm_name)
+                .await
+                .map_err(Error::kube(format!("read ConfigMap {namespace}/{cm_name}")))?
+            {
+                check_owner(&existing, &run_uid)?;
+            }
+        }
         Err(e) => {
             return Err(Error::kube(format!(
                 "create ConfigMap {namespace}/{cm_name}"
@@ -479,7 +506,15 @@ async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) 
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     match jobs.create(&PostParams::default(), &job).await {
         Ok(_) => tracing::info!(job = %job_name, "created the runner Job"),
-        Err(e) if is_conflict(&e) => {}
+        Err(e) if is_conflict(&e) => {
+            if let Some(existing) = jobs
+                .get_opt(&job_name)
+                .await
+                .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?
+            {
+                check_owner(&existing, &run_uid)?;
+            }
+        }
         Err(e) => return Err(Error::kube(format!("create Job {namespace}/{job_name}"))(e)),
     }
     Ok(())

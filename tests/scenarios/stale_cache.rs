@@ -110,3 +110,49 @@ async fn a_history_limit_of_zero_still_reports_the_last_result() {
     );
     operator.stop().await;
 }
+
+/// The controlling owner's uid of an object.
+fn owner_uid(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone())
+}
+
+#[tokio::test]
+async fn a_re_created_benchmark_never_adopts_its_predecessors_run_or_job() {
+    let fake = FakeApiServer::new();
+    fake.delay_garbage_collection(Duration::from_secs(2));
+    let keep = json!({"successfulRunsHistoryLimit": 100, "failedRunsHistoryLimit": 100});
+    let (operator, old_job) = started(&fake, "bench", keep.clone()).await;
+    let old_run = fake.get::<CoeBenchmarkRun>(NS, "bench-1").unwrap();
+
+    // Deleted and applied again at once: the old run, then its Job, linger until collected.
+    assert!(fake.delete::<CoeBenchmark>(NS, "bench"));
+    put_benchmark(&fake, "bench", keep);
+    let bench = fake.get::<CoeBenchmark>(NS, "bench").unwrap();
+    let bench_uid = bench.metadata.uid.clone().unwrap();
+
+    let run = eventually(WAIT, "bench-1 owned by the new benchmark", || {
+        fake.get::<CoeBenchmarkRun>(NS, "bench-1")
+            .filter(|r| owner_uid(&r.metadata).as_deref() == Some(bench_uid.as_str()))
+    })
+    .await;
+    assert_ne!(run.metadata.uid, old_run.metadata.uid);
+    let run_uid = run.metadata.uid.clone().unwrap();
+    let job = eventually(WAIT, "Job bench-1 owned by the new run", || {
+        fake.get::<Job>(NS, "bench-1")
+            .filter(|j| owner_uid(&j.metadata).as_deref() == Some(run_uid.as_str()))
+    })
+    .await;
+    assert_ne!(job.metadata.uid, old_job.metadata.uid);
+    let run = fake.get::<CoeBenchmarkRun>(NS, "bench-1").unwrap();
+    assert_ne!(
+        run_phase(&run),
+        Some(RunPhase::Failed),
+        "the new run must not fail for its predecessor's Job: {:?}",
+        run.status
+    );
+    operator.stop().await;
+}
