@@ -137,7 +137,7 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
     });
 
     let api: Api<CoeBenchmark> = Api::namespaced(ctx.client.clone(), &namespace);
-    if write_status(&api, &name, before.as_ref(), &status).await? {
+    if write_status(&api, &*bench, before.as_ref(), &status).await? {
         let old = before.map(|s| s.conditions).unwrap_or_default();
         publish_transitions(&ctx, &*bench, &old, &status.conditions, CONTROLLER).await;
     }
@@ -326,7 +326,7 @@ async fn apply_history_limits(
 pub fn error_policy(_bench: Arc<CoeBenchmark>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_error(CONTROLLER, error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    super::retry_after(error)
 }
 
 fn run_now_annotation(bench: &CoeBenchmark) -> Option<String> {

@@ -59,12 +59,19 @@ pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<A
         status: before.clone().unwrap_or_default(),
         generation: run.metadata.generation,
         now: ctx.now(),
+        delete_stuck_job: false,
     };
     step.fill_static(&run, &namespace);
     let action = advance(&run, &namespace, &ctx, &mut step).await?;
 
     let api: Api<CoeBenchmarkRun> = Api::namespaced(ctx.client.clone(), &namespace);
-    if write_status(&api, &name, before.as_ref(), &step.status).await? {
+    let written = write_status(&api, &*run, before.as_ref(), &step.status).await?;
+    if step.delete_stuck_job {
+        // Only now that the run's failure and its reason are recorded: deleting first would let
+        // a reconcile on a stale cache find the Job gone and call it JobDeleted.
+        delete_job(&run, &namespace, &ctx).await?;
+    }
+    if written {
         let old = before.map(|s| s.conditions).unwrap_or_default();
         publish_transitions(&ctx, &*run, &old, &step.status.conditions, CONTROLLER).await;
         if let Some(phase) = step.status.phase.filter(|p| p.is_finished()) {
@@ -79,7 +86,7 @@ pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<A
 pub fn error_policy(_run: Arc<CoeBenchmarkRun>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_error(CONTROLLER, error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    super::retry_after(error)
 }
 
 /// The status being built by one reconcile.
@@ -87,6 +94,8 @@ struct Step {
     status: CoeBenchmarkRunStatus,
     generation: Option<i64>,
     now: k8s_openapi::jiff::Timestamp,
+    /// The run is stuck: delete its Job once the failure is written.
+    delete_stuck_job: bool,
 }
 
 impl Step {
@@ -353,14 +362,8 @@ async fn follow_job(
             Ok(poll)
         }
         Observation::Stuck { reason, message } => {
-            tracing::info!(%reason, "run is stuck; deleting its Job");
-            let job_name = job_name(&name);
-            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-            match jobs.delete(&job_name, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(Error::kube(format!("delete Job {namespace}/{job_name}"))(e)),
-            }
+            tracing::info!(%reason, "run is stuck; its Job is deleted once the failure is written");
+            step.delete_stuck_job = true;
             let outcome = Outcome {
                 succeeded: false,
                 reason,
@@ -385,6 +388,17 @@ async fn follow_job(
             results_written(step, run, report.is_some());
             Ok(Action::await_change())
         }
+    }
+}
+
+/// Deletes the run's Job (and, through it, its Pod).
+async fn delete_job(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) -> Result<()> {
+    let job_name = job_name(&run.name_any());
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    match jobs.delete(&job_name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(Error::kube(format!("delete Job {namespace}/{job_name}"))(e)),
     }
 }
 

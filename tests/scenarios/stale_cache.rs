@@ -156,3 +156,45 @@ async fn a_re_created_benchmark_never_adopts_its_predecessors_run_or_job() {
     );
     operator.stop().await;
 }
+
+/// Runs counted as finished so far, over every phase and reason.
+fn runs_finished(operator: &Operator) -> u64 {
+    let text = operator.metrics.encode().unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("coebench_operator_runs_finished_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_failed_run_keeps_its_reason_when_a_stale_reconcile_finds_its_job_gone() {
+    let fake = FakeApiServer::new();
+    fake.delay_watches::<CoeBenchmarkRun>(STALE);
+    let (operator, _) = started(&fake, "bench", json!({})).await;
+    let pod = fake.start_job_pod(NS, "bench-1");
+    fake.set_pod_waiting(NS, &pod, "ErrImagePull", "manifest unknown");
+    // The operator deletes the stuck Job and fails the run; the Job's deletion wakes it again
+    // while its cache of the run still says the Job was running.
+    let run = eventually(WAIT, "run 1 failed", || {
+        fake.get::<CoeBenchmarkRun>(NS, "bench-1")
+            .filter(|r| run_phase(r) == Some(RunPhase::Failed))
+    })
+    .await;
+    let reason = |run: &CoeBenchmarkRun| {
+        run.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Failed"))
+            .map(|c| c.reason.clone())
+    };
+    let first = reason(&run);
+    assert_ne!(first.as_deref(), Some("JobDeleted"));
+    tokio::time::sleep(SETTLE).await;
+    let run = fake.get::<CoeBenchmarkRun>(NS, "bench-1").unwrap();
+    assert_eq!(reason(&run), first, "a terminal reason was overwritten");
+    assert_eq!(
+        runs_finished(&operator),
+        1,
+        "the run was counted more than once"
+    );
+    operator.stop().await;
+}
