@@ -46,6 +46,19 @@ pub enum Error {
         #[source]
         source: kube_lease_manager::LeaseManagerError,
     },
+    /// An object the operator creates exists under its name but belongs to another owner (an
+    /// earlier owner of the same name, not yet garbage-collected). Retried until it is gone.
+    #[error(
+        "{object} already exists but belongs to {owner}, not {expected}; waiting for the garbage collector to delete it"
+    )]
+    NameTaken {
+        /// The object, as `kind namespace/name`.
+        object: String,
+        /// Its controlling owner's uid (or "no owner").
+        owner: String,
+        /// The owner it should have.
+        expected: String,
+    },
     /// Publishing a Kubernetes Event failed.
     #[error("could not publish an Event about {object}: {source}")]
     Event {
@@ -72,6 +85,7 @@ impl Error {
             Error::Serialize { .. } => "serialize",
             Error::Event { .. } => "event",
             Error::Lease { .. } => "lease",
+            Error::NameTaken { .. } => "name_taken",
         }
     }
 

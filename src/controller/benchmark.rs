@@ -19,11 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coebench_plan::Row;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
-use super::{Context, is_conflict, is_not_found, publish, publish_transitions, write_status};
+use super::{
+    Context, check_owner, controller_uid, is_conflict, is_not_found, publish, publish_transitions,
+    write_status,
+};
 use crate::conditions::{NewCondition, Status, remove_condition, set_condition, types};
 use crate::crd::{
     ANNOTATION_RUN_NOW, CoeBenchmark, CoeBenchmarkRun, CoeBenchmarkRunSpec, CoeBenchmarkStatus,
@@ -31,7 +35,7 @@ use crate::crd::{
 };
 use crate::error::{Error, Result};
 use crate::resources::run_name;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, ScheduleError};
 
 pub use history::trim_history;
 pub use rows::Invalid;
@@ -41,7 +45,9 @@ const CONTROLLER: &str = "benchmark";
 /// How often a benchmark is looked at again besides watch events (and its schedule's slots).
 const RESYNC: Duration = Duration::from_secs(600);
 
-/// Reconciles one benchmark.
+/// Reconciles one benchmark, in phases: list its runs, validate its rows and schedule, carry out
+/// the schedule, start a run asked for by run-now (or the initial run), trim the history, and
+/// write the status that summarizes it all.
 #[tracing::instrument(skip_all, fields(benchmark = %bench.name_any(), namespace = bench.namespace().unwrap_or_default()))]
 pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
@@ -56,14 +62,103 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
     })?;
     let before = bench.status.clone();
     let mut status = before.clone().unwrap_or_default();
-    let generation = bench.metadata.generation;
     let now = ctx.now();
-    status.observed_generation = generation;
-    let set = |status: &mut CoeBenchmarkStatus,
-               type_: &'static str,
-               s: Status,
-               reason: &str,
-               message: &str| {
+    let conditions = ConditionWriter {
+        generation: bench.metadata.generation,
+        now,
+    };
+    status.observed_generation = bench.metadata.generation;
+
+    let runs_api: Api<CoeBenchmarkRun> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut runs = owned_runs(&runs_api, &namespace, &name, &uid).await?;
+    // The counter never lags behind the runs that exist (a replica may have stopped between
+    // creating one and recording it).
+    let highest = runs.iter().filter_map(|r| r.spec.trigger.sequence).max();
+    status.run_count = status.run_count.max(highest);
+
+    let resolved = rows::resolve_rows(&bench, &namespace, &ctx).await?;
+    let schedule = bench
+        .spec
+        .schedule
+        .as_deref()
+        .map(|expression| Schedule::parse(expression, bench.spec.time_zone.as_deref()));
+    status.row_count = resolved.as_ref().ok().map(|rows| rows.len() as u32);
+    let usable = validate(&resolved, schedule.as_ref(), &mut status, &conditions);
+
+    let mut requeue = match &resolved {
+        Err(_) if bench.spec.rows_from.is_some() => ctx.settings.invalid_retry,
+        _ => RESYNC,
+    };
+    let scheduled = match (&schedule, usable) {
+        (None, _) => {
+            remove_condition(&mut status.conditions, types::SCHEDULED);
+            status.next_schedule_time = None;
+            None
+        }
+        (Some(Ok(schedule)), Some(rows)) => {
+            let scheduled =
+                scheduling::step(&bench, schedule, rows, &mut runs, &mut status, &ctx, now).await?;
+            conditions.set(
+                &mut status,
+                types::SCHEDULED,
+                scheduled.status,
+                scheduled.reason,
+                &scheduled.message,
+            );
+            scheduled.requeue
+        }
+        (Some(_), _) => {
+            status.next_schedule_time = None;
+            let reason = crate::conditions::find(&status.conditions, types::VALID)
+                .map(|c| c.reason.clone())
+                .unwrap_or_default();
+            conditions.set(
+                &mut status,
+                types::SCHEDULED,
+                Status::False,
+                &reason,
+                "no run is scheduled while the benchmark is not valid: see the Valid condition",
+            );
+            None
+        }
+    };
+    if let Some(at) = scheduled {
+        requeue = requeue.min(at);
+    }
+
+    if let Some(rows) = usable {
+        start_pending_run(&bench, rows, &runs_api, &mut runs, &mut status, &ctx).await?;
+    }
+    // Runs deleted for the history limits are still summarized this once: with a limit of 0
+    // a run is deleted as soon as it finishes, and its result must reach the status first.
+    apply_history_limits(&bench, &runs_api, &runs, &ctx).await?;
+    history::summarize(&mut status, &runs, &mut |st, ty, s, r, m| {
+        conditions.set(st, ty, s, r, m)
+    });
+
+    let api: Api<CoeBenchmark> = Api::namespaced(ctx.client.clone(), &namespace);
+    if write_status(&api, &*bench, before.as_ref(), &status).await? {
+        let old = before.map(|s| s.conditions).unwrap_or_default();
+        publish_transitions(&ctx, &*bench, &old, &status.conditions, CONTROLLER).await;
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// Sets the benchmark's conditions as of one reconcile (its generation, its instant).
+struct ConditionWriter {
+    generation: Option<i64>,
+    now: Timestamp,
+}
+
+impl ConditionWriter {
+    fn set(
+        &self,
+        status: &mut CoeBenchmarkStatus,
+        type_: &'static str,
+        s: Status,
+        reason: &str,
+        message: &str,
+    ) {
         set_condition(
             &mut status.conditions,
             NewCondition {
@@ -72,13 +167,21 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
                 reason,
                 message,
             },
-            generation,
-            now,
+            self.generation,
+            self.now,
         );
-    };
+    }
+}
 
-    let runs_api: Api<CoeBenchmarkRun> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut runs: Vec<CoeBenchmarkRun> = runs_api
+/// The runs labelled with the benchmark's name that it owns (by UID: a run left by an earlier
+/// benchmark of the same name is not this one's).
+async fn owned_runs(
+    runs_api: &Api<CoeBenchmarkRun>,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<Vec<CoeBenchmarkRun>> {
+    Ok(runs_api
         .list(&ListParams::default().labels(&format!("{LABEL_BENCHMARK}={name}")))
         .await
         .map_err(Error::kube(format!(
@@ -87,34 +190,25 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
         .items
         .into_iter()
         .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
-        .collect();
-    // The counter never lags behind the runs that exist (a replica may have stopped between
-    // creating one and recording it).
-    let highest = runs.iter().filter_map(|r| r.spec.trigger.sequence).max();
-    status.run_count = status.run_count.max(highest);
+        .collect())
+}
 
-    // Rows and schedule.
-    let resolved = rows::resolve_rows(&bench, &namespace, &ctx).await?;
-    let schedule = bench
-        .spec
-        .schedule
-        .as_deref()
-        .map(|expression| Schedule::parse(expression, bench.spec.time_zone.as_deref()));
-    status.row_count = resolved.as_ref().ok().map(|rows| rows.len() as u32);
-    let usable: Option<&Vec<Row>> = match (&resolved, &schedule) {
+/// Sets the `Valid` condition from the resolved rows and the parsed schedule; returns the rows
+/// when runs may be started from them.
+fn validate<'a>(
+    resolved: &'a std::result::Result<Vec<Row>, Invalid>,
+    schedule: Option<&std::result::Result<Schedule, ScheduleError>>,
+    status: &mut CoeBenchmarkStatus,
+    conditions: &ConditionWriter,
+) -> Option<&'a Vec<Row>> {
+    match (resolved, schedule) {
         (Ok(rows), None | Some(Ok(_))) => {
             let message = format!(
                 "{} row{} to run",
                 rows.len(),
                 if rows.len() == 1 { "" } else { "s" }
             );
-            set(
-                &mut status,
-                types::VALID,
-                Status::True,
-                "Validated",
-                &message,
-            );
+            conditions.set(status, types::VALID, Status::True, "Validated", &message);
             Some(rows)
         }
         (rows, Some(Err(e))) => {
@@ -122,18 +216,12 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
             if let Err(invalid) = rows {
                 message = format!("{message}; also: {}", invalid.message);
             }
-            set(
-                &mut status,
-                types::VALID,
-                Status::False,
-                e.reason(),
-                &message,
-            );
+            conditions.set(status, types::VALID, Status::False, e.reason(), &message);
             None
         }
         (Err(invalid), _) => {
-            set(
-                &mut status,
+            conditions.set(
+                status,
                 types::VALID,
                 Status::False,
                 invalid.reason,
@@ -141,77 +229,68 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
             );
             None
         }
-    };
+    }
+}
 
-    // Scheduled runs.
-    let mut requeue = match &resolved {
-        Err(_) if bench.spec.rows_from.is_some() => ctx.settings.invalid_retry,
-        _ => RESYNC,
+/// Creates (or adopts) the run asked for by a new run-now value, or the initial run, and
+/// records it in the status.
+async fn start_pending_run(
+    bench: &Arc<CoeBenchmark>,
+    rows: &[Row],
+    runs_api: &Api<CoeBenchmarkRun>,
+    runs: &mut Vec<CoeBenchmarkRun>,
+    status: &mut CoeBenchmarkStatus,
+    ctx: &Context,
+) -> Result<()> {
+    let Some(trigger) = pending_trigger(bench, status) else {
+        return Ok(());
     };
-    match (&schedule, usable) {
-        (None, _) => {
-            remove_condition(&mut status.conditions, types::SCHEDULED);
-            status.next_schedule_time = None;
-        }
-        (Some(Ok(schedule)), Some(rows)) => {
-            let scheduled =
-                scheduling::step(&bench, schedule, rows, &mut runs, &mut status, &ctx, now).await?;
-            set(
-                &mut status,
-                types::SCHEDULED,
-                scheduled.status,
-                scheduled.reason,
-                &scheduled.message,
-            );
-            if let Some(at) = scheduled.requeue {
-                requeue = requeue.min(at);
-            }
-        }
-        (Some(_), _) => {
-            status.next_schedule_time = None;
-            let reason = crate::conditions::find(&status.conditions, types::VALID)
-                .map(|c| c.reason.clone())
-                .unwrap_or_default();
-            set(
-                &mut status,
-                types::SCHEDULED,
-                Status::False,
-                &reason,
-                "no run is scheduled while the benchmark is not valid: see the Valid condition",
-            );
+    // The status comes from the cache and may predate the runs listed just now: a run already
+    // created for this run-now value (a moment ago by this reconciler, or by another replica)
+    // has handled it, whatever the cached status says.
+    if trigger.kind == TriggerKind::RunNow
+        && runs.iter().any(|r| {
+            r.spec.trigger.kind == TriggerKind::RunNow && r.spec.trigger.value == trigger.value
+        })
+    {
+        status.handled_run_now = trigger.value;
+        return Ok(());
+    }
+    let n = status.run_count.unwrap_or(0) + 1;
+    let run_name = run_name(&bench.name_any(), n);
+    if !runs.iter().any(|r| r.name_any() == run_name) {
+        let run = build_run(bench, rows.to_vec(), trigger.clone(), n, ctx)?;
+        if let Some(created) = create_or_adopt(runs_api, &run).await? {
+            tracing::info!(run = %run_name, trigger = ?trigger.kind, "created a run");
+            publish(
+                ctx,
+                &**bench,
+                false,
+                "RunCreated",
+                "CreateRun",
+                format!("created run {run_name} ({})", describe(&trigger)),
+                CONTROLLER,
+            )
+            .await;
+            runs.push(created);
         }
     }
-
-    // A run asked for by run-now, or the initial run.
-    if let (Some(trigger), Some(rows)) = (pending_trigger(&bench, &status), usable) {
-        let n = status.run_count.unwrap_or(0) + 1;
-        let run_name = run_name(&name, n);
-        if !runs.iter().any(|r| r.name_any() == run_name) {
-            let run = build_run(&bench, rows.clone(), trigger.clone(), n, &ctx)?;
-            if let Some(created) = create_or_adopt(&runs_api, &run).await? {
-                tracing::info!(run = %run_name, trigger = ?trigger.kind, "created a run");
-                publish(
-                    &ctx,
-                    &*bench,
-                    false,
-                    "RunCreated",
-                    "CreateRun",
-                    format!("created run {run_name} ({})", describe(&trigger)),
-                    CONTROLLER,
-                )
-                .await;
-                runs.push(created);
-            }
-        }
-        status.run_count = Some(n);
-        if let Some(value) = run_now_annotation(&bench) {
-            status.handled_run_now = Some(value);
-        }
+    status.run_count = Some(n);
+    if let Some(value) = run_now_annotation(bench) {
+        status.handled_run_now = Some(value);
     }
+    Ok(())
+}
 
-    // History.
+/// Deletes finished runs beyond the benchmark's history limits, with an Event naming them.
+async fn apply_history_limits(
+    bench: &Arc<CoeBenchmark>,
+    runs_api: &Api<CoeBenchmarkRun>,
+    runs: &[CoeBenchmarkRun],
+    ctx: &Context,
+) -> Result<()> {
     let trimmed = trim_history(
-        &runs,
+        runs,
         bench.spec.successful_runs_history_limit,
         bench.spec.failed_runs_history_limit,
     );
@@ -219,14 +298,16 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
         match runs_api.delete(run_name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(Error::kube(format!("delete run {namespace}/{run_name}"))(e)),
+            Err(e) => {
+                let namespace = bench.namespace().unwrap_or_default();
+                return Err(Error::kube(format!("delete run {namespace}/{run_name}"))(e));
+            }
         }
     }
     if !trimmed.is_empty() {
-        runs.retain(|r| !trimmed.contains(&r.name_any()));
         publish(
-            &ctx,
-            &*bench,
+            ctx,
+            &**bench,
             false,
             "RunsDeleted",
             "TrimHistory",
@@ -238,24 +319,14 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
         )
         .await;
     }
-
-    history::summarize(&mut status, &runs, &mut |st, ty, s, r, m| {
-        set(st, ty, s, r, m)
-    });
-
-    let api: Api<CoeBenchmark> = Api::namespaced(ctx.client.clone(), &namespace);
-    if write_status(&api, &name, before.as_ref(), &status).await? {
-        let old = before.map(|s| s.conditions).unwrap_or_default();
-        publish_transitions(&ctx, &*bench, &old, &status.conditions, CONTROLLER).await;
-    }
-    Ok(Action::requeue(requeue))
+    Ok(())
 }
 
 /// Requeues a failed reconcile after a short delay, and counts the failure.
 pub fn error_policy(_bench: Arc<CoeBenchmark>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_error(CONTROLLER, error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    super::retry_after(error)
 }
 
 fn run_now_annotation(bench: &CoeBenchmark) -> Option<String> {
@@ -352,10 +423,16 @@ async fn create_or_adopt(
     let namespace = run.namespace().unwrap_or_default();
     match api.create(&PostParams::default(), run).await {
         Ok(created) => Ok(Some(created)),
-        Err(e) if is_conflict(&e) => api
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube(format!("read run {namespace}/{name}"))),
+        Err(e) if is_conflict(&e) => {
+            let existing = api
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube(format!("read run {namespace}/{name}")))?;
+            if let (Some(existing), Some(owner)) = (&existing, controller_uid(run)) {
+                check_owner(existing, owner)?;
+            }
+            Ok(existing)
+        }
         Err(e) => Err(Error::kube(format!("create run {namespace}/{name}"))(e)),
     }
 }

@@ -220,9 +220,15 @@ fn log_result<K, E1, E2>(
 
 /// Writes `after` as the status of `object` when it differs from `before`, as a JSON merge
 /// patch on the status subresource. Returns whether it wrote anything.
+///
+/// `before` is what the reconcile read, at `object`'s resourceVersion, and the patch carries
+/// that version as a precondition: when the object has changed since (the cache was stale),
+/// the API server answers 409 and nothing is written, so a decision taken on an old status
+/// never overwrites a newer one (a finished run's reason, say). The reconcile is then retried
+/// on the fresh object (see `error_policy`).
 pub(crate) async fn write_status<K, S>(
     api: &Api<K>,
-    name: &str,
+    object: &K,
     before: Option<&S>,
     after: &S,
 ) -> Result<bool>
@@ -230,6 +236,7 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
+    let name = object.meta().name.clone().unwrap_or_default();
     let to_value = |s: &S| {
         serde_json::to_value(s).map_err(|source| Error::Serialize {
             what: format!("the status of {name}"),
@@ -244,13 +251,13 @@ where
     let Some(diff) = crate::status::merge_patch(&old, &new) else {
         return Ok(false);
     };
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "status": diff })),
-    )
-    .await
-    .map_err(Error::kube(format!("update the status of {name}")))?;
+    let mut patch = serde_json::json!({ "status": diff });
+    if let Some(version) = object.resource_version() {
+        patch["metadata"] = serde_json::json!({ "resourceVersion": version });
+    }
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(Error::kube(format!("update the status of {name}")))?;
     Ok(true)
 }
 
@@ -333,6 +340,50 @@ pub(crate) fn is_not_found(error: &kube::Error) -> bool {
 }
 
 /// Whether a client error is the API server's 409 AlreadyExists.
+/// The uid of `object`'s controlling owner, if it has one.
+pub(crate) fn controller_uid<K: Resource>(object: &K) -> Option<&str> {
+    object
+        .meta()
+        .owner_references
+        .as_deref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+}
+
+/// After a create answered 409: the object under the name is ours when its controlling owner is
+/// `expected_owner`; otherwise it belongs to an earlier owner of the same name that the garbage
+/// collector has not deleted yet, and adopting it would follow the wrong object.
+pub(crate) fn check_owner<K: Resource<DynamicType = ()>>(
+    existing: &K,
+    expected_owner: &str,
+) -> Result<()> {
+    match controller_uid(existing) {
+        Some(uid) if uid == expected_owner => Ok(()),
+        other => Err(Error::NameTaken {
+            object: format!(
+                "{} {}/{}",
+                K::kind(&()),
+                existing.meta().namespace.clone().unwrap_or_default(),
+                existing.meta().name.clone().unwrap_or_default()
+            ),
+            owner: other.unwrap_or("no owner").to_string(),
+            expected: expected_owner.to_string(),
+        }),
+    }
+}
+
+/// How soon a failed reconcile is tried again: a write refused for a stale resourceVersion
+/// (409) at once, on the fresh object the cache is about to hold; anything else after 5 s.
+pub(crate) fn retry_after(error: &Error) -> Action {
+    match error {
+        Error::Kube { source, .. } if is_conflict(source) => {
+            Action::requeue(Duration::from_millis(200))
+        }
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
 pub(crate) fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 409)
 }

@@ -11,6 +11,7 @@
 //!
 //! A finished run is never touched again.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,10 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::observe::{Limits, Observation, observe};
-use super::{Context, is_conflict, is_not_found, publish_transitions, write_status};
+use super::{
+    Context, check_owner, controller_uid, is_conflict, is_not_found, publish_transitions,
+    write_status,
+};
 use crate::conditions::{NewCondition, Status, is_true, set_condition, types};
 use crate::crd::{CoeBenchmarkRun, CoeBenchmarkRunStatus, LABEL_RUN, RunPhase};
 use crate::error::{Error, Result};
@@ -55,12 +59,19 @@ pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<A
         status: before.clone().unwrap_or_default(),
         generation: run.metadata.generation,
         now: ctx.now(),
+        delete_stuck_job: false,
     };
     step.fill_static(&run, &namespace);
     let action = advance(&run, &namespace, &ctx, &mut step).await?;
 
     let api: Api<CoeBenchmarkRun> = Api::namespaced(ctx.client.clone(), &namespace);
-    if write_status(&api, &name, before.as_ref(), &step.status).await? {
+    let written = write_status(&api, &*run, before.as_ref(), &step.status).await?;
+    if step.delete_stuck_job {
+        // Only now that the run's failure and its reason are recorded: deleting first would let
+        // a reconcile on a stale cache find the Job gone and call it JobDeleted.
+        delete_job(&run, &namespace, &ctx).await?;
+    }
+    if written {
         let old = before.map(|s| s.conditions).unwrap_or_default();
         publish_transitions(&ctx, &*run, &old, &step.status.conditions, CONTROLLER).await;
         if let Some(phase) = step.status.phase.filter(|p| p.is_finished()) {
@@ -75,7 +86,7 @@ pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<A
 pub fn error_policy(_run: Arc<CoeBenchmarkRun>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_error(CONTROLLER, error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    super::retry_after(error)
 }
 
 /// The status being built by one reconcile.
@@ -83,6 +94,8 @@ struct Step {
     status: CoeBenchmarkRunStatus,
     generation: Option<i64>,
     now: k8s_openapi::jiff::Timestamp,
+    /// The run is stuck: delete its Job once the failure is written.
+    delete_stuck_job: bool,
 }
 
 impl Step {
@@ -171,18 +184,27 @@ impl Step {
     }
 }
 
+/// Moves a run one step on: checks its plan, creates its Job (once its dependencies exist) or
+/// finds it, and follows what the Job and its Pods say.
 async fn advance(
     run: &CoeBenchmarkRun,
     namespace: &str,
     ctx: &Context,
     step: &mut Step,
 ) -> Result<Action> {
-    let name = run.name_any();
-    let poll = Action::requeue(ctx.settings.poll_interval);
+    if !check_plan(run, namespace, step) {
+        return Ok(Action::await_change());
+    }
+    match ensure_job(run, namespace, ctx, step).await? {
+        ControlFlow::Break(action) => Ok(action),
+        ControlFlow::Continue(job) => follow_job(&job, run, namespace, ctx, step).await,
+    }
+}
 
-    // 1. The plan.
+/// Sets `Valid` from the run's plan; an invalid plan finishes the run (returns false).
+fn check_plan(run: &CoeBenchmarkRun, namespace: &str, step: &mut Step) -> bool {
     let plan = crate::resources::configmap::build_plan(run, namespace);
-    let source = format!("CoeBenchmarkRun {namespace}/{name}");
+    let source = format!("CoeBenchmarkRun {namespace}/{}", run.name_any());
     if let Err(errors) = validate_plan(&plan, &source, &UnknownCatalog) {
         let message = join_errors(&errors.0);
         step.set(types::VALID, Status::False, "InvalidPlan", &message);
@@ -192,7 +214,7 @@ async fn advance(
             message: format!("the plan is invalid: {message}"),
         };
         step.finish(&outcome, None);
-        return Ok(Action::await_change());
+        return false;
     }
     let rows = run.spec.rows.len();
     step.set(
@@ -204,93 +226,124 @@ async fn advance(
             if rows == 1 { "" } else { "s" }
         ),
     );
+    true
+}
 
-    // 2-3. The Job.
+/// The run's Job, or what to do instead: finish the run when its Job vanished or a dependency
+/// stayed missing too long, wait for a dependency, or create the Job and its ConfigMap.
+async fn ensure_job(
+    run: &CoeBenchmarkRun,
+    namespace: &str,
+    ctx: &Context,
+    step: &mut Step,
+) -> Result<ControlFlow<Action, Job>> {
+    let name = run.name_any();
+    let poll = Action::requeue(ctx.settings.poll_interval);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job_name = job_name(&name);
-    let job = match jobs
+    let found = jobs
         .get_opt(&job_name)
         .await
-        .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?
-    {
-        Some(job) => job,
-        None => {
-            if is_true(&step.status.conditions, types::JOB_CREATED) {
-                let outcome = Outcome {
-                    succeeded: false,
-                    reason: "JobDeleted",
-                    message: format!(
-                        "the Job {job_name} was deleted before the operator saw it finish (by hand, or by ttlSecondsAfterFinished while the operator was down); results on the volume may be incomplete"
-                    ),
-                };
-                step.finish(&outcome, None);
-                return Ok(Action::await_change());
-            }
-            if let Some((reason, message)) = missing_dependency(run, namespace, ctx).await? {
-                let created = run.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                let waited = created
-                    .map(|c| Duration::try_from(step.now.duration_since(c)).unwrap_or_default())
-                    .unwrap_or_default();
-                if waited > ctx.settings.dependency_timeout {
-                    step.set(types::JOB_CREATED, Status::False, reason, &message);
-                    let outcome = Outcome {
-                        succeeded: false,
-                        reason,
-                        message: format!(
-                            "{message} (waited {} s)",
-                            ctx.settings.dependency_timeout.as_secs()
-                        ),
-                    };
-                    step.finish(&outcome, None);
-                    return Ok(Action::await_change());
-                }
-                step.set(types::JOB_CREATED, Status::False, reason, &message);
-                step.waiting("WaitingForDependencies", &message);
-                return Ok(poll);
-            }
-            create_children(run, namespace, ctx).await?;
-            step.set(
-                types::JOB_CREATED,
-                Status::True,
-                "JobCreated",
-                &format!(
-                    "created Job {job_name} and ConfigMap {}",
-                    plan_config_map_name(&name)
-                ),
+        .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?;
+    if let Some(job) = found {
+        let run_uid = run.uid().unwrap_or_default();
+        if controller_uid(&job) != Some(run_uid.as_str()) {
+            // An earlier run of the same name left it; the garbage collector deletes it soon.
+            let message = format!(
+                "Job {job_name} belongs to an earlier run of the same name; waiting for it to be garbage-collected"
             );
-            step.waiting("JobPending", "waiting for the Job to create the runner Pod");
-            return Ok(poll);
+            step.waiting("WaitingForOldJob", &message);
+            return Ok(ControlFlow::Break(poll));
         }
-    };
+        set_job_created(step, &name);
+        if step.status.start_time.is_none() {
+            step.status.start_time = job.status.as_ref().and_then(|s| s.start_time.clone());
+        }
+        return Ok(ControlFlow::Continue(job));
+    }
+    if is_true(&step.status.conditions, types::JOB_CREATED) {
+        let outcome = Outcome {
+            succeeded: false,
+            reason: "JobDeleted",
+            message: format!(
+                "the Job {job_name} was deleted before the operator saw it finish (by hand, or by ttlSecondsAfterFinished while the operator was down); results on the volume may be incomplete"
+            ),
+        };
+        step.finish(&outcome, None);
+        return Ok(ControlFlow::Break(Action::await_change()));
+    }
+    if let Some((reason, message)) = missing_dependency(run, namespace, ctx).await? {
+        let created = run.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let waited = created
+            .map(|c| Duration::try_from(step.now.duration_since(c)).unwrap_or_default())
+            .unwrap_or_default();
+        step.set(types::JOB_CREATED, Status::False, reason, &message);
+        if waited > ctx.settings.dependency_timeout {
+            let outcome = Outcome {
+                succeeded: false,
+                reason,
+                message: format!(
+                    "{message} (waited {} s)",
+                    ctx.settings.dependency_timeout.as_secs()
+                ),
+            };
+            step.finish(&outcome, None);
+            return Ok(ControlFlow::Break(Action::await_change()));
+        }
+        step.waiting("WaitingForDependencies", &message);
+        return Ok(ControlFlow::Break(poll));
+    }
+    create_children(run, namespace, ctx).await?;
+    set_job_created(step, &name);
+    step.waiting("JobPending", "waiting for the Job to create the runner Pod");
+    Ok(ControlFlow::Break(poll))
+}
+
+/// `JobCreated` is true: the Job and the plan's ConfigMap exist.
+fn set_job_created(step: &mut Step, run_name: &str) {
     step.set(
         types::JOB_CREATED,
         Status::True,
         "JobCreated",
         &format!(
-            "created Job {job_name} and ConfigMap {}",
-            plan_config_map_name(&name)
+            "created Job {} and ConfigMap {}",
+            job_name(run_name),
+            plan_config_map_name(run_name)
         ),
     );
-    if step.status.start_time.is_none() {
-        step.status.start_time = job.status.as_ref().and_then(|s| s.start_time.clone());
-    }
+}
 
-    // 4. What the Job and its Pods say.
+/// Follows what the Job and its Pods say: waiting, running, stuck (the Job is deleted and the
+/// run fails) or finished (the runner's report and exit code go into the status).
+async fn follow_job(
+    job: &Job,
+    run: &CoeBenchmarkRun,
+    namespace: &str,
+    ctx: &Context,
+    step: &mut Step,
+) -> Result<Action> {
+    let name = run.name_any();
+    let poll = Action::requeue(ctx.settings.poll_interval);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let pods = pods
+    // Only this Job's Pods: an earlier run of the same name may have left Pods with its label.
+    let job_uid = job.uid().unwrap_or_default();
+    let pods: Vec<Pod> = pods
         .list(&ListParams::default().labels(&format!("{LABEL_RUN}={name}")))
         .await
         .map_err(Error::kube(format!(
             "list the Pods of run {namespace}/{name}"
         )))?
-        .items;
+        .items
+        .into_iter()
+        .filter(|p| controller_uid(p) == Some(job_uid.as_str()))
+        .collect();
     let limits = Limits {
         image_pull: ctx.settings.image_pull_timeout,
         container_config: ctx.settings.dependency_timeout,
         unschedulable: ctx.settings.unschedulable_timeout,
         deadline_grace: ctx.settings.poll_interval * 6,
     };
-    match observe(&job, &pods, step.now, &limits) {
+    match observe(job, &pods, step.now, &limits) {
         Observation::Waiting { reason, message } => {
             step.waiting(reason, &message);
             Ok(poll)
@@ -309,12 +362,8 @@ async fn advance(
             Ok(poll)
         }
         Observation::Stuck { reason, message } => {
-            tracing::info!(%reason, "run is stuck; deleting its Job");
-            match jobs.delete(&job_name, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(Error::kube(format!("delete Job {namespace}/{job_name}"))(e)),
-            }
+            tracing::info!(%reason, "run is stuck; its Job is deleted once the failure is written");
+            step.delete_stuck_job = true;
             let outcome = Outcome {
                 succeeded: false,
                 reason,
@@ -339,6 +388,17 @@ async fn advance(
             results_written(step, run, report.is_some());
             Ok(Action::await_change())
         }
+    }
+}
+
+/// Deletes the run's Job (and, through it, its Pod).
+async fn delete_job(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) -> Result<()> {
+    let job_name = job_name(&run.name_any());
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    match jobs.delete(&job_name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(Error::kube(format!("delete Job {namespace}/{job_name}"))(e)),
     }
 }
 
@@ -430,6 +490,7 @@ async fn missing_dependency(
 
 /// Creates the plan ConfigMap and the Job; an existing one (same deterministic name) is kept.
 async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) -> Result<()> {
+    let run_uid = run.uid().unwrap_or_default();
     let config_map = build_config_map(run)?;
     let cm_name = config_map.name_any();
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
@@ -438,7 +499,16 @@ async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) 
         .await
     {
         Ok(_) => {}
-        Err(e) if is_conflict(&e) => {}
+        Err(e) if is_conflict(&e) => {
+            // Ours from an earlier attempt, or an earlier run's of the same name: not adopted.
+            if let Some(existing) = config_maps
+                .get_opt(&cm_name)
+                .await
+                .map_err(Error::kube(format!("read ConfigMap {namespace}/{cm_name}")))?
+            {
+                check_owner(&existing, &run_uid)?;
+            }
+        }
         Err(e) => {
             return Err(Error::kube(format!(
                 "create ConfigMap {namespace}/{cm_name}"
@@ -450,7 +520,15 @@ async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) 
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     match jobs.create(&PostParams::default(), &job).await {
         Ok(_) => tracing::info!(job = %job_name, "created the runner Job"),
-        Err(e) if is_conflict(&e) => {}
+        Err(e) if is_conflict(&e) => {
+            if let Some(existing) = jobs
+                .get_opt(&job_name)
+                .await
+                .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?
+            {
+                check_owner(&existing, &run_uid)?;
+            }
+        }
         Err(e) => return Err(Error::kube(format!("create Job {namespace}/{job_name}"))(e)),
     }
     Ok(())

@@ -145,154 +145,9 @@ pub fn build_job(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Result<Job> {
             object: format!("CoeBenchmarkRun {namespace}/{name}"),
             field: "metadata.uid",
         })?;
-    let runner = &run.spec.runner;
     let labels = run_labels(run);
-
-    let mut env: Vec<EnvVar> = runner.env.clone().unwrap_or_default();
-    env.retain(|e| e.name != API_KEY_ENV);
-    env.retain(|e| !matches!(e.name.as_str(), "COEBENCH_NAMESPACE" | "COEBENCH_BENCHMARK"));
-    let plain = |name: &str, value: &str| EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..EnvVar::default()
-    };
-    env.push(plain("HOME", "/tmp"));
-    // The runner's metric labels: which benchmark in which namespace.
-    env.push(plain("COEBENCH_NAMESPACE", &namespace));
-    env.push(plain(
-        "COEBENCH_BENCHMARK",
-        run.spec.benchmark.as_deref().unwrap_or(&name),
-    ));
-    if let Some(secret) = &run.spec.endpoint.api_key_secret_ref {
-        env.push(EnvVar {
-            name: API_KEY_ENV.into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret.name.clone(),
-                    key: secret.key.clone(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        });
-    }
-
-    let results_volume = match &run.spec.results {
-        Some(results) => Volume {
-            name: "results".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: results.persistent_volume_claim.claim_name.clone(),
-                read_only: Some(false),
-            }),
-            ..Volume::default()
-        },
-        None => Volume {
-            name: "results".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
-    };
-    let volumes = vec![
-        Volume {
-            name: "plan".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: plan_config_map_name(&name),
-                items: Some(vec![KeyToPath {
-                    key: PLAN_KEY.into(),
-                    path: PLAN_KEY.into(),
-                    ..KeyToPath::default()
-                }]),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        results_volume,
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(Quantity("1Gi".into())),
-                ..EmptyDirVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-    ];
-    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(read_only),
-        ..VolumeMount::default()
-    };
-
-    let container = Container {
-        name: RUNNER_CONTAINER.into(),
-        image: Some(
-            runner
-                .image
-                .clone()
-                .unwrap_or_else(|| defaults.runner_image.clone()),
-        ),
-        image_pull_policy: runner.image_pull_policy.map(|p| p.as_str().to_string()),
-        command: Some(vec!["coebench".into()]),
-        args: Some(runner_args(run, &namespace)),
-        env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("metrics".into()),
-            container_port: RUNNER_METRICS_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
-        resources: Some(
-            runner
-                .resources
-                .clone()
-                .unwrap_or_else(|| defaults.runner_resources.clone()),
-        ),
-        volume_mounts: Some(vec![
-            mount("plan", PLAN_DIR, true),
-            mount("results", RESULTS_MOUNT, false),
-            mount("tmp", "/tmp", false),
-        ]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            seccomp_profile: Some(runtime_default()),
-            ..SecurityContext::default()
-        }),
-        termination_message_path: Some("/dev/termination-log".into()),
-        termination_message_policy: Some("File".into()),
-        ..Container::default()
-    };
-
-    let pod = PodSpec {
-        restart_policy: Some("Never".into()),
-        service_account_name: runner
-            .service_account_name
-            .clone()
-            .or_else(|| defaults.runner_service_account.clone()),
-        automount_service_account_token: Some(false),
-        image_pull_secrets: runner.image_pull_secrets.clone(),
-        node_selector: runner.node_selector.clone(),
-        tolerations: runner.tolerations.clone(),
-        affinity: runner.affinity.clone(),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUNNER_UID),
-            run_as_group: Some(RUNNER_UID),
-            fs_group: Some(RUNNER_UID),
-            seccomp_profile: Some(runtime_default()),
-            ..PodSecurityContext::default()
-        }),
-        containers: vec![container],
-        volumes: Some(volumes),
-        termination_grace_period_seconds: Some(termination_grace_seconds(run)),
-        ..PodSpec::default()
-    };
+    let container = runner_container(run, &namespace, defaults);
+    let pod = runner_pod(run, defaults, container);
 
     Ok(Job {
         metadata: ObjectMeta {
@@ -326,6 +181,172 @@ pub fn build_job(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Result<Job> {
     })
 }
 
+/// The runner's environment: the user's variables, then `HOME`, the metric labels and the API
+/// key from its Secret (user variables of those names are replaced).
+fn runner_env(run: &CoeBenchmarkRun, namespace: &str) -> Vec<EnvVar> {
+    let name = run.name_any();
+    let mut env: Vec<EnvVar> = run.spec.runner.env.clone().unwrap_or_default();
+    env.retain(|e| e.name != API_KEY_ENV);
+    env.retain(|e| !matches!(e.name.as_str(), "COEBENCH_NAMESPACE" | "COEBENCH_BENCHMARK"));
+    let plain = |name: &str, value: &str| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    };
+    env.push(plain("HOME", "/tmp"));
+    // The runner's metric labels: which benchmark in which namespace.
+    env.push(plain("COEBENCH_NAMESPACE", namespace));
+    env.push(plain(
+        "COEBENCH_BENCHMARK",
+        run.spec.benchmark.as_deref().unwrap_or(&name),
+    ));
+    if let Some(secret) = &run.spec.endpoint.api_key_secret_ref {
+        env.push(EnvVar {
+            name: API_KEY_ENV.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name.clone(),
+                    key: secret.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+    env
+}
+
+/// The Pod's volumes: the plan's ConfigMap, the results (the claim, or an emptyDir), `/tmp`.
+fn runner_volumes(run: &CoeBenchmarkRun) -> Vec<Volume> {
+    let results_volume = match &run.spec.results {
+        Some(results) => Volume {
+            name: "results".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: results.persistent_volume_claim.claim_name.clone(),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        },
+        None => Volume {
+            name: "results".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    };
+    vec![
+        Volume {
+            name: "plan".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: plan_config_map_name(&run.name_any()),
+                items: Some(vec![KeyToPath {
+                    key: PLAN_KEY.into(),
+                    path: PLAN_KEY.into(),
+                    ..KeyToPath::default()
+                }]),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        results_volume,
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("1Gi".into())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ]
+}
+
+/// The runner container: image, arguments, environment, the metrics port, resources, mounts,
+/// and the restricted security context; its termination message is the runner's report.
+fn runner_container(run: &CoeBenchmarkRun, namespace: &str, defaults: &JobDefaults) -> Container {
+    let runner = &run.spec.runner;
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    };
+
+    Container {
+        name: RUNNER_CONTAINER.into(),
+        image: Some(
+            runner
+                .image
+                .clone()
+                .unwrap_or_else(|| defaults.runner_image.clone()),
+        ),
+        image_pull_policy: runner.image_pull_policy.map(|p| p.as_str().to_string()),
+        command: Some(vec!["coebench".into()]),
+        args: Some(runner_args(run, namespace)),
+        env: Some(runner_env(run, namespace)),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: RUNNER_METRICS_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        resources: Some(
+            runner
+                .resources
+                .clone()
+                .unwrap_or_else(|| defaults.runner_resources.clone()),
+        ),
+        volume_mounts: Some(vec![
+            mount("plan", PLAN_DIR, true),
+            mount("results", RESULTS_MOUNT, false),
+            mount("tmp", "/tmp", false),
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(runtime_default()),
+            ..SecurityContext::default()
+        }),
+        termination_message_path: Some("/dev/termination-log".into()),
+        termination_message_policy: Some("File".into()),
+        ..Container::default()
+    }
+}
+
+/// The runner Pod: never restarted, no service-account token, the run's scheduling settings,
+/// the runner's UID and group.
+fn runner_pod(run: &CoeBenchmarkRun, defaults: &JobDefaults, container: Container) -> PodSpec {
+    let runner = &run.spec.runner;
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        service_account_name: runner
+            .service_account_name
+            .clone()
+            .or_else(|| defaults.runner_service_account.clone()),
+        automount_service_account_token: Some(false),
+        image_pull_secrets: runner.image_pull_secrets.clone(),
+        node_selector: runner.node_selector.clone(),
+        tolerations: runner.tolerations.clone(),
+        affinity: runner.affinity.clone(),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUNNER_UID),
+            run_as_group: Some(RUNNER_UID),
+            fs_group: Some(RUNNER_UID),
+            seccomp_profile: Some(runtime_default()),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![container],
+        volumes: Some(runner_volumes(run)),
+        termination_grace_period_seconds: Some(termination_grace_seconds(run)),
+        ..PodSpec::default()
+    }
+}
+
 fn runtime_default() -> SeccompProfile {
     SeccompProfile {
         type_: "RuntimeDefault".into(),
@@ -333,7 +354,6 @@ fn runtime_default() -> SeccompProfile {
     }
 }
 
-/// Requests of a runner without `runner.resources`: 500m CPU and 512Mi memory, no limits.
 /// Resources of a runner container when neither the run nor the operator's
 /// `--runner-resources` say otherwise: requests of 500m CPU and 512Mi memory, no limits.
 pub fn default_runner_resources() -> ResourceRequirements {

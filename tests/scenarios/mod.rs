@@ -16,6 +16,7 @@ use crate::support::*;
 mod lease;
 pub(crate) mod rbac;
 mod schedule;
+mod stale_cache;
 
 fn condition<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'c Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -436,6 +437,31 @@ async fn run_now_asks_for_exactly_one_more_run_per_new_value() {
 }
 
 #[tokio::test]
+async fn a_new_benchmark_makes_exactly_the_writes_it_needs() {
+    let fake = FakeApiServer::new();
+    let mark = fake.mark();
+    let (operator, _) = started(&fake, "bench", json!({})).await;
+    run_where(&fake, "bench-1", "JobCreated=True", |r| {
+        has_condition(r, "JobCreated", "True", "JobCreated")
+    })
+    .await;
+    operator.stop().await;
+    // One run, its plan and its Job, the two statuses, and Events: nothing deleted, nothing
+    // replaced, no Secret or claim written.
+    fake.assert_writes_since(
+        mark,
+        &[
+            "create coebench.dev/coebenchmarkruns",
+            "patch coebench.dev/coebenchmarks/status",
+            "create /configmaps",
+            "create batch/jobs",
+            "patch coebench.dev/coebenchmarkruns/status",
+            "create events.k8s.io/events",
+        ],
+    );
+}
+
+#[tokio::test]
 async fn a_restarted_operator_duplicates_nothing() {
     let fake = FakeApiServer::new();
     let (operator, _) = started(&fake, "bench", json!({})).await;
@@ -451,6 +477,7 @@ async fn a_restarted_operator_duplicates_nothing() {
     .await;
     operator.stop().await;
     let requests_before = fake.requests().len();
+    let mark = fake.mark();
 
     // A second operator on the same store, mid-run.
     let operator = Operator::start(&fake, fast_settings()).await;
@@ -467,6 +494,8 @@ async fn a_restarted_operator_duplicates_nothing() {
         created.is_empty(),
         "the restarted operator created {created:?}"
     );
+    // Exactly: the status it finds is already true, so it writes nothing at all.
+    fake.assert_writes_since(mark, &[]);
     assert_eq!(fake.list::<CoeBenchmarkRun>(NS).len(), 1);
     assert_eq!(fake.list::<Job>(NS).len(), 1);
     assert_eq!(fake.list::<ConfigMap>(NS).len(), 1);

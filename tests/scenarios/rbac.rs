@@ -13,35 +13,7 @@ use super::*;
 pub(crate) type Permission = (String, String, String);
 
 /// The permission a request (method, path without query, query) needs.
-pub(crate) fn permission(method: &str, path: &str, query: &str) -> Permission {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = if segs[0] == "api" {
-        (String::new(), &segs[2..])
-    } else {
-        (segs[1].to_string(), &segs[3..])
-    };
-    let rest = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
-        &rest[2..]
-    } else {
-        rest
-    };
-    let mut resource = rest[0].to_string();
-    if let Some(sub) = rest.get(2) {
-        resource = format!("{resource}/{sub}");
-    }
-    let named = rest.len() >= 2;
-    let verb = match (method, named) {
-        ("GET", true) => "get",
-        ("GET", false) if query.contains("watch=true") => "watch",
-        ("GET", false) => "list",
-        ("POST", _) => "create",
-        ("PATCH", _) => "patch",
-        ("PUT", _) => "update",
-        ("DELETE", _) => "delete",
-        (m, _) => panic!("unexpected method {m}"),
-    };
-    (group, resource, verb.to_string())
-}
+pub(crate) use crate::support::fake_apiserver::permission;
 
 pub(crate) fn allowed() -> BTreeSet<Permission> {
     let docs: Vec<Value> =

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::body::{SimBody, StreamBody};
-use super::config::ApiMode;
+use super::config::{ApiMode, ModelConfig, SimulatorConfig};
 use super::context::Ctx;
 use super::faults::{self, Purpose, mix, request_rng};
 use super::image;
@@ -255,6 +255,10 @@ fn prepare(body: &[u8], flavour: Flavour, ctx: &Ctx) -> Result<Prepared, ApiErro
     })
 }
 
+/// Serves one completion request, in phases: read and parse it, resolve its model, size it
+/// against the model's limits, admit it (rate limits, injected errors), plan its output, queue
+/// it for a batch, and answer with a stream or, for a non-streaming request, the whole body at
+/// the last token's instant.
 async fn serve(
     req: Request<Incoming>,
     ctx: &Arc<Ctx>,
@@ -262,6 +266,79 @@ async fn serve(
     record: &mut TruthRecord,
     arrival: Instant,
 ) -> Result<Response<SimBody>, ApiError> {
+    let Prepared {
+        parsed,
+        text_tokens,
+    } = read_request(req, ctx, flavour).await?;
+    record.stream = parsed.stream;
+    let config = &ctx.config;
+    let model_index = resolve_model(&parsed, config)?;
+    let model = &config.models[model_index];
+    record.model = Some(model.name.clone());
+    let sizing = size_request(&parsed, model, text_tokens, flavour, config)?;
+
+    let now = Instant::now();
+    if let Err(retry_after_s) = ctx.limiters.admit(model_index, now) {
+        record.faults.push(FaultKind::RateLimit);
+        return Err(ApiError::rate_limited(retry_after_s));
+    }
+    let (seed, ordinal) = (config.seed, record.ordinal);
+    let plan = faults::decide(&ctx.faults[model_index], seed, ordinal);
+    if let Some(status) = plan.error_status {
+        record.faults.push(FaultKind::Error);
+        return Err(ApiError::injected(status));
+    }
+    let output = plan_output(parsed.ignore_eos, model, seed, ordinal, sizing.max_tokens);
+
+    if let Some(delay) = plan.slow_first_byte {
+        record.faults.push(FaultKind::SlowFirstByte);
+        timer::sleep(delay).await;
+    }
+    let stream_faults = if parsed.stream {
+        record_stream_faults(plan.stream, record)
+    } else {
+        faults::StreamFaults::default()
+    };
+    let submitted = Instant::now();
+    record.submitted_s = Some(ctx.rel(submitted));
+    record.prompt_tokens = Some(sizing.prompt_tokens);
+    record.image_tokens = sizing.image_tokens;
+    record.sequence_bucket = Some(sizing.bucket);
+
+    let wire = renderer(&parsed, model, flavour, ctx, ordinal, arrival);
+    let content_type = wire.content_type();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = QueuedRequest {
+        model: model_index,
+        bucket: sizing.bucket,
+        prompt_tokens: sizing.prompt_tokens,
+        submitted,
+        tokens: output.tokens,
+        stop_reason: output.stop_reason,
+        bursts: output.bursts,
+        stream: parsed.stream,
+        faults: stream_faults,
+        wire,
+        tx,
+        record: record.clone(),
+    };
+    if ctx.scheduler.send(queued).is_err() {
+        return Err(ApiError::shutting_down());
+    }
+    if parsed.stream {
+        let body = SimBody::Stream(Box::new(StreamBody::new(ctx.clone(), rx)));
+        return Ok(response(StatusCode::OK, content_type, body));
+    }
+    respond_full(ctx, rx, content_type).await
+}
+
+/// Checks the key, reads the body (at most [`MAX_BODY_BYTES`]) and parses it; large bodies
+/// (images) are parsed off the runtime's threads.
+async fn read_request(
+    req: Request<Incoming>,
+    ctx: &Arc<Ctx>,
+    flavour: Flavour,
+) -> Result<Prepared, ApiError> {
     authorize(ctx, &req)?;
     let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
@@ -273,20 +350,18 @@ async fn serve(
             )
         })?
         .to_bytes();
-    let prepared = if body.len() > BLOCKING_PARSE_BYTES {
+    if body.len() > BLOCKING_PARSE_BYTES {
         let ctx2 = ctx.clone();
         tokio::task::spawn_blocking(move || prepare(&body, flavour, &ctx2))
             .await
-            .map_err(|e| ApiError::internal(format!("request parsing failed: {e}")))??
+            .map_err(|e| ApiError::internal(format!("request parsing failed: {e}")))?
     } else {
-        prepare(&body, flavour, ctx)?
-    };
-    let Prepared {
-        parsed,
-        text_tokens,
-    } = prepared;
-    record.stream = parsed.stream;
-    let config = &ctx.config;
+        prepare(&body, flavour, ctx)
+    }
+}
+
+/// The index of the model a request names (or the default expert's).
+fn resolve_model(parsed: &ParsedRequest, config: &SimulatorConfig) -> Result<usize, ApiError> {
     let name = match (&parsed.model, &config.default_expert) {
         (Some(name), _) => name.clone(),
         (None, Some(default)) => default.clone(),
@@ -297,7 +372,7 @@ async fn serve(
             ));
         }
     };
-    let model_index = config.model_index(&name).ok_or_else(|| {
+    config.model_index(&name).ok_or_else(|| {
         ApiError::not_found(
             "model_not_found",
             format!(
@@ -305,10 +380,30 @@ async fn serve(
                 config.model_names().join(", ")
             ),
         )
-    })?;
-    let model = &config.models[model_index];
-    record.model = Some(model.name.clone());
+    })
+}
 
+/// A request's token counts, checked against its model.
+struct Sizing {
+    /// Text, chat template and image tokens.
+    prompt_tokens: u32,
+    /// Image tokens alone.
+    image_tokens: u32,
+    /// Tokens to generate at most.
+    max_tokens: u32,
+    /// The sequence-length bucket it runs in.
+    bucket: u32,
+}
+
+/// Counts a request's prompt tokens and checks prompt + output against the model's maximum
+/// sequence length; refuses images for a text-only model.
+fn size_request(
+    parsed: &ParsedRequest,
+    model: &ModelConfig,
+    text_tokens: u32,
+    flavour: Flavour,
+    config: &SimulatorConfig,
+) -> Result<Sizing, ApiError> {
     let image_tokens: u32 = match (&model.vision, parsed.images.is_empty()) {
         (_, true) => 0,
         (None, false) => {
@@ -350,23 +445,34 @@ async fn serve(
             ),
         ));
     }
-    let bucket = model.bucket_for(needed).unwrap_or(max_len);
+    Ok(Sizing {
+        prompt_tokens,
+        image_tokens,
+        max_tokens,
+        bucket: model.bucket_for(needed).unwrap_or(max_len),
+    })
+}
 
-    let now = Instant::now();
-    if let Err(retry_after_s) = ctx.limiters.admit(model_index, now) {
-        record.faults.push(FaultKind::RateLimit);
-        return Err(ApiError::rate_limited(retry_after_s));
-    }
-    let ordinal = record.ordinal;
-    let seed = config.seed;
-    let plan = faults::decide(&ctx.faults[model_index], seed, ordinal);
-    if let Some(status) = plan.error_status {
-        record.faults.push(FaultKind::Error);
-        return Err(ApiError::injected(status));
-    }
+/// What a request will generate.
+struct OutputPlan {
+    /// Tokens to generate (at most `max_tokens`).
+    tokens: u32,
+    /// `stop` for a natural stop before `max_tokens`, else `length`.
+    stop_reason: &'static str,
+    /// Speculative models: tokens emitted by each decode step after the first token.
+    bursts: Option<Vec<u32>>,
+}
 
-    // Output length: exactly max_tokens with ignore_eos, else possibly a natural stop.
-    let tokens = match (parsed.ignore_eos, model.natural_length) {
+/// Output length: exactly `max_tokens` with `ignore_eos`, else possibly a seeded natural stop;
+/// for a speculative model, the seeded accepted-draft bursts.
+fn plan_output(
+    ignore_eos: bool,
+    model: &ModelConfig,
+    seed: u64,
+    ordinal: u64,
+    max_tokens: u32,
+) -> OutputPlan {
+    let tokens = match (ignore_eos, model.natural_length) {
         (false, Some(n)) => {
             let natural =
                 request_rng(seed, ordinal, Purpose::NaturalLength).random_range(n.min..=n.max);
@@ -394,32 +500,40 @@ async fn serve(
         }
         bursts
     });
-
-    if let Some(delay) = plan.slow_first_byte {
-        record.faults.push(FaultKind::SlowFirstByte);
-        timer::sleep(delay).await;
+    OutputPlan {
+        tokens,
+        stop_reason,
+        bursts,
     }
-    let stream_faults = if parsed.stream {
-        let f = plan.stream;
-        if f.stall.is_some() {
-            record.faults.push(FaultKind::Stall);
-        }
-        if f.disconnect_after.is_some() {
-            record.faults.push(FaultKind::Disconnect);
-        }
-        if f.malformed_after.is_some() {
-            record.faults.push(FaultKind::MalformedEvent);
-        }
-        f
-    } else {
-        faults::StreamFaults::default()
-    };
-    let submitted = Instant::now();
-    record.submitted_s = Some(ctx.rel(submitted));
-    record.prompt_tokens = Some(prompt_tokens);
-    record.image_tokens = image_tokens;
-    record.sequence_bucket = Some(bucket);
+}
 
+/// Notes a stream's injected faults in its truth record.
+fn record_stream_faults(
+    faults: faults::StreamFaults,
+    record: &mut TruthRecord,
+) -> faults::StreamFaults {
+    if faults.stall.is_some() {
+        record.faults.push(FaultKind::Stall);
+    }
+    if faults.disconnect_after.is_some() {
+        record.faults.push(FaultKind::Disconnect);
+    }
+    if faults.malformed_after.is_some() {
+        record.faults.push(FaultKind::MalformedEvent);
+    }
+    faults
+}
+
+/// The renderer of a request's response bytes, in its route's format.
+fn renderer(
+    parsed: &ParsedRequest,
+    model: &ModelConfig,
+    flavour: Flavour,
+    ctx: &Ctx,
+    ordinal: u64,
+    arrival: Instant,
+) -> ResponseRenderer {
+    let config = &ctx.config;
     let kind = match flavour {
         Flavour::GenericV1 => ResponseFormat::Generic { v2: false },
         Flavour::GenericV2 => ResponseFormat::Generic { v2: true },
@@ -429,9 +543,9 @@ async fn serve(
         },
         _ => ResponseFormat::ChatFull,
     };
-    let identity = mix(mix(seed) ^ ordinal.wrapping_add(0xC0FFEE));
+    let identity = mix(mix(config.seed) ^ ordinal.wrapping_add(0xC0FFEE));
     let created = ctx.unix_us(arrival) / 1_000_000;
-    let wire = ResponseRenderer::new(RenderParams {
+    ResponseRenderer::new(RenderParams {
         kind,
         mode: config.api,
         id: &format!("chatcmpl-{identity:016x}"),
@@ -440,31 +554,15 @@ async fn serve(
         item_id: &parsed.item_id,
         prompt: &parsed.prompt,
         text_key: identity,
-    });
-    let content_type = wire.content_type();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let job = QueuedRequest {
-        model: model_index,
-        bucket,
-        prompt_tokens,
-        submitted,
-        tokens,
-        stop_reason,
-        bursts,
-        stream: parsed.stream,
-        faults: stream_faults,
-        wire,
-        tx,
-        record: record.clone(),
-    };
-    if ctx.scheduler.send(job).is_err() {
-        return Err(ApiError::shutting_down());
-    }
-    if parsed.stream {
-        let body = SimBody::Stream(Box::new(StreamBody::new(ctx.clone(), rx)));
-        return Ok(response(StatusCode::OK, content_type, body));
-    }
-    // Non-streaming: the whole body at the last token's instant.
+    })
+}
+
+/// A non-streaming answer: the whole body at the last token's instant, its truth filed then.
+async fn respond_full(
+    ctx: &Arc<Ctx>,
+    mut rx: mpsc::UnboundedReceiver<BodyFrame>,
+    content_type: &'static str,
+) -> Result<Response<SimBody>, ApiError> {
     match rx.recv().await {
         Some(BodyFrame::End {
             bytes, at, record, ..

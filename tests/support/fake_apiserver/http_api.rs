@@ -325,15 +325,16 @@ fn watch(inner: &Arc<Inner>, route: &Route, params: &BTreeMap<String, String>) -
         .get("allowWatchBookmarks")
         .is_some_and(|v| v == "true");
     // Snapshot the history and subscribe under one lock: no event is missed or repeated.
-    let (backlog, receiver, current_rv) = {
+    let (backlog, receiver, current_rv, delay) = {
         let state = inner.state.lock().expect("lock");
+        let delay = state.watch_delays.get(&route.resource).copied();
         let backlog: VecDeque<StoredEvent> = state
             .history
             .iter()
             .filter(|e| e.rv > since)
             .cloned()
             .collect();
-        (backlog, inner.events.subscribe(), state.rv)
+        (backlog, inner.events.subscribe(), state.rv, delay)
     };
     let mut first: VecDeque<Bytes> = backlog
         .into_iter()
@@ -348,10 +349,13 @@ fn watch(inner: &Arc<Inner>, route: &Route, params: &BTreeMap<String, String>) -
         });
         first.push_back(line("BOOKMARK", &bookmark));
     }
-    let live = futures::stream::unfold((receiver, filter), |(mut rx, filter)| async move {
+    let live = futures::stream::unfold((receiver, filter), move |(mut rx, filter)| async move {
         loop {
             match rx.recv().await {
                 Ok(e) if filter.matches(&e.resource, &e.namespace, &e.object) => {
+                    if let Some(delay) = delay {
+                        tokio::time::sleep_until((e.emitted + delay).into()).await;
+                    }
                     return Some((line(e.type_, &e.object), (rx, filter)));
                 }
                 Ok(_) => continue,

@@ -2,8 +2,9 @@
 //! coebench's own fields.
 //!
 //! The engine hands over a finished row as a [`RowExecution`]; [`RowExecution::finish`] sorts
-//! the records, estimates switching time (writing it into the first record) and batch sizes,
-//! and computes the [`RowSummary`]. Latency statistics cover successful requests only; failures
+//! its record digests, estimates switching time and batch sizes, and computes the
+//! [`RowSummary`]; the switching time is written into the first request's record when the
+//! records are read back from the spool ([`RowResult::for_each_record`]). Latency statistics cover successful requests only; failures
 //! are counted. Serialising a summary writes the kit's keys in the kit's order, omitting
 //! statistics without data (never NaN), then coebench's keys. This module writes no files.
 
