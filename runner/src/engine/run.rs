@@ -271,7 +271,7 @@ pub async fn run_plan(
             tracing::error!("stopping the run: {failure}");
         }
     }
-    if (stop.is_stopped() || write_failure.is_some()) && consolidated.is_some() {
+    if stop.is_stopped() || write_failure.is_some() {
         // Rows skipped after the stop are in the table as not run: write it once more. After
         // a failed write this may fail too; the last table written stays whole.
         match table.write(&consolidated_dir) {
