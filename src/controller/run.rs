@@ -63,6 +63,7 @@ pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<A
     };
     step.fill_static(&run, &namespace);
     let action = advance(&run, &namespace, &ctx, &mut step).await?;
+    step.set_ready();
 
     let api: Api<CoeBenchmarkRun> = Api::namespaced(ctx.client.clone(), &namespace);
     let written = write_status(&api, &*run, before.as_ref(), &step.status).await?;
@@ -172,6 +173,31 @@ impl Step {
                 "Finished",
                 "the runner is no longer running",
             );
+        }
+    }
+
+    /// `Ready` follows the phase: true once the run succeeded, false while it runs (reason
+    /// `InProgress`) and when it failed (the failure's reason).
+    fn set_ready(&mut self) {
+        match self.status.phase {
+            Some(RunPhase::Succeeded) => {
+                self.set(types::READY, Status::True, "Succeeded", "the run succeeded")
+            }
+            Some(RunPhase::Failed) => {
+                let reason = self.final_reason().unwrap_or_else(|| "Failed".into());
+                self.set(
+                    types::READY,
+                    Status::False,
+                    &reason,
+                    "the run failed: see the Failed condition",
+                );
+            }
+            _ => self.set(
+                types::READY,
+                Status::False,
+                "InProgress",
+                "the run has not finished",
+            ),
         }
     }
 

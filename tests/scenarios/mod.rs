@@ -756,3 +756,51 @@ async fn the_runs_metric_counts_runs_by_phase() {
     .await;
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn ready_says_what_kstatus_and_argo_cd_read() {
+    let fake = FakeApiServer::new();
+    let (operator, _) = started(&fake, "bench", json!({})).await;
+    let run = fake.get::<CoeBenchmarkRun>(NS, "bench-1").unwrap();
+    assert!(has_condition(&run, "Ready", "False", "InProgress"));
+    let pod = fake.start_job_pod(NS, "bench-1");
+    fake.terminate_pod(NS, &pod, 0, &report("bench-1", RunOutcome::Succeeded, None));
+    fake.mark_job(NS, "bench-1", None);
+    run_where(&fake, "bench-1", "Ready=True", |r| {
+        has_condition(r, "Ready", "True", "Succeeded")
+    })
+    .await;
+    eventually(WAIT, "the benchmark Ready", || {
+        fake.get::<CoeBenchmark>(NS, "bench").filter(|b| {
+            b.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == "Ready")
+            })
+        })
+    })
+    .await;
+
+    // A failed run: the run is not Ready for its failure's reason, nor is the benchmark.
+    fake.modify::<CoeBenchmark>(NS, "bench", |b| {
+        b["metadata"]["annotations"]["coebench.dev/run-now"] = json!("again")
+    });
+    eventually(WAIT, "Job 2", || fake.get::<Job>(NS, "bench-2")).await;
+    let pod = fake.start_job_pod(NS, "bench-2");
+    fake.set_pod_waiting(NS, &pod, "ErrImagePull", "manifest unknown");
+    run_where(&fake, "bench-2", "Ready=False ImagePullFailed", |r| {
+        has_condition(r, "Ready", "False", "ImagePullFailed")
+    })
+    .await;
+    eventually(WAIT, "the benchmark not Ready", || {
+        fake.get::<CoeBenchmark>(NS, "bench").filter(|b| {
+            b.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Ready" && c.status == "False" && c.reason == "LastRunFailed"
+                })
+            })
+        })
+    })
+    .await;
+    operator.stop().await;
+}
