@@ -142,6 +142,7 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
         let old = before.map(|s| s.conditions).unwrap_or_default();
         publish_transitions(&ctx, &*bench, &old, &status.conditions, CONTROLLER).await;
     }
+    ctx.reconciled(CONTROLLER, &*bench);
     Ok(Action::requeue(requeue))
 }
 
@@ -347,11 +348,11 @@ async fn apply_history_limits(
     Ok(())
 }
 
-/// Requeues a failed reconcile after a short delay, and counts the failure.
-pub fn error_policy(_bench: Arc<CoeBenchmark>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Counts the failure and requeues with backoff (see `Context::retry_after`).
+pub fn error_policy(bench: Arc<CoeBenchmark>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_error(CONTROLLER, error.metric_label());
-    super::retry_after(error)
+    ctx.retry_after(CONTROLLER, &*bench, error)
 }
 
 fn run_now_annotation(bench: &CoeBenchmark) -> Option<String> {

@@ -53,6 +53,7 @@ pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<A
         .and_then(|s| s.phase)
         .is_some_and(RunPhase::is_finished)
     {
+        ctx.reconciled(CONTROLLER, &*run);
         return Ok(Action::await_change());
     }
     let mut step = Step {
@@ -80,14 +81,15 @@ pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<A
             ctx.metrics.run_finished(phase, &reason);
         }
     }
+    ctx.reconciled(CONTROLLER, &*run);
     Ok(action)
 }
 
-/// Requeues a failed reconcile after a short delay, and counts the failure.
-pub fn error_policy(_run: Arc<CoeBenchmarkRun>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Counts the failure and requeues with backoff (see `Context::retry_after`).
+pub fn error_policy(run: Arc<CoeBenchmarkRun>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_error(CONTROLLER, error.metric_label());
-    super::retry_after(error)
+    ctx.retry_after(CONTROLLER, &*run, error)
 }
 
 /// The status being built by one reconcile.
@@ -319,7 +321,21 @@ async fn ensure_job(
         step.waiting("WaitingForDependencies", &message);
         return Ok(ControlFlow::Break(poll));
     }
-    create_children(run, namespace, ctx).await?;
+    if let Err(error) = create_children(run, namespace, ctx).await {
+        let Some(message) = error.rejection() else {
+            return Err(error);
+        };
+        // Retrying a request the API server refuses on its merits (invalid, forbidden by
+        // RBAC, quota or admission) cannot succeed: the run fails with the server's words.
+        step.set(types::JOB_CREATED, Status::False, "JobRejected", message);
+        let outcome = Outcome {
+            succeeded: false,
+            reason: "JobRejected",
+            message: format!("the API server refused the runner's Job or ConfigMap: {message}"),
+        };
+        step.finish(&outcome, None);
+        return Ok(ControlFlow::Break(Action::await_change()));
+    }
     set_job_created(step, &name);
     step.waiting("JobPending", "waiting for the Job to create the runner Pod");
     Ok(ControlFlow::Break(poll))

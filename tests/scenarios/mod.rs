@@ -804,3 +804,30 @@ async fn ready_says_what_kstatus_and_argo_cd_read() {
     .await;
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_the_api_server_refuses_fails_the_run_at_once_with_its_words() {
+    let fake = FakeApiServer::new();
+    put_secret(&fake, "sn-key", "apiKey");
+    put_claim(&fake, "results");
+    let operator = Operator::start(&fake, fast_settings()).await;
+    // 62 characters: the run is <name>-1, one too many for a Job's name.
+    let name = format!("a-benchmark-with-a-long-name-{}", "x".repeat(33));
+    assert_eq!(name.len(), 62);
+    put_benchmark(&fake, &name, json!({}));
+    let run_name = format!("{name}-1");
+    let run = run_where(&fake, &run_name, "Failed JobRejected", |r| {
+        has_condition(r, "Failed", "True", "JobRejected")
+    })
+    .await;
+    let (_, _, message) = run_condition(&run, "Failed").unwrap();
+    assert!(message.contains("63 characters"), "{message}");
+    assert!(fake.get::<Job>(NS, &run_name).is_none());
+    let creates = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/jobs"))
+        .count();
+    assert_eq!(creates, 1, "a refused Job is not retried");
+    operator.stop().await;
+}
