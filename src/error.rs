@@ -89,6 +89,18 @@ impl Error {
         }
     }
 
+    /// The API server's message when it refused a request on its merits: 400 (bad request),
+    /// 403 (RBAC, quota, admission) or 422 (invalid). Retrying such a request cannot succeed.
+    pub fn rejection(&self) -> Option<&str> {
+        match self {
+            Error::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } if matches!(status.code, 400 | 403 | 422) => Some(status.message.as_str()),
+            _ => None,
+        }
+    }
+
     /// Wraps a client error with what the operator was doing.
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let action = action.into();

@@ -135,13 +135,39 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
     history::summarize(&mut status, &runs, &mut |st, ty, s, r, m| {
         conditions.set(st, ty, s, r, m)
     });
+    set_ready(&mut status, &conditions);
 
     let api: Api<CoeBenchmark> = Api::namespaced(ctx.client.clone(), &namespace);
     if write_status(&api, &*bench, before.as_ref(), &status).await? {
         let old = before.map(|s| s.conditions).unwrap_or_default();
         publish_transitions(&ctx, &*bench, &old, &status.conditions, CONTROLLER).await;
     }
+    ctx.reconciled(CONTROLLER, &*bench);
     Ok(Action::requeue(requeue))
+}
+
+/// `Ready`: true while the benchmark is valid and its last finished run did not fail; false
+/// with the `Valid` reason when it is not valid, `LastRunFailed` when its last run failed.
+fn set_ready(status: &mut CoeBenchmarkStatus, conditions: &ConditionWriter) {
+    let find = |type_| crate::conditions::find(&status.conditions, type_).cloned();
+    let (s, reason, message) = match (find(types::VALID), find(types::LAST_RUN_SUCCEEDED)) {
+        (Some(valid), _) if valid.status != "True" => (
+            Status::False,
+            valid.reason,
+            "the benchmark is not valid: see the Valid condition".to_string(),
+        ),
+        (_, Some(last)) if last.status == "False" => (
+            Status::False,
+            "LastRunFailed".to_string(),
+            format!("the last run failed: {}", last.message),
+        ),
+        _ => (
+            Status::True,
+            "Ready".to_string(),
+            "the benchmark is valid and its last finished run did not fail".to_string(),
+        ),
+    };
+    conditions.set(status, types::READY, s, &reason, &message);
 }
 
 /// Sets the benchmark's conditions as of one reconcile (its generation, its instant).
@@ -322,11 +348,11 @@ async fn apply_history_limits(
     Ok(())
 }
 
-/// Requeues a failed reconcile after a short delay, and counts the failure.
-pub fn error_policy(_bench: Arc<CoeBenchmark>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Counts the failure and requeues with backoff (see `Context::retry_after`).
+pub fn error_policy(bench: Arc<CoeBenchmark>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_error(CONTROLLER, error.metric_label());
-    super::retry_after(error)
+    ctx.retry_after(CONTROLLER, &*bench, error)
 }
 
 fn run_now_annotation(bench: &CoeBenchmark) -> Option<String> {

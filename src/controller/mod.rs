@@ -86,6 +86,29 @@ pub struct Context {
     pub settings: Settings,
     /// The current time; tests substitute a [`ManualClock`](crate::clock::ManualClock).
     pub clock: Arc<dyn Clock>,
+    /// Consecutive failed reconciles per object, for exponential retry delays.
+    backoff: Backoff,
+}
+
+/// Consecutive failed reconciles per object (`controller/namespace/name`): the retry delay
+/// doubles with each failure and resets on a success.
+#[derive(Default)]
+struct Backoff {
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Backoff {
+    fn failed(&self, key: String) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn succeeded(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(key);
+    }
 }
 
 impl Context {
@@ -107,7 +130,32 @@ impl Context {
             metrics,
             settings,
             clock: Arc::new(SystemClock),
+            backoff: Backoff::default(),
         }
+    }
+
+    /// Records a failed reconcile of `object` by `controller`; returns when to try again: a
+    /// write refused for a stale resourceVersion (409) after 0.2 s, on the fresh object the
+    /// cache is about to hold; anything else after 5 s, doubling with each consecutive failure
+    /// up to 5 minutes.
+    pub(crate) fn retry_after<K: Resource>(
+        &self,
+        controller: &str,
+        object: &K,
+        error: &Error,
+    ) -> Action {
+        let attempts = self.backoff.failed(backoff_key(controller, object));
+        match error {
+            Error::Kube { source, .. } if is_conflict(source) => {
+                Action::requeue(Duration::from_millis(200))
+            }
+            _ => Action::requeue(backoff_delay(attempts)),
+        }
+    }
+
+    /// Records a successful reconcile of `object` by `controller` (its backoff starts over).
+    pub(crate) fn reconciled<K: Resource>(&self, controller: &str, object: &K) {
+        self.backoff.succeeded(&backoff_key(controller, object));
     }
 
     /// The same context reading the time from `clock`.
@@ -373,17 +421,32 @@ pub(crate) fn check_owner<K: Resource<DynamicType = ()>>(
     }
 }
 
-/// How soon a failed reconcile is tried again: a write refused for a stale resourceVersion
-/// (409) at once, on the fresh object the cache is about to hold; anything else after 5 s.
-pub(crate) fn retry_after(error: &Error) -> Action {
-    match error {
-        Error::Kube { source, .. } if is_conflict(source) => {
-            Action::requeue(Duration::from_millis(200))
-        }
-        _ => Action::requeue(Duration::from_secs(5)),
-    }
+fn backoff_key<K: Resource>(controller: &str, object: &K) -> String {
+    let meta = object.meta();
+    format!(
+        "{controller}/{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// 5 s after the first consecutive failure, doubling after each one, at most 5 minutes.
+fn backoff_delay(attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(6);
+    (Duration::from_secs(5) * 2u32.pow(doublings)).min(Duration::from_secs(300))
 }
 
 pub(crate) fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_delay_doubles_from_5_s_up_to_5_minutes() {
+        let delays: Vec<u64> = (1..=9).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
 }

@@ -53,6 +53,7 @@ pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<A
         .and_then(|s| s.phase)
         .is_some_and(RunPhase::is_finished)
     {
+        ctx.reconciled(CONTROLLER, &*run);
         return Ok(Action::await_change());
     }
     let mut step = Step {
@@ -63,6 +64,7 @@ pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<A
     };
     step.fill_static(&run, &namespace);
     let action = advance(&run, &namespace, &ctx, &mut step).await?;
+    step.set_ready();
 
     let api: Api<CoeBenchmarkRun> = Api::namespaced(ctx.client.clone(), &namespace);
     let written = write_status(&api, &*run, before.as_ref(), &step.status).await?;
@@ -79,14 +81,15 @@ pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<A
             ctx.metrics.run_finished(phase, &reason);
         }
     }
+    ctx.reconciled(CONTROLLER, &*run);
     Ok(action)
 }
 
-/// Requeues a failed reconcile after a short delay, and counts the failure.
-pub fn error_policy(_run: Arc<CoeBenchmarkRun>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Counts the failure and requeues with backoff (see `Context::retry_after`).
+pub fn error_policy(run: Arc<CoeBenchmarkRun>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_error(CONTROLLER, error.metric_label());
-    super::retry_after(error)
+    ctx.retry_after(CONTROLLER, &*run, error)
 }
 
 /// The status being built by one reconcile.
@@ -172,6 +175,31 @@ impl Step {
                 "Finished",
                 "the runner is no longer running",
             );
+        }
+    }
+
+    /// `Ready` follows the phase: true once the run succeeded, false while it runs (reason
+    /// `InProgress`) and when it failed (the failure's reason).
+    fn set_ready(&mut self) {
+        match self.status.phase {
+            Some(RunPhase::Succeeded) => {
+                self.set(types::READY, Status::True, "Succeeded", "the run succeeded")
+            }
+            Some(RunPhase::Failed) => {
+                let reason = self.final_reason().unwrap_or_else(|| "Failed".into());
+                self.set(
+                    types::READY,
+                    Status::False,
+                    &reason,
+                    "the run failed: see the Failed condition",
+                );
+            }
+            _ => self.set(
+                types::READY,
+                Status::False,
+                "InProgress",
+                "the run has not finished",
+            ),
         }
     }
 
@@ -293,7 +321,21 @@ async fn ensure_job(
         step.waiting("WaitingForDependencies", &message);
         return Ok(ControlFlow::Break(poll));
     }
-    create_children(run, namespace, ctx).await?;
+    if let Err(error) = create_children(run, namespace, ctx).await {
+        let Some(message) = error.rejection() else {
+            return Err(error);
+        };
+        // Retrying a request the API server refuses on its merits (invalid, forbidden by
+        // RBAC, quota or admission) cannot succeed: the run fails with the server's words.
+        step.set(types::JOB_CREATED, Status::False, "JobRejected", message);
+        let outcome = Outcome {
+            succeeded: false,
+            reason: "JobRejected",
+            message: format!("the API server refused the runner's Job or ConfigMap: {message}"),
+        };
+        step.finish(&outcome, None);
+        return Ok(ControlFlow::Break(Action::await_change()));
+    }
     set_job_created(step, &name);
     step.waiting("JobPending", "waiting for the Job to create the runner Pod");
     Ok(ControlFlow::Break(poll))
