@@ -334,9 +334,10 @@ fn runner_pod(run: &CoeBenchmarkRun, defaults: &JobDefaults, container: Containe
         affinity: runner.affinity.clone(),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
-            run_as_user: Some(RUNNER_UID),
-            run_as_group: Some(RUNNER_UID),
-            fs_group: Some(RUNNER_UID),
+            run_as_user: Some(runner.run_as_user.unwrap_or(RUNNER_UID)),
+            run_as_group: Some(runner.run_as_user.unwrap_or(RUNNER_UID)),
+            fs_group: Some(runner.fs_group.or(runner.run_as_user).unwrap_or(RUNNER_UID)),
+            fs_group_change_policy: Some("OnRootMismatch".into()),
             seccomp_profile: Some(runtime_default()),
             ..PodSecurityContext::default()
         }),
@@ -550,6 +551,38 @@ pub(crate) mod tests {
             .map(|m| m.mount_path.as_str())
             .collect();
         assert_eq!(mounts, ["/etc/coebench", "/results", "/tmp"]);
+    }
+
+    #[test]
+    fn the_volume_is_chowned_only_on_a_mismatch_and_the_runners_ids_can_be_set() {
+        let pod_security = |run: &CoeBenchmarkRun| {
+            let job = build_job(run, &JobDefaults::default()).unwrap();
+            job.spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .security_context
+                .unwrap()
+        };
+        let mut run = sample_run();
+        let default = pod_security(&run);
+        assert_eq!(
+            default.fs_group_change_policy.as_deref(),
+            Some("OnRootMismatch")
+        );
+        assert_eq!(
+            (default.run_as_user, default.fs_group),
+            (Some(RUNNER_UID), Some(RUNNER_UID))
+        );
+        run.spec.runner.run_as_user = Some(1000);
+        let nfs = pod_security(&run);
+        assert_eq!(
+            (nfs.run_as_user, nfs.run_as_group, nfs.fs_group),
+            (Some(1000), Some(1000), Some(1000))
+        );
+        run.spec.runner.fs_group = Some(2000);
+        assert_eq!(pod_security(&run).fs_group, Some(2000));
     }
 
     #[test]
