@@ -613,15 +613,10 @@ impl ArgIf for Command {
     }
 }
 
-/// Finding 5: writes fail once a file passes 160 KiB (`ulimit -f`, the same failed `write`
-/// a full disk gives). The run stops at the first failed write (exit 1, naming the file and
-/// the OS error), the first row's files are intact, the failing row lists no file, the third
-/// row is not run, and run.json lists no file that does not exist.
-#[test]
-fn the_first_failed_write_stops_the_run_and_keeps_what_was_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    let out = dir.path().join("out");
+/// A plan of three rows against the in-process simulator writing under `out`: a small row, a
+/// row whose records fill a few hundred KiB, and another small row.
+fn three_row_plan(dir: &Path, out: &Path) -> PathBuf {
+    let plan = dir.join("plan.yaml");
     std::fs::write(
         &plan,
         format!(
@@ -634,6 +629,61 @@ fn the_first_failed_write_stops_the_run_and_keeps_what_was_written() {
         ),
     )
     .unwrap();
+    plan
+}
+
+/// What a run that met a failed write in its second row leaves: exit 1 naming the folder and
+/// `os_error`, the first row's files intact, no file listed for the failing row, the third row
+/// not run, and no file in the run folder that run.json does not account for.
+fn assert_stopped_at_the_failed_write(output: &Output, out: &Path, os_error: &str) {
+    assert_eq!(output.status.code(), Some(1), "{}", describe(output));
+    let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(all.contains(os_error), "{}", describe(output));
+    assert!(
+        all.contains(&out.display().to_string()),
+        "{}",
+        describe(output)
+    );
+    let run = out.join("full");
+    let manifest = json_file(&run.join("run.json"));
+    let rows = manifest["rows"].as_array().unwrap();
+    for file in ["summary_file", "individual_responses_file"] {
+        let name = rows[0][file].as_str().expect("row 1 lists its files");
+        json_file(&run.join(name));
+    }
+    if manifest["exit"].is_null() {
+        // The disk was too full for the last run.json: the one written after row 1 is whole.
+        assert_eq!(rows.len(), 1, "{manifest}");
+    } else {
+        assert_eq!(manifest["exit"]["code"], 1, "{manifest}");
+        assert_eq!(rows.len(), 3, "{manifest}");
+        for file in ["summary_file", "individual_responses_file"] {
+            assert!(rows[1][file].is_null(), "{manifest}");
+            assert!(rows[2][file].is_null(), "{manifest}");
+        }
+        assert!(rows[1]["files_not_written"].is_string(), "{manifest}");
+        assert_eq!(rows[2]["outcome"], "not_run", "{manifest}");
+    }
+    // Only row 1's pair of files: the failing row left no file without its pair.
+    let names: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let row_files = names
+        .iter()
+        .filter(|n| n.ends_with(".json") && *n != "run.json");
+    assert_eq!(row_files.count(), 2, "{names:?}");
+}
+
+/// Finding 5: writes fail once a file passes 160 KiB (`ulimit -f`: the same failed `write` a
+/// full disk gives, for any user). The run stops at the first failed write and keeps what was
+/// written before.
+#[test]
+fn the_first_failed_write_stops_the_run_and_keeps_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let plan = three_row_plan(dir.path(), &out);
     let output = Command::new("bash")
         .arg("-c")
         // Ignore SIGXFSZ so the write fails with EFBIG instead of killing the process.
@@ -646,37 +696,41 @@ fn the_first_failed_write_stops_the_run_and_keeps_what_was_written() {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
-    assert!(all.contains("File too large"), "{}", describe(&output));
-    assert!(
-        all.contains(&out.display().to_string()),
-        "{}",
-        describe(&output)
-    );
-    let run = out.join("full");
-    let manifest = json_file(&run.join("run.json"));
-    assert_eq!(manifest["exit"]["code"], 1, "{manifest}");
-    let rows = manifest["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 3, "{manifest}");
-    for file in ["summary_file", "individual_responses_file"] {
-        let name = rows[0][file].as_str().expect("row 1 lists its files");
-        json_file(&run.join(name));
-        assert!(rows[1][file].is_null(), "{manifest}");
-        assert!(rows[2][file].is_null(), "{manifest}");
+    assert_stopped_at_the_failed_write(&output, &out, "File too large");
+}
+
+/// Unmounts a test's tmpfs when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
     }
-    assert!(rows[1]["files_not_written"].is_string(), "{manifest}");
-    assert_eq!(rows[2]["outcome"], "not_run", "{manifest}");
-    // Every file run.json names exists; the failing row left no file without its pair.
-    let names: Vec<String> = std::fs::read_dir(&run)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    let row_files = names
-        .iter()
-        .filter(|n| n.ends_with(".json") && *n != "run.json");
-    assert_eq!(row_files.count(), 2, "{names:?}");
+}
+
+/// Finding 5 on a real full disk: the output folder is a 200 KiB tmpfs. Needs the right to
+/// mount (root in a sandbox, as here); skipped with a note elsewhere.
+#[test]
+fn a_full_disk_stops_the_run_and_keeps_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=200k", "tmpfs"])
+        .arg(&out)
+        .output();
+    if !mounted.is_ok_and(|o| o.status.success()) {
+        eprintln!("note: cannot mount a tmpfs here; the full-disk case was not run");
+        return;
+    }
+    let _mounted = Mounted(out.clone());
+    let plan = three_row_plan(dir.path(), &out);
+    let output = coebench()
+        .args(["run", "--no-progress", "--plan"])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert_stopped_at_the_failed_write(&output, &out, "No space left on device");
 }
 
 /// Finding 6: `validate` fails, as `run` would, on an output folder that cannot be made and
