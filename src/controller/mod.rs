@@ -54,6 +54,9 @@ pub struct Settings {
     pub dependency_timeout: Duration,
     /// How long the runner Pod may stay unschedulable (or not created) before the run fails.
     pub unschedulable_timeout: Duration,
+    /// How long the runner container may stay in creation after its Pod was scheduled (a volume
+    /// that cannot be mounted or attached) before the run fails.
+    pub startup_timeout: Duration,
     /// How often a benchmark whose `rowsFrom` ConfigMap is missing or invalid is read again.
     pub invalid_retry: Duration,
     /// Most objects of one kind reconciled at once.
@@ -68,6 +71,7 @@ impl Default for Settings {
             image_pull_timeout: Duration::from_secs(300),
             dependency_timeout: Duration::from_secs(120),
             unschedulable_timeout: Duration::from_secs(900),
+            startup_timeout: Duration::from_secs(600),
             invalid_retry: Duration::from_secs(30),
             concurrency: 4,
         }

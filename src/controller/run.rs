@@ -383,6 +383,7 @@ async fn follow_job(
         image_pull: ctx.settings.image_pull_timeout,
         container_config: ctx.settings.dependency_timeout,
         unschedulable: ctx.settings.unschedulable_timeout,
+        startup: ctx.settings.startup_timeout,
         deadline_grace: ctx.settings.poll_interval * 6,
     };
     match observe(job, &pods, step.now, &limits) {
