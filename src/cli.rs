@@ -61,6 +61,10 @@ pub struct Cli {
     /// Seconds a runner Pod may stay unschedulable before its run fails.
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     pub unschedulable_timeout: u64,
+    /// Seconds the runner container may stay in creation after its Pod was scheduled (a volume
+    /// that cannot be mounted or attached) before its run fails.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub startup_timeout: u64,
     /// `ttlSecondsAfterFinished` of runner Jobs whose benchmark sets none.
     #[arg(long, default_value_t = DEFAULT_TTL_SECONDS_AFTER_FINISHED, value_name = "SECONDS")]
     pub job_ttl: i32,
@@ -113,6 +117,7 @@ impl Cli {
             image_pull_timeout: Duration::from_secs(self.image_pull_timeout),
             dependency_timeout: Duration::from_secs(self.dependency_timeout),
             unschedulable_timeout: Duration::from_secs(self.unschedulable_timeout),
+            startup_timeout: Duration::from_secs(self.startup_timeout),
             concurrency: self.concurrency.max(1),
             ..Settings::default()
         }

@@ -25,6 +25,10 @@ pub mod types {
     pub const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
     /// The benchmark's schedule is active: a next slot is known and not suspended.
     pub const SCHEDULED: &str = "Scheduled";
+    /// The summary condition that generic tools read (kstatus, Argo CD, `kubectl wait
+    /// --for=condition=Ready`): a run is Ready once it succeeded; a benchmark while it is valid
+    /// and its last finished run did not fail.
+    pub const READY: &str = "Ready";
 }
 
 /// A condition's status.

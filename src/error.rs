@@ -46,6 +46,19 @@ pub enum Error {
         #[source]
         source: kube_lease_manager::LeaseManagerError,
     },
+    /// An object the operator creates exists under its name but belongs to another owner (an
+    /// earlier owner of the same name, not yet garbage-collected). Retried until it is gone.
+    #[error(
+        "{object} already exists but belongs to {owner}, not {expected}; waiting for the garbage collector to delete it"
+    )]
+    NameTaken {
+        /// The object, as `kind namespace/name`.
+        object: String,
+        /// Its controlling owner's uid (or "no owner").
+        owner: String,
+        /// The owner it should have.
+        expected: String,
+    },
     /// Publishing a Kubernetes Event failed.
     #[error("could not publish an Event about {object}: {source}")]
     Event {
@@ -72,6 +85,19 @@ impl Error {
             Error::Serialize { .. } => "serialize",
             Error::Event { .. } => "event",
             Error::Lease { .. } => "lease",
+            Error::NameTaken { .. } => "name_taken",
+        }
+    }
+
+    /// The API server's message when it refused a request on its merits: 400 (bad request),
+    /// 403 (RBAC, quota, admission) or 422 (invalid). Retrying such a request cannot succeed.
+    pub fn rejection(&self) -> Option<&str> {
+        match self {
+            Error::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } if matches!(status.code, 400 | 403 | 422) => Some(status.message.as_str()),
+            _ => None,
         }
     }
 

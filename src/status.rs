@@ -22,6 +22,8 @@ pub mod exit_codes {
     pub const ALL_REQUESTS_FAILED: i32 = 4;
     /// The run was interrupted (e.g. SIGTERM at the deadline).
     pub const INTERRUPTED: i32 = 5;
+    /// The run finished but some rows had every request fail.
+    pub const ROWS_FAILED: i32 = 6;
 }
 
 /// How a finished runner container ended, as the operator reports it.
@@ -92,6 +94,12 @@ pub fn outcome(
             "Interrupted",
             format!(
                 "the runner was interrupted (exit code {exit_code}){detail}; rows that finished were written"
+            ),
+        ),
+        (exit_codes::ROWS_FAILED, _) | (_, Some(RunOutcome::RowsFailed)) => fail(
+            "RowsFailed",
+            format!(
+                "the runner finished, but some rows had every request fail (exit code {exit_code}){detail}; check those rows' model names and the endpoint; {logs}"
             ),
         ),
         (exit_codes::INTERNAL, _) => fail(
@@ -214,6 +222,7 @@ mod tests {
             (3, "AuthenticationFailed"),
             (4, "AllRequestsFailed"),
             (5, "Interrupted"),
+            (6, "RowsFailed"),
             (139, "RunnerError"),
         ];
         for (code, reason) in cases {

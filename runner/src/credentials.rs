@@ -2,11 +2,16 @@
 //!
 //! Keys come only from environment variables (a `.env` file is loaded into the environment
 //! first by the binary). An [`ApiKey`] never prints itself, and [`ApiKey::redact`] removes it
-//! from any text that is about to be logged or written.
+//! (and its fragments, see [`redaction`]) from any text that is about to be logged or
+//! written.
 
 use std::fmt;
 
 use coebench_plan::{ApiKind, EndpointSpec};
+
+use self::redaction::{MIN_SECRET_LEN, Redactor};
+
+pub mod redaction;
 
 /// Default SambaNova Cloud API base when `SAMBANOVA_API_BASE` is unset.
 pub const DEFAULT_SAMBANOVA_API_BASE: &str = "https://api.sambanova.ai/v1";
@@ -26,13 +31,21 @@ impl ApiKey {
         &self.0
     }
 
-    /// `text` with every occurrence of the key replaced by `***`.
+    /// `text` with the key, its fragments and escaped forms, and URL credentials replaced by
+    /// `***` (see [`Redactor`]). Redact before cutting text short.
     pub fn redact(&self, text: &str) -> String {
-        if self.0.is_empty() {
-            text.to_string()
-        } else {
-            text.replace(&self.0, "***")
-        }
+        self.redactor().redact(text)
+    }
+
+    /// The redactor of this key.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::for_key(&self.0)
+    }
+
+    /// Whether the key is long enough to be treated as a secret (at least
+    /// [`MIN_SECRET_LEN`] characters); shorter keys are not redacted from text.
+    pub fn is_secret(&self) -> bool {
+        self.0.chars().count() >= MIN_SECRET_LEN
     }
 }
 

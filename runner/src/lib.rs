@@ -5,7 +5,8 @@
 //! socket-level timestamps and token counting are `coebench-support`; the endpoint simulator is
 //! `coebench-simulator`. This crate's layers, lowest first (a layer uses only the ones before
 //! it; `tests/layering.rs` checks it):
-//! - [`credentials`]: API keys and URLs from the environment, and redaction;
+//! - [`credentials`]: API keys and URLs from the environment, and
+//!   [`credentials::redaction`] of keys and URL credentials from outside text;
 //! - [`workload`]: what requests send: prompts of an exact token length, generated images;
 //! - [`client`]: endpoint clients that send requests and measure their streams into a
 //!   [`client::measurement::Measurement`];

@@ -1,8 +1,9 @@
 //! The `coebench` command line: parse arguments, load the plan, hand it to the engine, print.
 //!
-//! Exit codes: 0 every row ran; 1 an internal error; 2 invalid input or usage (nothing was
-//! sent); 3 the endpoint rejected the credentials; 4 every request of every row failed;
-//! 5 interrupted (rows that finished were written).
+//! Exit codes: 0 every row ran; 1 an internal error or a failed write; 2 invalid input or
+//! usage (nothing was sent); 3 the endpoint rejected the credentials; 4 every request of every
+//! row failed; 5 interrupted (rows that finished were written); 6 some rows had every request
+//! fail.
 
 mod cli;
 
@@ -16,10 +17,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The simulator's log (its address, its shutdown) is its output; a run's is noise.
     let default_filter = match cli.command {
-        Command::Simulate(_) => "warn,coebench_runner=info",
-        _ => "warn,coebench_runner=info,coebench_simulator=warn",
+        Command::Simulate(_) => "warn,coebench=info,coebench_runner=info",
+        _ => "warn,coebench=info,coebench_runner=info,coebench_simulator=warn",
     };
     init_logging(cli.log_format, default_filter);
+    cli::messages::set_format(cli.log_format);
     load_env_file(cli.env_file.as_deref());
     match &cli.command {
         Command::Schema => print_schema(),
@@ -34,7 +36,7 @@ fn load_env_file(path: Option<&std::path::Path>) {
     match path {
         Some(path) => {
             if let Err(e) = dotenvy::from_path(path) {
-                tracing::warn!("cannot load {}: {e}", path.display());
+                cli::messages::warn(&format!("cannot load {}: {e}", path.display()));
             }
         }
         None => {
@@ -51,7 +53,7 @@ fn print_schema() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            cli::messages::error(&e.to_string());
             ExitCode::FAILURE
         }
     }

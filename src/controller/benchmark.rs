@@ -24,7 +24,10 @@ use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
-use super::{Context, is_conflict, is_not_found, publish, publish_transitions, write_status};
+use super::{
+    Context, check_owner, controller_uid, is_conflict, is_not_found, publish, publish_transitions,
+    write_status,
+};
 use crate::conditions::{NewCondition, Status, remove_condition, set_condition, types};
 use crate::crd::{
     ANNOTATION_RUN_NOW, CoeBenchmark, CoeBenchmarkRun, CoeBenchmarkRunSpec, CoeBenchmarkStatus,
@@ -126,17 +129,45 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
     if let Some(rows) = usable {
         start_pending_run(&bench, rows, &runs_api, &mut runs, &mut status, &ctx).await?;
     }
-    apply_history_limits(&bench, &runs_api, &mut runs, &ctx).await?;
+    // Runs deleted for the history limits are still summarized this once: with a limit of 0
+    // a run is deleted as soon as it finishes, and its result must reach the status first.
+    apply_history_limits(&bench, &runs_api, &runs, &ctx).await?;
     history::summarize(&mut status, &runs, &mut |st, ty, s, r, m| {
         conditions.set(st, ty, s, r, m)
     });
+    set_ready(&mut status, &conditions);
 
     let api: Api<CoeBenchmark> = Api::namespaced(ctx.client.clone(), &namespace);
-    if write_status(&api, &name, before.as_ref(), &status).await? {
+    if write_status(&api, &*bench, before.as_ref(), &status).await? {
         let old = before.map(|s| s.conditions).unwrap_or_default();
         publish_transitions(&ctx, &*bench, &old, &status.conditions, CONTROLLER).await;
     }
+    ctx.reconciled(CONTROLLER, &*bench);
     Ok(Action::requeue(requeue))
+}
+
+/// `Ready`: true while the benchmark is valid and its last finished run did not fail; false
+/// with the `Valid` reason when it is not valid, `LastRunFailed` when its last run failed.
+fn set_ready(status: &mut CoeBenchmarkStatus, conditions: &ConditionWriter) {
+    let find = |type_| crate::conditions::find(&status.conditions, type_).cloned();
+    let (s, reason, message) = match (find(types::VALID), find(types::LAST_RUN_SUCCEEDED)) {
+        (Some(valid), _) if valid.status != "True" => (
+            Status::False,
+            valid.reason,
+            "the benchmark is not valid: see the Valid condition".to_string(),
+        ),
+        (_, Some(last)) if last.status == "False" => (
+            Status::False,
+            "LastRunFailed".to_string(),
+            format!("the last run failed: {}", last.message),
+        ),
+        _ => (
+            Status::True,
+            "Ready".to_string(),
+            "the benchmark is valid and its last finished run did not fail".to_string(),
+        ),
+    };
+    conditions.set(status, types::READY, s, &reason, &message);
 }
 
 /// Sets the benchmark's conditions as of one reconcile (its generation, its instant).
@@ -240,6 +271,17 @@ async fn start_pending_run(
     let Some(trigger) = pending_trigger(bench, status) else {
         return Ok(());
     };
+    // The status comes from the cache and may predate the runs listed just now: a run already
+    // created for this run-now value (a moment ago by this reconciler, or by another replica)
+    // has handled it, whatever the cached status says.
+    if trigger.kind == TriggerKind::RunNow
+        && runs.iter().any(|r| {
+            r.spec.trigger.kind == TriggerKind::RunNow && r.spec.trigger.value == trigger.value
+        })
+    {
+        status.handled_run_now = trigger.value;
+        return Ok(());
+    }
     let n = status.run_count.unwrap_or(0) + 1;
     let run_name = run_name(&bench.name_any(), n);
     if !runs.iter().any(|r| r.name_any() == run_name) {
@@ -270,7 +312,7 @@ async fn start_pending_run(
 async fn apply_history_limits(
     bench: &Arc<CoeBenchmark>,
     runs_api: &Api<CoeBenchmarkRun>,
-    runs: &mut Vec<CoeBenchmarkRun>,
+    runs: &[CoeBenchmarkRun],
     ctx: &Context,
 ) -> Result<()> {
     let trimmed = trim_history(
@@ -289,7 +331,6 @@ async fn apply_history_limits(
         }
     }
     if !trimmed.is_empty() {
-        runs.retain(|r| !trimmed.contains(&r.name_any()));
         publish(
             ctx,
             &**bench,
@@ -307,11 +348,11 @@ async fn apply_history_limits(
     Ok(())
 }
 
-/// Requeues a failed reconcile after a short delay, and counts the failure.
-pub fn error_policy(_bench: Arc<CoeBenchmark>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Counts the failure and requeues with backoff (see `Context::retry_after`).
+pub fn error_policy(bench: Arc<CoeBenchmark>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_error(CONTROLLER, error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    ctx.retry_after(CONTROLLER, &*bench, error)
 }
 
 fn run_now_annotation(bench: &CoeBenchmark) -> Option<String> {
@@ -408,10 +449,16 @@ async fn create_or_adopt(
     let namespace = run.namespace().unwrap_or_default();
     match api.create(&PostParams::default(), run).await {
         Ok(created) => Ok(Some(created)),
-        Err(e) if is_conflict(&e) => api
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube(format!("read run {namespace}/{name}"))),
+        Err(e) if is_conflict(&e) => {
+            let existing = api
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube(format!("read run {namespace}/{name}")))?;
+            if let (Some(existing), Some(owner)) = (&existing, controller_uid(run)) {
+                check_owner(existing, owner)?;
+            }
+            Ok(existing)
+        }
         Err(e) => Err(Error::kube(format!("create run {namespace}/{name}"))(e)),
     }
 }

@@ -54,6 +54,9 @@ pub struct Settings {
     pub dependency_timeout: Duration,
     /// How long the runner Pod may stay unschedulable (or not created) before the run fails.
     pub unschedulable_timeout: Duration,
+    /// How long the runner container may stay in creation after its Pod was scheduled (a volume
+    /// that cannot be mounted or attached) before the run fails.
+    pub startup_timeout: Duration,
     /// How often a benchmark whose `rowsFrom` ConfigMap is missing or invalid is read again.
     pub invalid_retry: Duration,
     /// Most objects of one kind reconciled at once.
@@ -68,6 +71,7 @@ impl Default for Settings {
             image_pull_timeout: Duration::from_secs(300),
             dependency_timeout: Duration::from_secs(120),
             unschedulable_timeout: Duration::from_secs(900),
+            startup_timeout: Duration::from_secs(600),
             invalid_retry: Duration::from_secs(30),
             concurrency: 4,
         }
@@ -86,6 +90,29 @@ pub struct Context {
     pub settings: Settings,
     /// The current time; tests substitute a [`ManualClock`](crate::clock::ManualClock).
     pub clock: Arc<dyn Clock>,
+    /// Consecutive failed reconciles per object, for exponential retry delays.
+    backoff: Backoff,
+}
+
+/// Consecutive failed reconciles per object (`controller/namespace/name`): the retry delay
+/// doubles with each failure and resets on a success.
+#[derive(Default)]
+struct Backoff {
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Backoff {
+    fn failed(&self, key: String) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn succeeded(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(key);
+    }
 }
 
 impl Context {
@@ -107,7 +134,32 @@ impl Context {
             metrics,
             settings,
             clock: Arc::new(SystemClock),
+            backoff: Backoff::default(),
         }
+    }
+
+    /// Records a failed reconcile of `object` by `controller`; returns when to try again: a
+    /// write refused for a stale resourceVersion (409) after 0.2 s, on the fresh object the
+    /// cache is about to hold; anything else after 5 s, doubling with each consecutive failure
+    /// up to 5 minutes.
+    pub(crate) fn retry_after<K: Resource>(
+        &self,
+        controller: &str,
+        object: &K,
+        error: &Error,
+    ) -> Action {
+        let attempts = self.backoff.failed(backoff_key(controller, object));
+        match error {
+            Error::Kube { source, .. } if is_conflict(source) => {
+                Action::requeue(Duration::from_millis(200))
+            }
+            _ => Action::requeue(backoff_delay(attempts)),
+        }
+    }
+
+    /// Records a successful reconcile of `object` by `controller` (its backoff starts over).
+    pub(crate) fn reconciled<K: Resource>(&self, controller: &str, object: &K) {
+        self.backoff.succeeded(&backoff_key(controller, object));
     }
 
     /// The same context reading the time from `clock`.
@@ -220,9 +272,15 @@ fn log_result<K, E1, E2>(
 
 /// Writes `after` as the status of `object` when it differs from `before`, as a JSON merge
 /// patch on the status subresource. Returns whether it wrote anything.
+///
+/// `before` is what the reconcile read, at `object`'s resourceVersion, and the patch carries
+/// that version as a precondition: when the object has changed since (the cache was stale),
+/// the API server answers 409 and nothing is written, so a decision taken on an old status
+/// never overwrites a newer one (a finished run's reason, say). The reconcile is then retried
+/// on the fresh object (see `error_policy`).
 pub(crate) async fn write_status<K, S>(
     api: &Api<K>,
-    name: &str,
+    object: &K,
     before: Option<&S>,
     after: &S,
 ) -> Result<bool>
@@ -230,6 +288,7 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
+    let name = object.meta().name.clone().unwrap_or_default();
     let to_value = |s: &S| {
         serde_json::to_value(s).map_err(|source| Error::Serialize {
             what: format!("the status of {name}"),
@@ -244,13 +303,13 @@ where
     let Some(diff) = crate::status::merge_patch(&old, &new) else {
         return Ok(false);
     };
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "status": diff })),
-    )
-    .await
-    .map_err(Error::kube(format!("update the status of {name}")))?;
+    let mut patch = serde_json::json!({ "status": diff });
+    if let Some(version) = object.resource_version() {
+        patch["metadata"] = serde_json::json!({ "resourceVersion": version });
+    }
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(Error::kube(format!("update the status of {name}")))?;
     Ok(true)
 }
 
@@ -333,6 +392,65 @@ pub(crate) fn is_not_found(error: &kube::Error) -> bool {
 }
 
 /// Whether a client error is the API server's 409 AlreadyExists.
+/// The uid of `object`'s controlling owner, if it has one.
+pub(crate) fn controller_uid<K: Resource>(object: &K) -> Option<&str> {
+    object
+        .meta()
+        .owner_references
+        .as_deref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+}
+
+/// After a create answered 409: the object under the name is ours when its controlling owner is
+/// `expected_owner`; otherwise it belongs to an earlier owner of the same name that the garbage
+/// collector has not deleted yet, and adopting it would follow the wrong object.
+pub(crate) fn check_owner<K: Resource<DynamicType = ()>>(
+    existing: &K,
+    expected_owner: &str,
+) -> Result<()> {
+    match controller_uid(existing) {
+        Some(uid) if uid == expected_owner => Ok(()),
+        other => Err(Error::NameTaken {
+            object: format!(
+                "{} {}/{}",
+                K::kind(&()),
+                existing.meta().namespace.clone().unwrap_or_default(),
+                existing.meta().name.clone().unwrap_or_default()
+            ),
+            owner: other.unwrap_or("no owner").to_string(),
+            expected: expected_owner.to_string(),
+        }),
+    }
+}
+
+fn backoff_key<K: Resource>(controller: &str, object: &K) -> String {
+    let meta = object.meta();
+    format!(
+        "{controller}/{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// 5 s after the first consecutive failure, doubling after each one, at most 5 minutes.
+fn backoff_delay(attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(6);
+    (Duration::from_secs(5) * 2u32.pow(doublings)).min(Duration::from_secs(300))
+}
+
 pub(crate) fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_delay_doubles_from_5_s_up_to_5_minutes() {
+        let delays: Vec<u64> = (1..=9).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
 }

@@ -24,6 +24,9 @@ pub struct Limits {
     pub container_config: Duration,
     /// An unschedulable Pod, or a Job that creates no Pod.
     pub unschedulable: Duration,
+    /// A scheduled Pod whose runner container is still being created (a volume that cannot be
+    /// mounted or attached: FailedMount, Multi-Attach), measured from its scheduling.
+    pub startup: Duration,
     /// Extra time past the Job's own deadline before the operator gives up on the Job.
     pub deadline_grace: Duration,
 }
@@ -215,6 +218,9 @@ fn observe_pod(pod: &Pod, now: Timestamp, limits: &Limits) -> Observation {
         .flatten()
         .find(|c| c.name == RUNNER_CONTAINER);
     let Some(container) = container else {
+        if let Some(stuck) = startup_timed_out(pod, since, now, limits) {
+            return stuck;
+        }
         return Observation::Waiting {
             reason: "PodPending",
             message: "the runner Pod is starting".into(),
@@ -275,11 +281,30 @@ fn observe_pod(pod: &Pod, now: Timestamp, limits: &Limits) -> Observation {
                 }
             }
         }
-        _ => Observation::Waiting {
+        _ => startup_timed_out(pod, since, now, limits).unwrap_or(Observation::Waiting {
             reason: "ContainerCreating",
             message: "the runner container is being created".into(),
-        },
+        }),
     }
+}
+
+/// A Pod scheduled at `since` whose container is still being created past the start-up limit:
+/// the Pod's status does not say why, its Events do (`FailedMount`, `FailedAttachVolume`
+/// "Multi-Attach error" for a ReadWriteOnce claim attached to another node).
+fn startup_timed_out(
+    pod: &Pod,
+    since: Timestamp,
+    now: Timestamp,
+    limits: &Limits,
+) -> Option<Observation> {
+    (elapsed(&since, now) > limits.startup).then(|| Observation::Stuck {
+        reason: "StartupTimeout",
+        message: format!(
+            "the runner container was still being created {} s after its Pod was scheduled; usually a volume that cannot be mounted or attached: `kubectl describe pod/{}` shows FailedMount or Multi-Attach (a ReadWriteOnce results claim in use on another node)",
+            limits.startup.as_secs(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        ),
+    })
 }
 
 fn finished(job: &str, t: &ContainerStateTerminated, at: Option<Time>) -> Observation {

@@ -24,7 +24,10 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::observe::{Limits, Observation, observe};
-use super::{Context, is_conflict, is_not_found, publish_transitions, write_status};
+use super::{
+    Context, check_owner, controller_uid, is_conflict, is_not_found, publish_transitions,
+    write_status,
+};
 use crate::conditions::{NewCondition, Status, is_true, set_condition, types};
 use crate::crd::{CoeBenchmarkRun, CoeBenchmarkRunStatus, LABEL_RUN, RunPhase};
 use crate::error::{Error, Result};
@@ -50,18 +53,27 @@ pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<A
         .and_then(|s| s.phase)
         .is_some_and(RunPhase::is_finished)
     {
+        ctx.reconciled(CONTROLLER, &*run);
         return Ok(Action::await_change());
     }
     let mut step = Step {
         status: before.clone().unwrap_or_default(),
         generation: run.metadata.generation,
         now: ctx.now(),
+        delete_stuck_job: false,
     };
     step.fill_static(&run, &namespace);
     let action = advance(&run, &namespace, &ctx, &mut step).await?;
+    step.set_ready();
 
     let api: Api<CoeBenchmarkRun> = Api::namespaced(ctx.client.clone(), &namespace);
-    if write_status(&api, &name, before.as_ref(), &step.status).await? {
+    let written = write_status(&api, &*run, before.as_ref(), &step.status).await?;
+    if step.delete_stuck_job {
+        // Only now that the run's failure and its reason are recorded: deleting first would let
+        // a reconcile on a stale cache find the Job gone and call it JobDeleted.
+        delete_job(&run, &namespace, &ctx).await?;
+    }
+    if written {
         let old = before.map(|s| s.conditions).unwrap_or_default();
         publish_transitions(&ctx, &*run, &old, &step.status.conditions, CONTROLLER).await;
         if let Some(phase) = step.status.phase.filter(|p| p.is_finished()) {
@@ -69,14 +81,15 @@ pub async fn reconcile(run: Arc<CoeBenchmarkRun>, ctx: Arc<Context>) -> Result<A
             ctx.metrics.run_finished(phase, &reason);
         }
     }
+    ctx.reconciled(CONTROLLER, &*run);
     Ok(action)
 }
 
-/// Requeues a failed reconcile after a short delay, and counts the failure.
-pub fn error_policy(_run: Arc<CoeBenchmarkRun>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Counts the failure and requeues with backoff (see `Context::retry_after`).
+pub fn error_policy(run: Arc<CoeBenchmarkRun>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_error(CONTROLLER, error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    ctx.retry_after(CONTROLLER, &*run, error)
 }
 
 /// The status being built by one reconcile.
@@ -84,6 +97,8 @@ struct Step {
     status: CoeBenchmarkRunStatus,
     generation: Option<i64>,
     now: k8s_openapi::jiff::Timestamp,
+    /// The run is stuck: delete its Job once the failure is written.
+    delete_stuck_job: bool,
 }
 
 impl Step {
@@ -163,6 +178,31 @@ impl Step {
         }
     }
 
+    /// `Ready` follows the phase: true once the run succeeded, false while it runs (reason
+    /// `InProgress`) and when it failed (the failure's reason).
+    fn set_ready(&mut self) {
+        match self.status.phase {
+            Some(RunPhase::Succeeded) => {
+                self.set(types::READY, Status::True, "Succeeded", "the run succeeded")
+            }
+            Some(RunPhase::Failed) => {
+                let reason = self.final_reason().unwrap_or_else(|| "Failed".into());
+                self.set(
+                    types::READY,
+                    Status::False,
+                    &reason,
+                    "the run failed: see the Failed condition",
+                );
+            }
+            _ => self.set(
+                types::READY,
+                Status::False,
+                "InProgress",
+                "the run has not finished",
+            ),
+        }
+    }
+
     fn final_reason(&self) -> Option<String> {
         [types::COMPLETE, types::FAILED].iter().find_map(|t| {
             crate::conditions::find(&self.status.conditions, t)
@@ -229,11 +269,20 @@ async fn ensure_job(
     let poll = Action::requeue(ctx.settings.poll_interval);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job_name = job_name(&name);
-    if let Some(job) = jobs
+    let found = jobs
         .get_opt(&job_name)
         .await
-        .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?
-    {
+        .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?;
+    if let Some(job) = found {
+        let run_uid = run.uid().unwrap_or_default();
+        if controller_uid(&job) != Some(run_uid.as_str()) {
+            // An earlier run of the same name left it; the garbage collector deletes it soon.
+            let message = format!(
+                "Job {job_name} belongs to an earlier run of the same name; waiting for it to be garbage-collected"
+            );
+            step.waiting("WaitingForOldJob", &message);
+            return Ok(ControlFlow::Break(poll));
+        }
         set_job_created(step, &name);
         if step.status.start_time.is_none() {
             step.status.start_time = job.status.as_ref().and_then(|s| s.start_time.clone());
@@ -272,7 +321,21 @@ async fn ensure_job(
         step.waiting("WaitingForDependencies", &message);
         return Ok(ControlFlow::Break(poll));
     }
-    create_children(run, namespace, ctx).await?;
+    if let Err(error) = create_children(run, namespace, ctx).await {
+        let Some(message) = error.rejection() else {
+            return Err(error);
+        };
+        // Retrying a request the API server refuses on its merits (invalid, forbidden by
+        // RBAC, quota or admission) cannot succeed: the run fails with the server's words.
+        step.set(types::JOB_CREATED, Status::False, "JobRejected", message);
+        let outcome = Outcome {
+            succeeded: false,
+            reason: "JobRejected",
+            message: format!("the API server refused the runner's Job or ConfigMap: {message}"),
+        };
+        step.finish(&outcome, None);
+        return Ok(ControlFlow::Break(Action::await_change()));
+    }
     set_job_created(step, &name);
     step.waiting("JobPending", "waiting for the Job to create the runner Pod");
     Ok(ControlFlow::Break(poll))
@@ -304,17 +367,23 @@ async fn follow_job(
     let name = run.name_any();
     let poll = Action::requeue(ctx.settings.poll_interval);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let pods = pods
+    // Only this Job's Pods: an earlier run of the same name may have left Pods with its label.
+    let job_uid = job.uid().unwrap_or_default();
+    let pods: Vec<Pod> = pods
         .list(&ListParams::default().labels(&format!("{LABEL_RUN}={name}")))
         .await
         .map_err(Error::kube(format!(
             "list the Pods of run {namespace}/{name}"
         )))?
-        .items;
+        .items
+        .into_iter()
+        .filter(|p| controller_uid(p) == Some(job_uid.as_str()))
+        .collect();
     let limits = Limits {
         image_pull: ctx.settings.image_pull_timeout,
         container_config: ctx.settings.dependency_timeout,
         unschedulable: ctx.settings.unschedulable_timeout,
+        startup: ctx.settings.startup_timeout,
         deadline_grace: ctx.settings.poll_interval * 6,
     };
     match observe(job, &pods, step.now, &limits) {
@@ -336,14 +405,8 @@ async fn follow_job(
             Ok(poll)
         }
         Observation::Stuck { reason, message } => {
-            tracing::info!(%reason, "run is stuck; deleting its Job");
-            let job_name = job_name(&name);
-            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-            match jobs.delete(&job_name, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(Error::kube(format!("delete Job {namespace}/{job_name}"))(e)),
-            }
+            tracing::info!(%reason, "run is stuck; its Job is deleted once the failure is written");
+            step.delete_stuck_job = true;
             let outcome = Outcome {
                 succeeded: false,
                 reason,
@@ -368,6 +431,17 @@ async fn follow_job(
             results_written(step, run, report.is_some());
             Ok(Action::await_change())
         }
+    }
+}
+
+/// Deletes the run's Job (and, through it, its Pod).
+async fn delete_job(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) -> Result<()> {
+    let job_name = job_name(&run.name_any());
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    match jobs.delete(&job_name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(Error::kube(format!("delete Job {namespace}/{job_name}"))(e)),
     }
 }
 
@@ -459,6 +533,7 @@ async fn missing_dependency(
 
 /// Creates the plan ConfigMap and the Job; an existing one (same deterministic name) is kept.
 async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) -> Result<()> {
+    let run_uid = run.uid().unwrap_or_default();
     let config_map = build_config_map(run)?;
     let cm_name = config_map.name_any();
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
@@ -467,7 +542,16 @@ async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) 
         .await
     {
         Ok(_) => {}
-        Err(e) if is_conflict(&e) => {}
+        Err(e) if is_conflict(&e) => {
+            // Ours from an earlier attempt, or an earlier run's of the same name: not adopted.
+            if let Some(existing) = config_maps
+                .get_opt(&cm_name)
+                .await
+                .map_err(Error::kube(format!("read ConfigMap {namespace}/{cm_name}")))?
+            {
+                check_owner(&existing, &run_uid)?;
+            }
+        }
         Err(e) => {
             return Err(Error::kube(format!(
                 "create ConfigMap {namespace}/{cm_name}"
@@ -479,7 +563,15 @@ async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) 
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     match jobs.create(&PostParams::default(), &job).await {
         Ok(_) => tracing::info!(job = %job_name, "created the runner Job"),
-        Err(e) if is_conflict(&e) => {}
+        Err(e) if is_conflict(&e) => {
+            if let Some(existing) = jobs
+                .get_opt(&job_name)
+                .await
+                .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?
+            {
+                check_owner(&existing, &run_uid)?;
+            }
+        }
         Err(e) => return Err(Error::kube(format!("create Job {namespace}/{job_name}"))(e)),
     }
     Ok(())

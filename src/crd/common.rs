@@ -115,6 +115,18 @@ pub struct RunnerSpec {
     /// Secrets for pulling the runner image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    /// User and group the runner runs as. Default 65532 (the image's `nonroot`). Set it to the
+    /// owner of an NFS-style results volume whose permissions Kubernetes cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2147483647))]
+    pub run_as_user: Option<i64>,
+    /// The Pod's `fsGroup`: the group that owns the results volume's files. Default: the
+    /// runner's user. Kubernetes changes the volume's ownership only when its root does not
+    /// already match (`fsGroupChangePolicy: OnRootMismatch`), so a growing results volume is
+    /// not re-chowned on every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub fs_group: Option<i64>,
 }
 
 /// Where results are kept.

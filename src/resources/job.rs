@@ -5,6 +5,8 @@
 //! wait `requestTimeoutSeconds` for its last requests, with `timeDelaySeconds` between rows, plus
 //! a fixed margin for image pull and start-up:
 //! `rows × (timeoutSeconds + requestTimeoutSeconds) + (rows − 1) × timeDelaySeconds + margin`.
+//! The Pod's `terminationGracePeriodSeconds` covers the runner's stop grace and writing its
+//! files after SIGTERM.
 
 use std::collections::BTreeMap;
 
@@ -83,6 +85,23 @@ pub fn active_deadline_seconds(run: &CoeBenchmarkRun, margin: i64) -> i64 {
         + (rows - 1.0) * positive(o.time_delay_seconds);
     // Cap at ~10 years: beyond that the number means "no deadline" anyway.
     (seconds.ceil().min(315_360_000.0) as i64) + margin
+}
+
+/// Seconds the runner may take to write its files after SIGTERM, on top of its stop grace.
+const FILES_AFTER_STOP_SECONDS: i64 = 20;
+
+/// `terminationGracePeriodSeconds` of a run's Pod: the runner's stop grace
+/// (`options.stopGraceSeconds`, requests in flight finishing) plus time to write its files,
+/// so a stopped Pod is not killed before its `run.json` is written. At least Kubernetes'
+/// default of 30 s.
+pub fn termination_grace_seconds(run: &CoeBenchmarkRun) -> i64 {
+    let grace = run.spec.options.stop_grace_seconds;
+    let grace = if grace.is_finite() && grace > 0.0 {
+        grace.ceil().min(3_600.0) as i64
+    } else {
+        0
+    };
+    (grace + FILES_AFTER_STOP_SECONDS).max(30)
 }
 
 /// The runner's arguments.
@@ -315,14 +334,16 @@ fn runner_pod(run: &CoeBenchmarkRun, defaults: &JobDefaults, container: Containe
         affinity: runner.affinity.clone(),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
-            run_as_user: Some(RUNNER_UID),
-            run_as_group: Some(RUNNER_UID),
-            fs_group: Some(RUNNER_UID),
+            run_as_user: Some(runner.run_as_user.unwrap_or(RUNNER_UID)),
+            run_as_group: Some(runner.run_as_user.unwrap_or(RUNNER_UID)),
+            fs_group: Some(runner.fs_group.or(runner.run_as_user).unwrap_or(RUNNER_UID)),
+            fs_group_change_policy: Some("OnRootMismatch".into()),
             seccomp_profile: Some(runtime_default()),
             ..PodSecurityContext::default()
         }),
         containers: vec![container],
         volumes: Some(runner_volumes(run)),
+        termination_grace_period_seconds: Some(termination_grace_seconds(run)),
         ..PodSpec::default()
     }
 }
@@ -535,6 +556,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_volume_is_chowned_only_on_a_mismatch_and_the_runners_ids_can_be_set() {
+        let pod_security = |run: &CoeBenchmarkRun| {
+            let job = build_job(run, &JobDefaults::default()).unwrap();
+            job.spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .security_context
+                .unwrap()
+        };
+        let mut run = sample_run();
+        let default = pod_security(&run);
+        assert_eq!(
+            default.fs_group_change_policy.as_deref(),
+            Some("OnRootMismatch")
+        );
+        assert_eq!(
+            (default.run_as_user, default.fs_group),
+            (Some(RUNNER_UID), Some(RUNNER_UID))
+        );
+        run.spec.runner.run_as_user = Some(1000);
+        let nfs = pod_security(&run);
+        assert_eq!(
+            (nfs.run_as_user, nfs.run_as_group, nfs.fs_group),
+            (Some(1000), Some(1000), Some(1000))
+        );
+        run.spec.runner.fs_group = Some(2000);
+        assert_eq!(pod_security(&run).fs_group, Some(2000));
+    }
+
+    #[test]
     fn results_use_the_claim_or_an_empty_dir() {
         let job = build_job(&sample_run(), &JobDefaults::default()).unwrap();
         let volumes = job.spec.unwrap().template.spec.unwrap().volumes.unwrap();
@@ -551,6 +604,18 @@ pub(crate) mod tests {
         let job = build_job(&run, &JobDefaults::default()).unwrap();
         let volumes = job.spec.unwrap().template.spec.unwrap().volumes.unwrap();
         assert!(volumes[1].empty_dir.is_some());
+    }
+
+    #[test]
+    fn the_pods_grace_covers_the_stop_grace_and_writing_the_files() {
+        // The default stop grace (10 s) plus time to write the files, at least 30 s.
+        assert_eq!(termination_grace_seconds(&sample_run()), 30);
+        let mut long_grace = sample_run();
+        long_grace.spec.options.stop_grace_seconds = 120.5;
+        assert_eq!(termination_grace_seconds(&long_grace), 141);
+        let job = build_job(&long_grace, &JobDefaults::default()).unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.termination_grace_period_seconds, Some(141));
     }
 
     #[test]

@@ -96,9 +96,10 @@ async fn prometheus_scrapes_a_runner_and_the_operator_and_promql_agrees_with_the
     let result = run_plan(plan, settings, exporter.metrics(), Arc::clone(&stop))
         .await
         .expect("the run starts");
+    // The broken row had every request fail: the run says so (exit code 6).
     assert_eq!(
         result.outcome,
-        RunOutcome::Succeeded,
+        RunOutcome::RowsFailed,
         "{:?}",
         result.message
     );

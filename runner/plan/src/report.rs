@@ -46,6 +46,8 @@ pub enum RunOutcome {
     AuthenticationFailed,
     /// Every request of every row failed.
     AllRequestsFailed,
+    /// The run finished, but some rows had every request fail (the others had successes).
+    RowsFailed,
     /// The run was interrupted; rows that finished were written.
     Interrupted,
     /// An unexpected internal failure.

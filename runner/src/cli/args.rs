@@ -13,9 +13,10 @@ use coebench_plan::{ApiKind, ImageSize, QpsDistribution};
     version,
     about,
     max_term_width = 100,
-    after_help = "Exit codes: 0 every row ran; 1 internal error; 2 invalid input or usage (nothing \
-was sent); 3 the endpoint rejected the credentials; 4 every request of every row failed; \
-5 interrupted (rows that finished were written)."
+    after_help = "Exit codes: 0 every row ran; 1 internal error or a failed write; 2 invalid input or \
+usage (nothing was sent); 3 the endpoint rejected the credentials; 4 every request of every row \
+failed; 5 interrupted by SIGTERM/Ctrl-C (rows that finished were written); 6 some rows had every \
+request fail."
 )]
 pub struct Cli {
     /// Log format on standard error.
@@ -135,6 +136,10 @@ pub struct RunArgs {
     /// Seconds to wait between rows.
     #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]
     pub time_delay: Option<f64>,
+    /// Seconds requests in flight may take to finish after SIGTERM or Ctrl-C before they are
+    /// cut off as `interrupted` (default 10; a second signal cuts them off at once).
+    #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]
+    pub stop_grace: Option<f64>,
     /// Draw prompts from the varied prompt set.
     #[arg(long, help_heading = "Overrides")]
     pub use_multiple_prompts: bool,

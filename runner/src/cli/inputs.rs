@@ -108,6 +108,9 @@ pub fn apply_overrides(plan: &mut Plan, args: &RunArgs) {
     if let Some(t) = args.time_delay {
         options.time_delay_seconds = t;
     }
+    if let Some(t) = args.stop_grace {
+        options.stop_grace_seconds = t;
+    }
     if args.use_multiple_prompts {
         options.use_multiple_prompts = true;
     }

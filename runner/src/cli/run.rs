@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use coebench_plan::ApiKind;
+use coebench_plan::input::ranges::METRICS_LINGER_SECONDS;
 use coebench_plan::input::validate::{ModelCatalog, UnknownCatalog, validate_plan};
 use coebench_plan::input::{InputError, InputErrors};
 use coebench_plan::report::{RunOutcome, RunReport};
@@ -13,12 +14,15 @@ use coebench_runner::client::ClientOptions;
 use coebench_runner::engine::endpoint::EndpointError;
 use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::observer::{Observers, RunObserver};
+use coebench_runner::engine::preflight::{check_credentials, check_output_folders};
 use coebench_runner::engine::run::{PlanSource, RunError, RunSettings, exit_code, run_plan};
 use coebench_runner::prometheus::{ExportOptions, Exporter, RunLabels};
 use coebench_simulator::{SimulatorConfig, SimulatorError};
 
 use crate::cli::args::{InputArgs, RunArgs};
 use crate::cli::inputs::{LoadedPlan, apply_overrides, load_plan};
+use crate::cli::messages;
+use crate::cli::signals::handle_stop_signals;
 use crate::cli::terminal::Terminal;
 
 /// Runs `coebench run`.
@@ -31,7 +35,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
     };
     apply_overrides(&mut loaded.plan, args);
     for note in &loaded.notes {
-        eprintln!("note: {note}");
+        messages::note(note);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,19 +72,12 @@ pub fn run(args: &RunArgs) -> ExitCode {
         simulator_truth_log: args.simulator_truth_log.clone(),
         client: ClientOptions::default(),
     };
+    let grace = std::time::Duration::try_from_secs_f64(loaded.plan.options.stop_grace_seconds)
+        .unwrap_or(std::time::Duration::from_secs_f64(
+            coebench_plan::DEFAULT_STOP_GRACE_SECONDS,
+        ));
     let result = runtime.block_on(async {
-        let interrupt = Arc::clone(&stop);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "interrupted: finishing the rows' files (press Ctrl-C again to quit at once)"
-                );
-                interrupt.stop();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(i32::from(exit_code(RunOutcome::Interrupted)));
-                }
-            }
-        });
+        handle_stop_signals(Arc::clone(&stop), grace);
         let result = run_plan(
             loaded.plan,
             settings,
@@ -128,12 +125,21 @@ pub fn validate(input: &InputArgs) -> ExitCode {
             Some(config) => config,
             None => &UnknownCatalog,
         };
-        validate_plan(&loaded.plan, &loaded.source, catalog).map(|()| loaded)
+        let mut errors = match validate_plan(&loaded.plan, &loaded.source, catalog) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.0,
+        };
+        // What `run` checks before sending, so that what validates also starts.
+        errors.extend(check_credentials(&loaded.plan, &loaded.source, &|name| {
+            std::env::var(name).ok()
+        }));
+        errors.extend(check_output_folders(&loaded.plan, &loaded.source));
+        InputErrors::check(loaded, errors)
     });
     match checked {
         Ok(loaded) => {
             for note in &loaded.notes {
-                eprintln!("note: {note}");
+                messages::note(note);
             }
             println!(
                 "{}: {} row(s), valid",
@@ -143,7 +149,13 @@ pub fn validate(input: &InputArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            eprint!("{errors}");
+            if messages::is_json() {
+                for line in errors.to_string().lines() {
+                    messages::error(line);
+                }
+            } else {
+                eprint!("{errors}");
+            }
             ExitCode::from(exit_code(RunOutcome::InvalidInput))
         }
     }
@@ -156,12 +168,10 @@ fn export_options(args: &RunArgs) -> Result<Option<ExportOptions>, String> {
     }
     let labels = RunLabels::resolve(&args.metrics_labels, &|name| std::env::var(name).ok())
         .map_err(|e| e.to_string())?;
-    let linger = std::time::Duration::try_from_secs_f64(args.metrics_linger).map_err(|_| {
-        format!(
-            "--metrics-linger {} must be a number of seconds, 0 or more",
-            args.metrics_linger
-        )
-    })?;
+    if let Some(problem) = METRICS_LINGER_SECONDS.problem(args.metrics_linger) {
+        return Err(format!("--metrics-linger: {problem}"));
+    }
+    let linger = std::time::Duration::from_secs_f64(args.metrics_linger);
     Ok(Some(ExportOptions {
         addr: args.metrics_addr,
         pushgateway: args.pushgateway.clone(),
@@ -184,7 +194,7 @@ fn plan_source(input: &InputArgs, loaded: &LoadedPlan) -> PlanSource {
 
 /// Reports a run that never started, on standard error and in the report file.
 fn fail_before_start(args: &RunArgs, outcome: RunOutcome, message: &str) -> ExitCode {
-    eprintln!("error: {}", message.trim_end());
+    messages::error(message.trim_end());
     let report = RunReport {
         version: 1,
         run_name: args.run_name.clone().unwrap_or_default(),
@@ -202,9 +212,9 @@ fn write_report(path: Option<&Path>, report: &RunReport) {
     if let Some(path) = path
         && let Err(e) = std::fs::write(path, report.to_bounded_json())
     {
-        eprintln!(
-            "error: cannot write the run report to {}: {e}",
+        messages::error(&format!(
+            "cannot write the run report to {}: {e}",
             path.display()
-        );
+        ));
     }
 }

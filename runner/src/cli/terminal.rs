@@ -14,6 +14,8 @@ use coebench_runner::statistics::record::RequestRecord;
 use coebench_runner::statistics::summary::{RowSummary, ServerTimings};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::messages;
+
 /// Shows a run's progress and results.
 pub struct Terminal {
     progress: bool,
@@ -60,7 +62,15 @@ impl Terminal {
             );
         }
         if let Some(message) = &result.message {
-            let _ = writeln!(out, "{}: {message}", outcome_label(result));
+            if messages::is_json() {
+                // Standard error is all log events: the message is one, not a stdout line.
+                match result.exit_code() {
+                    0 => messages::note(message),
+                    _ => messages::error(message),
+                }
+            } else {
+                let _ = writeln!(out, "{}: {message}", outcome_label(result));
+            }
         }
     }
 }
@@ -77,13 +87,13 @@ const HEADER: &str = "row  model                                 in/out      loa
 impl RunObserver for Terminal {
     fn run_started(&self, run: &RunStarted) {
         self.rows.store(run.rows as u32, Ordering::SeqCst);
-        eprintln!(
+        messages::progress(&format!(
             "Run {} against {}: {} row(s); files go to {}",
             run.run_name,
             run.endpoint,
             run.rows,
             run.run_dir.display()
-        );
+        ));
         println!("{HEADER}");
     }
 

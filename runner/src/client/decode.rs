@@ -21,8 +21,9 @@ use super::sse::{DEFAULT_MAX_EVENT_BYTES, LineSplitter, SseError, SseEvent, SseI
 use super::usage;
 use crate::client::measurement::{ErrorKind, RequestError, ServerMetrics, TokenEvent};
 
-/// Longest excerpt of a bad event quoted in an error message, in bytes.
-const EXCERPT: usize = 200;
+/// Longest excerpt of a bad event quoted in an error message, in bytes (before the client
+/// redacts the message and cuts it to its final length).
+const EXCERPT: usize = super::RAW_EXCERPT_LIMIT;
 
 /// What has been observed so far of one response.
 #[derive(Debug, Default)]
@@ -45,6 +46,8 @@ pub(crate) struct Recorder {
     /// The request was sent again on a fresh connection after its kept-alive one was found
     /// closed ([`super::transport`]).
     pub stale_retry: bool,
+    /// Bare `NaN`/`Infinity` tokens read as `null` (impossible server values).
+    pub non_finite_values: u32,
 }
 
 impl Recorder {
@@ -213,8 +216,18 @@ fn on_chat_event(event: &SseEvent<'_>, rec: &mut Recorder) -> Result<(), Request
             event.data,
         ));
     }
-    let chunk: ChatChunk<'_> =
-        serde_json::from_slice(event.data).map_err(|e| malformed(&e, event.data))?;
+    let cleaned: Vec<u8>;
+    let chunk: ChatChunk<'_> = match serde_json::from_slice(event.data) {
+        Ok(chunk) => chunk,
+        Err(e) => {
+            // A bare NaN (Python's json.dumps) is an impossible value, not a broken stream.
+            let (clean, n) =
+                usage::non_finite_to_null(event.data).ok_or_else(|| malformed(&e, event.data))?;
+            cleaned = clean;
+            rec.non_finite_values += n;
+            serde_json::from_slice(&cleaned).map_err(|e| malformed(&e, event.data))?
+        }
+    };
     if let Some(error) = &chunk.error
         && !error.is_null()
     {
@@ -263,7 +276,14 @@ fn on_generic_line(
     if rec.done_at.is_some() {
         return Ok(());
     }
-    let json: Value = serde_json::from_slice(line).map_err(|e| malformed(&e, line))?;
+    let json: Value = match serde_json::from_slice(line) {
+        Ok(json) => json,
+        Err(e) => {
+            let (clean, n) = usage::non_finite_to_null(line).ok_or_else(|| malformed(&e, line))?;
+            rec.non_finite_values += n;
+            serde_json::from_slice(&clean).map_err(|e| malformed(&e, line))?
+        }
+    };
     let pointer = if v2 {
         "/result/items/0/value"
     } else {

@@ -46,7 +46,7 @@ pub(crate) fn resolve(
 ) -> Result<Target, ClientError> {
     let redact = |s: &str| match &endpoint.api_key {
         Some(key) => key.redact(s),
-        None => s.to_string(),
+        None => crate::credentials::redaction::redact_url_credentials(s),
     };
     let url = endpoint.url.trim();
     let parsed = parse_url(url, endpoint.api, &redact)?;

@@ -17,8 +17,8 @@ use http::header::RETRY_AFTER;
 use http_body_util::{BodyExt, Full};
 
 use super::decode::{Decoder, Recorder};
-use super::shorten;
 use super::transport::{HttpClient, SendError};
+use super::{RAW_EXCERPT_LIMIT, shorten};
 use crate::client::measurement::{ErrorKind, RequestError};
 use coebench_support::socket_time::SocketTimes;
 
@@ -31,11 +31,10 @@ const ERROR_BODY_LIMIT: usize = 4096;
 /// How long an error body is awaited.
 const ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
 
-/// Longest error body excerpt in a message, in bytes.
-const ERROR_EXCERPT: usize = 300;
-
 /// Sends `request` and decodes its response into `rec`. Returns when the stream ended, with
-/// the instant it ended, or with the failure.
+/// the instant it ended, or with the failure; fails as [`ErrorKind::Interrupted`] when
+/// `interrupt` completes first (what arrived until then stays in `rec`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn exchange(
     http: &HttpClient,
     request: http::Request<Full<Bytes>>,
@@ -43,8 +42,20 @@ pub(crate) async fn exchange(
     generic: bool,
     deadline: Option<tokio::time::Instant>,
     timeout: Duration,
+    interrupt: impl Future<Output = ()>,
     rec: &mut Recorder,
 ) -> Result<Instant, RequestError> {
+    let mut interrupt = std::pin::pin!(interrupt);
+    let interrupted = |rec: &Recorder| match rec.done_at {
+        Some(done) => Ok(done),
+        None => Err(RequestError {
+            kind: ErrorKind::Interrupted,
+            message: format!(
+                "the run was stopped while the request was in flight ({} token events received)",
+                rec.token_events.len()
+            ),
+        }),
+    };
     let timed_out = |what: &str, rec: &Recorder| RequestError {
         kind: ErrorKind::Timeout,
         message: format!(
@@ -53,7 +64,12 @@ pub(crate) async fn exchange(
             rec.token_events.len()
         ),
     };
-    let response = match within(deadline, http.request(request)).await {
+    let head = tokio::select! {
+        biased;
+        head = within(deadline, http.request(request)) => head,
+        () = &mut interrupt => return interrupted(rec),
+    };
+    let response = match head {
         None => return Err(timed_out("no response head", rec)),
         Some(sent) => {
             rec.stale_retry = sent.stale_retry;
@@ -76,11 +92,30 @@ pub(crate) async fn exchange(
     if !status.is_success() {
         return Err(http_failure(response, deadline).await);
     }
-    let content_type = response
-        .headers()
+    let headers = response.headers();
+    let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| shorten(v, 60));
+        .map(|v| shorten(v, RAW_EXCERPT_LIMIT));
+    if let Some(encoding) = headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().eq_ignore_ascii_case("identity"))
+    {
+        return Err(RequestError {
+            kind: ErrorKind::MalformedEvent,
+            message: format!(
+                "the response is compressed (content-encoding: {}), which coebench does not \
+                 decode (it asks for none); have the endpoint or its proxy send the stream \
+                 uncompressed",
+                shorten(encoding, RAW_EXCERPT_LIMIT)
+            ),
+        });
+    }
+    // A body with neither a length nor chunks ends when the connection closes: a last event
+    // cut short there is a broken stream, not a malformed event.
+    let close_delimited = !headers.contains_key(http::header::CONTENT_LENGTH)
+        && !headers.contains_key(http::header::TRANSFER_ENCODING);
     let mut body = response.into_body();
     let mut last_at = rec.headers_at.unwrap_or_else(Instant::now);
     // One timer for the whole body (re-armed once, for the grace after the end marker), not
@@ -104,8 +139,13 @@ pub(crate) async fn exchange(
                 biased;
                 frame = body.frame() => Some(frame),
                 () = t.as_mut() => None,
+                () = &mut interrupt => return interrupted(rec),
             },
-            None => Some(body.frame().await),
+            None => tokio::select! {
+                biased;
+                frame = body.frame() => Some(frame),
+                () = &mut interrupt => return interrupted(rec),
+            },
         };
         let frame = match next {
             None if rec.done_at.is_some() => return Ok(rec.done_at.unwrap_or_else(Instant::now)),
@@ -131,7 +171,18 @@ pub(crate) async fn exchange(
         }
     }
     let end = arrived(&times).max(last_at);
-    decoder.finish(rec)?;
+    decoder.finish(rec).map_err(|e| match e.kind {
+        ErrorKind::MalformedEvent if close_delimited => RequestError {
+            kind: ErrorKind::StreamBroken,
+            message: format!(
+                "the connection closed in the middle of an event after {} token events \
+                 (the body had no length): {}",
+                rec.token_events.len(),
+                e.message
+            ),
+        },
+        _ => e,
+    })?;
     if rec.complete(generic) {
         Ok(end)
     } else {
@@ -197,7 +248,7 @@ async fn http_failure(
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .map(|v| format!(" (Retry-After: {})", shorten(v, 40)))
+        .map(|v| format!(" (Retry-After: {})", shorten(v, RAW_EXCERPT_LIMIT)))
         .unwrap_or_default();
     let wait = tokio::time::Instant::now() + ERROR_BODY_WAIT;
     let body = read_prefix(
@@ -205,7 +256,7 @@ async fn http_failure(
         Some(deadline.map_or(wait, |d| d.min(wait))),
     )
     .await;
-    let body = shorten(&String::from_utf8_lossy(&body), ERROR_EXCERPT);
+    let body = shorten(&String::from_utf8_lossy(&body), RAW_EXCERPT_LIMIT);
     let mut message = format!("HTTP {status}{retry_after}");
     if !body.is_empty() {
         message.push_str(": ");

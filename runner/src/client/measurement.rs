@@ -77,10 +77,13 @@ pub struct ServerMetrics {
     /// Prompt tokens the server took from its prefix cache: `prompt_tokens_details.cached_tokens`
     /// (OpenAI, vLLM, SGLang) or llama.cpp's `timings.cache_n`.
     pub cached_input_tokens: Option<u64>,
+    /// Values the server sent that cannot be true (a negative time, rate or count, `NaN`,
+    /// an infinity): dropped from the fields above, counted here.
+    pub impossible_values: u32,
 }
 
 impl ServerMetrics {
-    /// `self`, each absent field taken from `other`.
+    /// `self`, each absent field taken from `other` (impossible values of both counted).
     pub fn or(self, other: &ServerMetrics) -> ServerMetrics {
         ServerMetrics {
             input_tokens: self.input_tokens.or(other.input_tokens),
@@ -96,6 +99,7 @@ impl ServerMetrics {
             batch_size_used: self.batch_size_used.or(other.batch_size_used),
             acceptance_rate: self.acceptance_rate.or(other.acceptance_rate),
             cached_input_tokens: self.cached_input_tokens.or(other.cached_input_tokens),
+            impossible_values: self.impossible_values + other.impossible_values,
         }
     }
 
@@ -132,6 +136,9 @@ pub enum ErrorKind {
     StreamBroken,
     /// An event could not be parsed.
     MalformedEvent,
+    /// The run was stopped (SIGTERM, Ctrl-C) while the request was in flight; what arrived
+    /// before is kept.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -145,11 +152,12 @@ impl ErrorKind {
             ErrorKind::Connect => "connect".to_string(),
             ErrorKind::StreamBroken => "stream-broken".to_string(),
             ErrorKind::MalformedEvent => "malformed-event".to_string(),
+            ErrorKind::Interrupted => "interrupted".to_string(),
         }
     }
 
     /// A bounded label for metrics and summaries: `http-4xx`, `http-5xx`, `rate-limited`,
-    /// `timeout`, `connect`, `stream-broken`, `malformed-event`.
+    /// `timeout`, `connect`, `stream-broken`, `malformed-event`, `interrupted`.
     pub fn class(self) -> &'static str {
         match self {
             ErrorKind::Http(status) if status < 500 => "http-4xx",
@@ -159,6 +167,7 @@ impl ErrorKind {
             ErrorKind::Connect => "connect",
             ErrorKind::StreamBroken => "stream-broken",
             ErrorKind::MalformedEvent => "malformed-event",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 }

@@ -34,8 +34,9 @@ use serde_json::Value;
 
 use self::decode::{Decoder, Recorder};
 use self::endpoint::{Target, Wire};
-use crate::client::measurement::{ErrorKind, Measurement, RequestError};
-use crate::credentials::{ApiKey, ResolvedEndpoint};
+use crate::client::measurement::{ErrorKind, Measurement, RequestError, ServerMetrics};
+use crate::credentials::ResolvedEndpoint;
+use crate::credentials::redaction::{MIN_SECRET_LEN, Redactor};
 use crate::workload::image::EncodedImage;
 
 /// Client settings. Defaults are stated on each field.
@@ -168,7 +169,7 @@ pub struct EndpointClient {
 #[derive(Debug)]
 struct Inner {
     target: Target,
-    api_key: Option<ApiKey>,
+    redactor: Redactor,
     http: transport::HttpClient,
     options: ClientOptions,
 }
@@ -179,10 +180,22 @@ impl EndpointClient {
     pub fn new(endpoint: ResolvedEndpoint, options: ClientOptions) -> Result<Self, ClientError> {
         let target = endpoint::resolve(&endpoint, &options)?;
         let http = transport::build()?;
+        let redactor = match &endpoint.api_key {
+            Some(key) => {
+                if !key.is_secret() {
+                    tracing::warn!(
+                        "the API key is shorter than {MIN_SECRET_LEN} characters: it is not \
+                         treated as a secret (not redacted from messages and files)"
+                    );
+                }
+                key.redactor()
+            }
+            None => Redactor::without_key(),
+        };
         Ok(EndpointClient {
             inner: Arc::new(Inner {
                 target,
-                api_key: endpoint.api_key,
+                redactor,
                 http,
                 options,
             }),
@@ -219,6 +232,19 @@ impl EndpointClient {
         request_id: &str,
         timeout: Duration,
     ) -> Measurement {
+        self.send_interruptible(request, request_id, timeout, std::future::pending())
+            .await
+    }
+
+    /// [`EndpointClient::send`], ended early when `interrupt` completes: the measurement then
+    /// fails as [`ErrorKind::Interrupted`] and keeps what arrived before (its token events).
+    pub async fn send_interruptible(
+        &self,
+        request: &PreparedRequest,
+        request_id: &str,
+        timeout: Duration,
+        interrupt: impl Future<Output = ()>,
+    ) -> Measurement {
         let inner = &*self.inner;
         let mut http_request = http::Request::new(Full::new(request.body.clone()));
         *http_request.method_mut() = Method::POST;
@@ -244,6 +270,7 @@ impl EndpointClient {
             generic,
             deadline,
             timeout,
+            interrupt,
             &mut rec,
         )
         .await;
@@ -253,7 +280,7 @@ impl EndpointClient {
                 Instant::now(),
                 Some(RequestError {
                     kind: e.kind,
-                    message: self.redact(&e.message),
+                    message: shorten(&self.redact(&e.message), ERROR_MESSAGE_LIMIT),
                 }),
             ),
         };
@@ -280,9 +307,21 @@ impl EndpointClient {
             token_events: rec.token_events,
             end,
             end_wall,
-            server,
             generated_text: rec.text,
-            stop_reason: rec.stop_reason,
+            server: match (server, rec.non_finite_values) {
+                (Some(server), n) => Some(ServerMetrics {
+                    impossible_values: server.impossible_values + n,
+                    ..server
+                }),
+                (None, 0) => None,
+                (None, n) => Some(ServerMetrics {
+                    impossible_values: n,
+                    ..ServerMetrics::default()
+                }),
+            },
+            stop_reason: rec
+                .stop_reason
+                .map(|reason| shorten(&self.redact(&reason), STOP_REASON_LIMIT)),
             error,
             stale_connection_retry: rec.stale_retry,
         }
@@ -302,7 +341,7 @@ impl EndpointClient {
         let failed = |kind, message: String| ClientError::ListModels {
             url: url.clone(),
             kind,
-            message: self.redact(&message),
+            message: shorten(&self.redact(&message), ERROR_MESSAGE_LIMIT),
         };
         let mut request = http::Request::new(Full::new(Bytes::new()));
         *request.uri_mut() = uri.clone();
@@ -349,7 +388,8 @@ impl EndpointClient {
                 429 => ErrorKind::RateLimited,
                 code => ErrorKind::Http(code),
             };
-            let excerpt = shorten(&String::from_utf8_lossy(&body), 300);
+            // Redacted whole, then cut (by `failed`): a cut first could split the key.
+            let excerpt = shorten(&String::from_utf8_lossy(&body), RAW_EXCERPT_LIMIT);
             return Err(failed(kind, format!("HTTP {status}: {excerpt}")));
         }
         let json: Value = serde_json::from_slice(&body).map_err(|e| {
@@ -374,12 +414,21 @@ impl EndpointClient {
     }
 
     fn redact(&self, text: &str) -> String {
-        match &self.inner.api_key {
-            Some(key) => key.redact(text),
-            None => text.to_string(),
-        }
+        self.inner.redactor.redact(text)
     }
 }
+
+/// Longest error message a measurement or client error keeps, in bytes: the text is redacted
+/// whole, then cut to this.
+pub const ERROR_MESSAGE_LIMIT: usize = 400;
+
+/// Longest stop reason kept, in bytes.
+const STOP_REASON_LIMIT: usize = 64;
+
+/// Longest excerpt of outside text (a body, a header, an event) put into a message before it is
+/// redacted. Larger than [`ERROR_MESSAGE_LIMIT`], so wherever such a cut splits a key, the
+/// final cut after redaction drops the piece.
+pub(crate) const RAW_EXCERPT_LIMIT: usize = 4 * ERROR_MESSAGE_LIMIT;
 
 /// The whole body, or `None` when it did not arrive before `deadline` or broke.
 async fn read_all(

@@ -7,15 +7,34 @@ use serde_json::{Map, Value};
 
 use crate::client::measurement::ServerMetrics;
 
-/// The server metrics found in `usage`.
+/// The server metrics found in `usage`. Values that cannot be true (negative, `NaN`,
+/// infinite) are dropped and counted in [`ServerMetrics::impossible_values`].
 pub(crate) fn server_metrics(usage: &Map<String, Value>) -> ServerMetrics {
+    let impossible = std::cell::Cell::new(0u32);
     let first = |keys: &[&str]| {
         keys.iter()
             .find_map(|k| usage.get(*k).filter(|v| !v.is_null()))
     };
-    let count = |keys: &[&str]| first(keys).and_then(as_count);
-    let real = |keys: &[&str]| first(keys).and_then(as_real);
-    ServerMetrics {
+    // A value that reads as a number but is not usable cannot be true; one that is no number
+    // at all (`"n/a"`) is merely absent.
+    let usable = |value: &Value, parsed: bool| {
+        if !parsed && is_number(value) {
+            impossible.set(impossible.get() + 1);
+        }
+    };
+    let count = |keys: &[&str]| {
+        let value = first(keys)?;
+        let count = as_count(value);
+        usable(value, count.is_some());
+        count
+    };
+    let real = |keys: &[&str]| {
+        let value = first(keys)?;
+        let real = as_real(value);
+        usable(value, real.is_some());
+        real
+    };
+    let metrics = ServerMetrics {
         input_tokens: count(&["prompt_tokens_count", "prompt_tokens"]),
         output_tokens: count(&["completion_tokens_count", "completion_tokens"]),
         total_tokens: count(&["total_tokens_count", "total_tokens"]),
@@ -36,6 +55,11 @@ pub(crate) fn server_metrics(usage: &Map<String, Value>) -> ServerMetrics {
             .get("prompt_tokens_details")
             .and_then(|d| d.get("cached_tokens"))
             .and_then(as_count),
+        impossible_values: 0,
+    };
+    ServerMetrics {
+        impossible_values: impossible.get(),
+        ..metrics
     }
 }
 
@@ -61,6 +85,47 @@ pub(crate) fn llama_timings(timings: &Map<String, Value>) -> ServerMetrics {
     }
 }
 
+/// Whether `value` is a number, or a string that reads as one (including `NaN`, `inf`):
+/// a value that is one but is not usable is impossible, not merely absent.
+fn is_number(value: &Value) -> bool {
+    match value {
+        Value::Number(_) => true,
+        Value::String(s) => s.trim().parse::<f64>().is_ok(),
+        _ => false,
+    }
+}
+
+/// `raw` JSON with the bare `NaN`, `Infinity` and `-Infinity` tokens some servers write
+/// (Python's `json.dumps` does) replaced by `null`, and how many there were; `None` when there
+/// were none. Text inside strings is left alone.
+pub(crate) fn non_finite_to_null(raw: &[u8]) -> Option<(Vec<u8>, u32)> {
+    const TOKENS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
+    let mut out = Vec::with_capacity(raw.len());
+    let (mut in_string, mut escaped, mut replaced) = (false, false, 0u32);
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if let Some(token) = TOKENS.iter().find(|t| raw[i..].starts_with(t)) {
+            out.extend_from_slice(b"null");
+            i += token.len();
+            replaced += 1;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    (replaced > 0).then_some((out, replaced))
+}
+
 /// A stop reason sent inside a usage block or final response (`stop_reason`).
 pub(crate) fn stop_reason(usage: &Map<String, Value>) -> Option<String> {
     match usage.get("stop_reason")? {
@@ -82,14 +147,14 @@ fn as_count(value: &Value) -> Option<u64> {
     }
 }
 
-/// A finite number, from a number or a numeric string.
+/// A finite number 0 or more, from a number or a numeric string.
 fn as_real(value: &Value) -> Option<f64> {
     match value {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
-    .filter(|f: &f64| f.is_finite())
+    .filter(|f: &f64| f.is_finite() && *f >= 0.0)
 }
 
 #[cfg(test)]
@@ -123,6 +188,7 @@ mod tests {
                 batch_size_used: Some(4),
                 acceptance_rate: Some(9.5),
                 cached_input_tokens: None,
+                impossible_values: 0,
             }
         );
     }
@@ -151,6 +217,35 @@ mod tests {
         assert_eq!(merged.cached_input_tokens, Some(150));
         assert_eq!(merged.ttft_s, Some(0.8125));
         assert_eq!(merged.total_tokens, Some(190));
+    }
+
+    #[test]
+    fn impossible_values_are_dropped_and_counted() {
+        let m = server_metrics(&map(
+            r#"{"time_to_first_token":-0.5,"total_latency":"NaN","prompt_tokens":-3,
+                "completion_tokens":4,"total_tokens_per_sec":"inf","acceptance_rate":"n/a"}"#,
+        ));
+        assert_eq!(m.ttft_s, None);
+        assert_eq!(m.end_to_end_latency_s, None);
+        assert_eq!(m.input_tokens, None);
+        assert_eq!(m.output_tokens, Some(4));
+        assert_eq!(m.total_tokens_per_s, None);
+        // Not a number at all: absent, not impossible.
+        assert_eq!(m.acceptance_rate, None);
+        assert_eq!(m.impossible_values, 4, "{m:?}");
+    }
+
+    #[test]
+    fn bare_non_finite_tokens_become_null_outside_strings() {
+        let (clean, n) =
+            non_finite_to_null(br#"{"a":NaN,"b":-Infinity,"c":"NaN \" Infinity","d":Infinity}"#)
+                .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            String::from_utf8(clean).unwrap(),
+            r#"{"a":null,"b":null,"c":"NaN \" Infinity","d":null}"#
+        );
+        assert!(non_finite_to_null(br#"{"a":1}"#).is_none());
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub fn arrival_offsets(
                 QpsDistribution::Exponential => -(1.0 - rng.random::<f64>()).ln() * mean,
             };
         }
-        offsets.push(Duration::from_secs_f64(at));
+        offsets.push(crate::engine::load::saturating_duration(at));
     }
     offsets
 }

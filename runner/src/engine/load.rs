@@ -23,10 +23,13 @@ pub enum StopReason {
     Cancelled,
 }
 
-/// A stop signal shared by a run's loops.
+/// A stop signal shared by a run's loops, in two stages: [`StopSignal::stop`] stops sending
+/// (requests in flight go on), [`StopSignal::cut_off`] also ends the requests in flight, which
+/// are then recorded as interrupted with what was measured of them so far.
 #[derive(Debug, Default)]
 pub struct StopSignal {
     stopped: AtomicBool,
+    cut: AtomicBool,
     notify: tokio::sync::Notify,
 }
 
@@ -37,21 +40,58 @@ impl StopSignal {
         self.notify.notify_waiters();
     }
 
+    /// Stops sending and ends every request in flight.
+    pub fn cut_off(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.stop();
+    }
+
     /// Whether [`StopSignal::stop`] was called.
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
     }
 
+    /// Whether [`StopSignal::cut_off`] was called.
+    pub fn is_cut_off(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+
     /// Completes once the signal is stopped.
     pub async fn stopped(&self) {
+        self.wait_for(Self::is_stopped).await;
+    }
+
+    /// Completes once requests in flight are cut off.
+    pub async fn cut(&self) {
+        self.wait_for(Self::is_cut_off).await;
+    }
+
+    async fn wait_for(&self, done: fn(&Self) -> bool) {
         loop {
             let notified = self.notify.notified();
-            if self.is_stopped() {
+            if done(self) {
                 return;
             }
             notified.await;
         }
     }
+}
+
+/// `seconds` as a duration, saturating: NaN and negatives are 0, too many seconds the longest
+/// duration. Validation keeps inputs in range; this only keeps a bad one from panicking.
+pub fn saturating_duration(seconds: f64) -> Duration {
+    if seconds.is_nan() || seconds <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
+    }
+}
+
+/// `from + by`, or about a century later when that overflows the platform's clock.
+pub fn saturating_deadline(from: Instant, by: Duration) -> Instant {
+    from.checked_add(by)
+        .or_else(|| from.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(from)
 }
 
 /// What a loop needs: how to send request `i`, and when to stop.
@@ -314,6 +354,25 @@ mod tests {
         assert_eq!(outcome.stopped_early, Some(StopReason::Cancelled));
         assert!(outcome.finished.len() < 20, "{}", outcome.finished.len());
         assert_eq!(outcome.finished.len() as u32 + outcome.not_sent, 1000);
+    }
+
+    #[tokio::test]
+    async fn a_cut_off_wakes_waiters_of_both_stages() {
+        let stop = Arc::new(StopSignal::default());
+        let waiter = {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                stop.stopped().await;
+                stop.cut().await;
+            })
+        };
+        stop.stop();
+        assert!(stop.is_stopped() && !stop.is_cut_off());
+        stop.cut_off();
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
     }
 
     #[tokio::test]

@@ -9,7 +9,10 @@ use crate::client::measurement::ErrorKind;
 use crate::client::{EndpointClient, PreparedRequest, RequestSpec};
 use crate::engine::arrival::{arrival_offsets, row_seed};
 use crate::engine::health::HealthMonitor;
-use crate::engine::load::{LoadContext, LoadOutcome, StopSignal, closed_loop, open_loop};
+use crate::engine::load::{
+    LoadContext, LoadOutcome, StopSignal, closed_loop, open_loop, saturating_deadline,
+    saturating_duration,
+};
 use crate::engine::observer::RunObserver;
 use crate::engine::template_probe::TemplateOverheads;
 use crate::output::naming;
@@ -51,6 +54,8 @@ pub struct RunShared {
     /// Drawn at random for each run and mixed into the prompt tags, so a later run with the
     /// same seed does not send prompts the server's cache kept from an earlier one.
     pub prompt_nonce: u64,
+    /// Set once, by the first record that could not be spooled (the run then stops).
+    pub write_failure: Arc<OnceLock<String>>,
 }
 
 /// Why a row could not be prepared.
@@ -174,7 +179,10 @@ pub async fn run_row(
     let prepared = Arc::new(PreparedRow::build(shared, row, seed)?);
     if shared.options.warm_up_connections {
         let connections = connections_needed(row);
-        let opened = shared.client.warm_up(connections, WARM_UP_TIMEOUT).await;
+        let opened = tokio::select! {
+            opened = shared.client.warm_up(connections, WARM_UP_TIMEOUT) => opened,
+            () = shared.stop.stopped() => 0,
+        };
         tracing::debug!(
             row = row_index,
             connections,
@@ -197,7 +205,7 @@ pub async fn run_row(
         started_wall,
     );
     execution.spool = Some(Arc::clone(&spool));
-    let timeout = Duration::from_secs_f64(shared.options.request_timeout_seconds);
+    let timeout = saturating_duration(shared.options.request_timeout_seconds);
     let send = {
         let shared = Arc::clone(shared);
         let prepared = Arc::clone(&prepared);
@@ -212,7 +220,10 @@ pub async fn run_row(
             async move {
                 let (request, prompt) = prepared.request(index);
                 shared.observer.request_started(row_index);
-                let measurement = shared.client.send(request, &request_id, timeout).await;
+                let measurement = shared
+                    .client
+                    .send_interruptible(request, &request_id, timeout, shared.stop.cut())
+                    .await;
                 if let Some(error) = &measurement.error
                     && matches!(error.kind, ErrorKind::Http(401 | 403))
                 {
@@ -247,6 +258,9 @@ pub async fn run_row(
                             request = index,
                             "cannot spool the record: {e}"
                         );
+                        // A full disk: stop sending, what cannot be stored is not measured.
+                        let _ = shared.write_failure.set(e.to_string());
+                        shared.stop.stop();
                         None
                     }
                 };
@@ -257,7 +271,7 @@ pub async fn run_row(
     let context = LoadContext {
         send,
         num_requests: row.num_requests,
-        deadline: started + Duration::from_secs_f64(shared.options.timeout_seconds),
+        deadline: saturating_deadline(started, saturating_duration(shared.options.timeout_seconds)),
         stop: Arc::clone(&shared.stop),
     };
     let monitor = HealthMonitor::start();

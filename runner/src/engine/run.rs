@@ -4,13 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use crate::client::{ClientError, ClientOptions, EndpointClient};
 use crate::engine::endpoint::{EndpointError, ReadyEndpoint, prepare_endpoint};
-use crate::engine::load::StopSignal;
+use crate::engine::load::{StopSignal, saturating_duration};
 use crate::engine::observer::{RunObserver, RunStarted};
-use crate::engine::row::{RunShared, run_row};
+use crate::engine::preflight::{check_output_folders, output_folders};
+use crate::engine::row::{RowSetupError, RunShared, run_row};
 use crate::engine::template_probe::TemplateOverheads;
 use crate::output::OutputError;
 use crate::output::consolidated::{ConsolidatedPaths, ConsolidatedTable};
@@ -121,7 +121,7 @@ impl RunResult {
 }
 
 /// The exit code of each outcome: 0 succeeded, 1 failed, 2 invalid input, 3 authentication
-/// failed, 4 every request failed, 5 interrupted.
+/// failed, 4 every request failed, 5 interrupted, 6 some rows had every request fail.
 pub fn exit_code(outcome: RunOutcome) -> u8 {
     match outcome {
         RunOutcome::Succeeded => 0,
@@ -130,6 +130,7 @@ pub fn exit_code(outcome: RunOutcome) -> u8 {
         RunOutcome::AuthenticationFailed => 3,
         RunOutcome::AllRequestsFailed => 4,
         RunOutcome::Interrupted => 5,
+        RunOutcome::RowsFailed => 6,
     }
 }
 
@@ -158,18 +159,11 @@ pub async fn run_plan(
         .run_name
         .clone()
         .unwrap_or_else(|| default_run_name(started_wall));
-    let output_files_dir = PathBuf::from(
-        plan.output
-            .output_files_dir
-            .as_deref()
-            .unwrap_or(DEFAULT_OUTPUT_FILES_DIR),
-    );
-    let consolidated_dir = PathBuf::from(
-        plan.output
-            .consolidated_results_dir
-            .as_deref()
-            .unwrap_or(DEFAULT_CONSOLIDATED_RESULTS_DIR),
-    );
+    let folder_problems = check_output_folders(&plan, &settings.source.description);
+    if !folder_problems.is_empty() {
+        return Err(RunError::InvalidInput(InputErrors(folder_problems)));
+    }
+    let (output_files_dir, consolidated_dir) = output_folders(&plan);
     let run_dir = run_dir(&output_files_dir, &run_name);
     create_dir(&run_dir)?;
     create_dir(&consolidated_dir)?;
@@ -199,16 +193,18 @@ pub async fn run_plan(
         auth_failure: Arc::new(OnceLock::new()),
         template_overheads: TemplateOverheads::default(),
         prompt_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
+        write_failure: Arc::new(OnceLock::new()),
     });
     let mut table = ConsolidatedTable::new(&run_name);
     let mut consolidated = None;
     let mut summaries = Vec::with_capacity(plan.rows.len());
-    let mut write_failures = Vec::new();
+    // The first write that failed: the run stops there, keeping what was written before.
+    let mut write_failure: Option<String> = None;
     for (row_index, row) in plan.rows.iter().enumerate() {
         let delay = plan.options.time_delay_seconds;
         if row_index > 0 && delay > 0.0 && !stop.is_stopped() {
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs_f64(delay)) => {}
+                () = tokio::time::sleep(saturating_duration(delay)) => {}
                 () = stop.stopped() => {}
             }
         }
@@ -216,9 +212,9 @@ pub async fn run_plan(
             let names = naming::row_names(row_index, row);
             RowSummary::not_run(row_index, row, &run_name, names, jiff::Timestamp::now())
         };
-        if stop.is_stopped() {
-            // Interrupted, or the credentials were rejected: the row keeps its line in the
-            // table and the manifest, as not run.
+        if stop.is_stopped() || write_failure.is_some() {
+            // Interrupted, the credentials were rejected, or a write failed: the row keeps
+            // its line in the table and the manifest, as not run.
             let summary = not_run();
             table.insert(&summary);
             manifest.set_row(&summary);
@@ -227,51 +223,72 @@ pub async fn run_plan(
         }
         let summary = match run_row(&shared, row_index, row).await {
             Ok(result) => {
-                let files = match write_row_files(&run_dir, &result) {
-                    Ok(files) => Some(files),
+                match write_row_files(&run_dir, &result) {
+                    Ok(files) => {
+                        observer.row_finished(&result.summary, Some(&files));
+                        table.insert(&result.summary);
+                        manifest.set_row(&result.summary);
+                    }
                     Err(e) => {
                         tracing::error!(row = row_index, "cannot write the row's files: {e}");
-                        write_failures.push(e.to_string());
-                        None
+                        observer.row_finished(&result.summary, None);
+                        // Neither the table nor run.json lists a row whose files are missing.
+                        manifest.set_row_unwritten(&result.summary, &e.to_string());
+                        write_failure = Some(e.to_string());
                     }
-                };
-                observer.row_finished(&result.summary, files.as_ref());
+                }
+                if write_failure.is_none() {
+                    write_failure = shared.write_failure.get().cloned();
+                }
                 result.summary
             }
             Err(e) => {
                 tracing::error!(row = row_index, model = %row.model, "row not run: {e}");
                 let summary = not_run();
                 observer.row_finished(&summary, None);
+                table.insert(&summary);
+                manifest.set_row(&summary);
+                if let RowSetupError::Spool(e) = &e {
+                    write_failure = Some(e.to_string());
+                }
                 summary
             }
         };
-        table.insert(&summary);
-        manifest.set_row(&summary);
         summaries.push(summary);
+        if write_failure.is_none() {
+            match table.write(&consolidated_dir) {
+                Ok(paths) => consolidated = Some(paths),
+                Err(e) => {
+                    tracing::error!("cannot write the consolidated table: {e}");
+                    write_failure = Some(e.to_string());
+                }
+            }
+        }
+        if write_failure.is_none()
+            && let Err(e) = write_manifest(&run_dir, &manifest)
+        {
+            tracing::error!("cannot write run.json: {e}");
+            write_failure = Some(e.to_string());
+        }
+        if let Some(failure) = &write_failure {
+            tracing::error!("stopping the run: {failure}");
+        }
+    }
+    if stop.is_stopped() || write_failure.is_some() {
+        // Rows skipped after the stop are in the table as not run: write it once more. After
+        // a failed write this may fail too; the last table written stays whole.
         match table.write(&consolidated_dir) {
             Ok(paths) => consolidated = Some(paths),
             Err(e) => {
-                tracing::error!("cannot write the consolidated table: {e}");
-                write_failures.push(e.to_string());
+                write_failure.get_or_insert(e.to_string());
             }
-        }
-        if let Err(e) = write_manifest(&run_dir, &manifest) {
-            tracing::error!("cannot write run.json: {e}");
-            write_failures.push(e.to_string());
-        }
-    }
-    if stop.is_stopped() {
-        // Rows skipped after the stop are in the table as not run: write it once more.
-        match table.write(&consolidated_dir) {
-            Ok(paths) => consolidated = Some(paths),
-            Err(e) => write_failures.push(e.to_string()),
         }
     }
     let (outcome, message) = decide_outcome(
         &summaries,
         shared.auth_failure.get(),
         stop.is_stopped(),
-        &write_failures,
+        write_failure.as_deref(),
     );
     manifest.finish(
         jiff::Timestamp::now(),
@@ -279,9 +296,11 @@ pub async fn run_plan(
             outcome,
             code: i32::from(exit_code(outcome)),
             message: message.clone(),
+            failed_rows: all_failed_rows(&summaries),
         },
     );
     if let Err(e) = write_manifest(&run_dir, &manifest) {
+        // The last run.json written stays whole (writes are atomic).
         tracing::error!("cannot write run.json: {e}");
     }
     ready.shutdown().await;
@@ -302,14 +321,41 @@ fn create_dir(dir: &Path) -> Result<(), OutputError> {
     })
 }
 
+/// Rows that sent requests and had every one fail.
+fn all_failed_rows(rows: &[RowSummary]) -> Vec<usize> {
+    rows.iter()
+        .filter(|r| r.outcome == RowOutcome::AllFailed)
+        .map(|r| r.row_index)
+        .collect()
+}
+
+/// Error codes of `rows`, sorted, once each.
+fn error_codes<'a>(rows: impl Iterator<Item = &'a RowSummary>) -> String {
+    let mut codes: Vec<String> = rows
+        .flat_map(|r| r.error_code_frequency.keys().cloned())
+        .collect();
+    codes.sort();
+    codes.dedup();
+    codes.join(", ")
+}
+
 fn decide_outcome(
     rows: &[RowSummary],
     auth_failure: Option<&String>,
     stopped: bool,
-    write_failures: &[String],
+    write_failure: Option<&str>,
 ) -> (RunOutcome, Option<String>) {
     if let Some(message) = auth_failure {
         return (RunOutcome::AuthenticationFailed, Some(message.clone()));
+    }
+    if let Some(failure) = write_failure {
+        return (
+            RunOutcome::Failed,
+            Some(format!(
+                "results could not be written, so the run stopped: {failure}; the files of the \
+                 rows before were written"
+            )),
+        );
     }
     if stopped {
         return (
@@ -317,27 +363,33 @@ fn decide_outcome(
             Some("the run was interrupted; rows that finished were written".into()),
         );
     }
-    if let Some(first) = write_failures.first() {
-        return (
-            RunOutcome::Failed,
-            Some(format!("results could not be written: {first}")),
-        );
-    }
     let sent: u32 = rows.iter().map(|r| r.num_requests_started).sum();
     let completed: u32 = rows.iter().map(|r| r.num_completed_requests).sum();
     if completed == 0 {
-        let mut codes: Vec<String> = rows
-            .iter()
-            .flat_map(|r| r.error_code_frequency.keys().cloned())
-            .collect();
-        codes.sort();
-        codes.dedup();
         let why = if sent == 0 {
             "no request was sent".to_string()
         } else {
-            format!("every request failed (error codes: {})", codes.join(", "))
+            format!(
+                "every request failed (error codes: {})",
+                error_codes(rows.iter())
+            )
         };
         return (RunOutcome::AllRequestsFailed, Some(why));
+    }
+    let failed = all_failed_rows(rows);
+    if !failed.is_empty() {
+        let numbers: Vec<String> = failed.iter().map(|i| (i + 1).to_string()).collect();
+        let codes = error_codes(rows.iter().filter(|r| failed.contains(&r.row_index)));
+        return (
+            RunOutcome::RowsFailed,
+            Some(format!(
+                "{} of {} row(s) had every request fail: row(s) {} (error codes: {codes}); \
+                 their files were written",
+                failed.len(),
+                rows.len(),
+                numbers.join(", ")
+            )),
+        );
     }
     let not_run = rows
         .iter()

@@ -81,6 +81,9 @@ pub struct ManifestRow {
     pub number_errors: u32,
     /// Requests never sent.
     pub num_requests_not_sent: u32,
+    /// Why the row's files could not be written (then neither file is listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_not_written: Option<String>,
 }
 
 /// How the run ended.
@@ -92,6 +95,10 @@ pub struct ManifestExit {
     pub code: i32,
     /// Short message for failed runs.
     pub message: Option<String>,
+    /// Indexes (0-based, as `rows[].row_index`) of the rows that sent requests and had every
+    /// one fail; such a run exits 6.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_rows: Vec<usize>,
 }
 
 impl RunManifest {
@@ -126,7 +133,20 @@ impl RunManifest {
 
     /// Records a row's outcome, replacing an earlier entry for the same row.
     pub fn set_row(&mut self, summary: &RowSummary) {
-        let row = ManifestRow::from_summary(summary);
+        self.insert_row(ManifestRow::from_summary(summary));
+    }
+
+    /// Records a row whose files could not be written: no file is listed, `why` says what
+    /// failed.
+    pub fn set_row_unwritten(&mut self, summary: &RowSummary, why: &str) {
+        let mut row = ManifestRow::from_summary(summary);
+        row.summary_file = None;
+        row.individual_responses_file = None;
+        row.files_not_written = Some(why.to_string());
+        self.insert_row(row);
+    }
+
+    fn insert_row(&mut self, row: ManifestRow) {
         self.rows.retain(|r| r.row_index != row.row_index);
         let at = self.rows.partition_point(|r| r.row_index < row.row_index);
         self.rows.insert(at, row);
@@ -154,6 +174,7 @@ impl ManifestRow {
             num_completed_requests: summary.num_completed_requests,
             number_errors: summary.number_errors,
             num_requests_not_sent: summary.num_requests_not_sent,
+            files_not_written: None,
         }
     }
 }

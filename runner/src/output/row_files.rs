@@ -25,14 +25,19 @@ pub fn run_dir(output_files_dir: &Path, run_name: &str) -> PathBuf {
     output_files_dir.join(run_name)
 }
 
-/// Writes a row's records and summary into `run_dir` (created if missing).
+/// Writes a row's records and summary into `run_dir` (created if missing); on failure
+/// neither file is left.
 pub fn write_row_files(run_dir: &Path, result: &RowResult) -> Result<RowFilePaths, OutputError> {
     let paths = RowFilePaths {
         individual_responses: run_dir.join(result.summary.individual_responses_file()),
         summary: run_dir.join(result.summary.summary_file()),
     };
     write_records(&paths.individual_responses, result)?;
-    write_json_atomic(&paths.summary, &result.summary)?;
+    if let Err(e) = write_json_atomic(&paths.summary, &result.summary) {
+        // A row's two files exist together or not at all: no responses without a summary.
+        let _ = std::fs::remove_file(&paths.individual_responses);
+        return Err(e);
+    }
     Ok(paths)
 }
 

@@ -27,7 +27,7 @@ use coebench_plan::exposition::{self, Exposition};
 
 /// Values of the `outcome` label: `ok`, then every failure class
 /// ([`crate::client::measurement::ErrorKind::class`]).
-pub const OUTCOMES: [&str; 8] = [
+pub const OUTCOMES: [&str; 9] = [
     "ok",
     "http-4xx",
     "http-5xx",
@@ -36,6 +36,7 @@ pub const OUTCOMES: [&str; 8] = [
     "connect",
     "stream-broken",
     "malformed-event",
+    "interrupted",
 ];
 
 /// `outcome` of a failure whose class is not in [`OUTCOMES`] (none today).

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use super::MetricsError;
 use super::exporter::RunMetrics;
 use crate::client::transport;
+use crate::credentials::redaction::redact_url_credentials;
 
 /// How long a push may take.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,7 +21,7 @@ pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// `/`, or an empty one, is sent base64url-encoded, as the Pushgateway requires.
 pub fn push_url(gateway: &str, run: &str) -> Result<Uri, MetricsError> {
     let bad = |reason: &str| MetricsError::PushUrl {
-        url: gateway.to_string(),
+        url: redact_url_credentials(gateway),
         reason: reason.to_string(),
     };
     let base: Uri = gateway.parse().map_err(|_| bad("not a URL"))?;
@@ -49,6 +50,8 @@ pub fn push_url(gateway: &str, run: &str) -> Result<Uri, MetricsError> {
 /// Pushes `metrics` (Prometheus text format) for run `run` to `gateway`.
 pub async fn push(gateway: &str, run: &str, metrics: &RunMetrics) -> Result<(), MetricsError> {
     let url = push_url(gateway, run)?;
+    // The gateway URL may carry basic-auth credentials: messages and logs never show them.
+    let shown = redact_url_credentials(&url.to_string());
     let body = metrics.encode(None).map_err(|_| MetricsError::Encode)?;
     let request = Request::builder()
         .method(Method::PUT)
@@ -56,11 +59,11 @@ pub async fn push(gateway: &str, run: &str, metrics: &RunMetrics) -> Result<(), 
         .header(header::CONTENT_TYPE, body.content_type)
         .body(Full::new(Bytes::from(body.body)))
         .map_err(|e| MetricsError::Push {
-            url: url.to_string(),
+            url: shown.clone(),
             reason: e.to_string(),
         })?;
     let client = transport::build().map_err(|e| MetricsError::Push {
-        url: url.to_string(),
+        url: shown.clone(),
         reason: e.to_string(),
     })?;
     let exchange = async {
@@ -81,25 +84,26 @@ pub async fn push(gateway: &str, run: &str, metrics: &RunMetrics) -> Result<(), 
     let (status, text) = tokio::time::timeout(PUSH_TIMEOUT, exchange)
         .await
         .map_err(|_| MetricsError::Push {
-            url: url.to_string(),
+            url: shown.clone(),
             reason: format!("no answer within {} s", PUSH_TIMEOUT.as_secs()),
         })?
         .map_err(|reason| MetricsError::Push {
-            url: url.to_string(),
+            url: shown.clone(),
             reason,
         })?;
     if status.is_success() {
-        tracing::info!(%url, "pushed the run's metrics to the Pushgateway");
+        tracing::info!(url = %shown, "pushed the run's metrics to the Pushgateway");
         Ok(())
     } else {
-        let mut text = text.trim().to_string();
+        // Redacted whole, then cut: a cut first could split a credential the reply echoes.
+        let mut text = redact_url_credentials(text.trim());
         let mut cut = text.len().min(200);
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
         text.truncate(cut);
         Err(MetricsError::Push {
-            url: url.to_string(),
+            url: shown.clone(),
             reason: format!("HTTP {status}: {text}"),
         })
     }

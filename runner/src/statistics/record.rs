@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::measurement::{Measurement, ServerMetrics};
+use crate::client::measurement::{ErrorKind, Measurement, ServerMetrics};
 use crate::statistics::stats;
 use crate::statistics::token_timeline;
 use coebench_support::tokenizer::TokenCounter;
@@ -137,6 +137,9 @@ pub struct RequestRecord {
     /// A successful request generated fewer than the `max_tokens` it asked for (the model
     /// stopped at an end-of-sequence token); `null` for a failure.
     pub stopped_early: Option<bool>,
+    /// Values the server sent that cannot be true (negative times, rates or counts, `NaN`,
+    /// infinities): left out of the `server_*` keys and every statistic, counted here.
+    pub server_impossible_values: u32,
 }
 
 impl RequestRecord {
@@ -176,6 +179,11 @@ impl RequestRecord {
             record.error_code = Some(error.kind.code());
             record.error_msg = error.message.clone();
             record.error_class = Some(error.kind.class().to_string());
+            if error.kind == ErrorKind::Interrupted {
+                // Cut off by a stop: keep what was measured of it so far.
+                record.client_ttft_s = m.token_events.first().map(|e| secs(m.start, e.at));
+                record.client_output_tokens = Some(tokens.count_tokens(&m.generated_text) as u64);
+            }
             return record;
         }
         record.fill_metrics(ctx, m, tokens);
@@ -204,7 +212,13 @@ impl RequestRecord {
         let ttft = m.token_events.first().map(|event| secs(m.start, event.at));
         self.client_end_to_end_latency_s = Some(e2e);
         self.client_ttft_s = ttft;
-        let after_first = ttft.map(|t| e2e - t);
+        // Rates after the first token need the tokens to have arrived over time: when the
+        // whole stream came in one read, they are not measurable (null, not ~1e8 tokens/s).
+        let spread = match (m.token_events.first(), m.token_events.last()) {
+            (Some(first), Some(last)) => last.at > first.at,
+            _ => false,
+        };
+        let after_first = ttft.filter(|_| spread).map(|t| e2e - t);
         let later_tokens = output.checked_sub(1).filter(|&n| n > 0).map(|n| n as f64);
         self.client_output_token_per_s_per_request = ratio(later_tokens, after_first);
         self.client_tpot_s = ratio(after_first, later_tokens);
@@ -231,6 +245,7 @@ impl RequestRecord {
 
     /// Copies the server's metrics (kit-reference 5.2), a reported 0 included.
     fn fill_server(&mut self, server: &ServerMetrics) {
+        self.server_impossible_values = server.impossible_values;
         self.server_number_input_tokens = server.input_tokens;
         self.server_number_output_tokens = server.output_tokens;
         self.server_number_total_tokens = server.total_tokens;

@@ -65,6 +65,8 @@ pub struct RecordDigest {
     pub stopped_early: Option<bool>,
     /// The server reported its own times (TTFT, end-to-end latency or a rate).
     pub has_server_timings: bool,
+    /// Impossible server values dropped from the record.
+    pub server_impossible_values: u32,
     /// Where the full record is in the row's spool; `None` when it could not be spooled.
     pub spooled: Option<SpoolRef>,
 }
@@ -74,6 +76,7 @@ impl RecordDigest {
     pub fn of(record: &RequestRecord, spooled: Option<SpoolRef>) -> Self {
         RecordDigest {
             request_idx: record.request_idx,
+            server_impossible_values: record.server_impossible_values,
             error_code: record.error_code.clone(),
             error_class: record.error_class.clone(),
             actual_send_s: record.actual_send_s,

@@ -108,6 +108,7 @@ pub fn usage(ttft_s: f64, output: u64) -> ServerMetrics {
         batch_size_used: Some(1),
         acceptance_rate: Some(2.5),
         cached_input_tokens: None,
+        impossible_values: 0,
     }
 }
 

@@ -244,7 +244,7 @@ async fn an_injected_switch_is_reported_within_five_percent_and_rows_without_one
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn errors_stalls_and_disconnects_are_recorded_and_the_run_goes_on() {
+async fn errors_stalls_and_disconnects_are_recorded_the_run_goes_on_and_failed_rows_are_named() {
     let faulty = r#"
   - name: flaky
     weights_gb: 1
@@ -284,12 +284,22 @@ async fn errors_stalls_and_disconnects_are_recorded_and_the_run_goes_on() {
     );
     plan.options.request_timeout_seconds = 10.0;
     let result = run(plan).await;
+    // Rows 2 and 3 had every request fail: the run says so with its own exit code (6), in its
+    // message and in run.json.
     assert_eq!(
         result.outcome,
-        RunOutcome::Succeeded,
+        RunOutcome::RowsFailed,
         "{:?}",
         result.message
     );
+    assert_eq!(result.exit_code(), 6);
+    let message = result.message.as_deref().unwrap_or_default();
+    assert!(message.contains("row(s) 2, 3"), "{message}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(result.run_dir.join("run.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["exit"]["code"], 6);
+    assert_eq!(manifest["exit"]["failed_rows"], serde_json::json!([1, 2]));
 
     let flaky = &result.rows[0];
     assert_eq!(flaky.outcome, RowOutcome::Partial);

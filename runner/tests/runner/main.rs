@@ -1,13 +1,16 @@
 //! The engine's integration tests, in one test binary: the `coebench` binary as users run it,
 //! the client against scripted servers, the engine end to end against the simulator over real
 //! loopback HTTP (ground truth, health, scale), output files, Prometheus metrics, the crate's
-//! layering rule, and the engine against a real llama.cpp server.
+//! layering rule, hostile servers, inputs, signals and disks (`hardening`), fuzzing of every
+//! parser of outside input (`fuzz_parsers`), and the engine against a real llama.cpp server.
 
 mod cli;
 mod client_http;
 mod engine_health;
 mod engine_run;
 mod engine_scale;
+mod fuzz_parsers;
+mod hardening;
 mod layering;
 mod output_files;
 mod output_records;

@@ -408,6 +408,7 @@ fn the_manifest_records_rows_and_never_credentials() {
             outcome: RunOutcome::Succeeded,
             code: 0,
             message: None,
+            failed_rows: Vec::new(),
         },
     );
     let path = write_manifest(tmp.path(), &manifest).unwrap();

@@ -15,7 +15,7 @@ fn close(actual: Option<f64>, expected: f64) {
 }
 
 /// coebench's record keys, after the kit's.
-const OUR_RECORD_KEYS: [&str; 19] = [
+const OUR_RECORD_KEYS: [&str; 20] = [
     "request_idx",
     "request_id",
     "model",
@@ -35,6 +35,7 @@ const OUR_RECORD_KEYS: [&str; 19] = [
     "server_cached_input_tokens",
     "stale_connection_retry",
     "stopped_early",
+    "server_impossible_values",
 ];
 
 #[test]
@@ -56,6 +57,7 @@ fn a_successful_request_with_server_usage() {
             batch_size_used: Some(4),
             acceptance_rate: None,
             cached_input_tokens: None,
+            impossible_values: 0,
         }),
         error: None,
     };

@@ -17,6 +17,7 @@ fn limits() -> Limits {
         image_pull: Duration::from_secs(60),
         container_config: Duration::from_secs(30),
         unschedulable: Duration::from_secs(120),
+        startup: Duration::from_secs(300),
         deadline_grace: Duration::from_secs(60),
     }
 }
@@ -261,4 +262,42 @@ fn a_failed_job_says_why() {
         Observation::Finished { outcome, .. } => assert_eq!(outcome.reason, "JobFailed"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_container_that_cannot_start_fails_after_the_startup_limit_from_its_scheduling() {
+    let j = job(json!({"startTime": time(0), "active": 1}));
+    // A volume that cannot be mounted: the container stays in ContainerCreating, with nothing
+    // in the Pod's status to say why.
+    let mounting = pod(container(
+        json!({"waiting": {"reason": "ContainerCreating"}}),
+    ));
+    assert!(matches!(
+        observe(&j, std::slice::from_ref(&mounting), at(301), &limits()),
+        Observation::Waiting {
+            reason: "ContainerCreating",
+            ..
+        }
+    ));
+    match observe(&j, std::slice::from_ref(&mounting), at(302), &limits()) {
+        Observation::Stuck { reason, message } => {
+            assert_eq!(reason, "StartupTimeout");
+            assert!(
+                message.contains("kubectl describe pod/b-1-abcde"),
+                "{message}"
+            );
+            assert!(message.contains("Multi-Attach"), "{message}");
+        }
+        other => panic!("not stuck: {other:?}"),
+    }
+    // Scheduled, but no container status yet at all: the same bound.
+    let no_status = pod(json!({"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": time(1)}]}));
+    assert!(matches!(
+        observe(&j, std::slice::from_ref(&no_status), at(302), &limits()),
+        Observation::Stuck {
+            reason: "StartupTimeout",
+            ..
+        }
+    ));
 }

@@ -138,6 +138,9 @@ fn dispatch(
                     format!("{kind} {name:?} already exists"),
                 );
             }
+            if let Some(invalid) = invalid_job(kind, &name, &object) {
+                return error(422, "Invalid", invalid);
+            }
             if has_status_subresource(plural_of(&route.resource))
                 && let Some(o) = object.as_object_mut()
             {
@@ -325,15 +328,16 @@ fn watch(inner: &Arc<Inner>, route: &Route, params: &BTreeMap<String, String>) -
         .get("allowWatchBookmarks")
         .is_some_and(|v| v == "true");
     // Snapshot the history and subscribe under one lock: no event is missed or repeated.
-    let (backlog, receiver, current_rv) = {
+    let (backlog, receiver, current_rv, delay) = {
         let state = inner.state.lock().expect("lock");
+        let delay = state.watch_delays.get(&route.resource).copied();
         let backlog: VecDeque<StoredEvent> = state
             .history
             .iter()
             .filter(|e| e.rv > since)
             .cloned()
             .collect();
-        (backlog, inner.events.subscribe(), state.rv)
+        (backlog, inner.events.subscribe(), state.rv, delay)
     };
     let mut first: VecDeque<Bytes> = backlog
         .into_iter()
@@ -348,10 +352,13 @@ fn watch(inner: &Arc<Inner>, route: &Route, params: &BTreeMap<String, String>) -
         });
         first.push_back(line("BOOKMARK", &bookmark));
     }
-    let live = futures::stream::unfold((receiver, filter), |(mut rx, filter)| async move {
+    let live = futures::stream::unfold((receiver, filter), move |(mut rx, filter)| async move {
         loop {
             match rx.recv().await {
                 Ok(e) if filter.matches(&e.resource, &e.namespace, &e.object) => {
+                    if let Some(delay) = delay {
+                        tokio::time::sleep_until((e.emitted + delay).into()).await;
+                    }
                     return Some((line(e.type_, &e.object), (rx, filter)));
                 }
                 Ok(_) => continue,
@@ -368,6 +375,29 @@ fn watch(inner: &Arc<Inner>, route: &Route, params: &BTreeMap<String, String>) -
         .header("content-type", "application/json")
         .body(StreamBody::new(stream).boxed_unsync())
         .expect("valid response")
+}
+
+/// What the real API server's validation says of a Job it refuses (422): a name that does not
+/// fit the 63 characters of the `job-name` label it puts on the Pods, a container without an
+/// image. `None` for anything else, and for other kinds.
+fn invalid_job(kind: &str, name: &str, job: &Value) -> Option<String> {
+    if kind != "Job" {
+        return None;
+    }
+    if name.len() > 63 {
+        return Some(format!(
+            "Job.batch {name:?} is invalid: spec.template.labels: Invalid value: {name:?}: must be no more than 63 characters"
+        ));
+    }
+    let containers = job["spec"]["template"]["spec"]["containers"].as_array()?;
+    containers
+        .iter()
+        .position(|c| c["image"].as_str().is_none_or(str::is_empty))
+        .map(|i| {
+            format!(
+                "Job.batch {name:?} is invalid: spec.template.spec.containers[{i}].image: Required value"
+            )
+        })
 }
 
 fn line(type_: &str, object: &Value) -> Bytes {

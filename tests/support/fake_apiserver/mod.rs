@@ -114,6 +114,8 @@ struct Key {
 #[derive(Clone, Debug)]
 struct StoredEvent {
     rv: u64,
+    /// When the change happened; a watch delivers it no earlier than this plus its delay.
+    emitted: std::time::Instant,
     resource: String,
     namespace: String,
     type_: &'static str,
@@ -129,6 +131,14 @@ struct State {
     uid: u64,
     history: Vec<StoredEvent>,
     requests: Vec<RequestRecord>,
+    /// How late watches of a resource (`resource_of::<K>()`) deliver live events: a cache fed
+    /// by them is that much behind the store, as an informer's is on a busy API server.
+    watch_delays: BTreeMap<String, std::time::Duration>,
+    /// With `Some`, dependents of a deleted object are collected that long after it, as the
+    /// real garbage collector does (in the background, not in the DELETE).
+    gc_delay: Option<std::time::Duration>,
+    /// Owners deleted whose dependents are due for collection: (when, owner uid).
+    pending_gc: Vec<(std::time::Instant, String)>,
 }
 
 struct Inner {
@@ -234,6 +244,7 @@ impl State {
     ) {
         let event = StoredEvent {
             rv: self.rv,
+            emitted: std::time::Instant::now(),
             resource: key.resource.clone(),
             namespace: key.namespace.clone(),
             type_,
@@ -268,7 +279,10 @@ impl State {
         let rv = self.next_rv();
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.emit(events, "DELETED", key, object.clone());
-        if let Some(uid) = object["metadata"]["uid"].as_str() {
+        if let (Some(delay), Some(uid)) = (self.gc_delay, object["metadata"]["uid"].as_str()) {
+            self.pending_gc
+                .push((std::time::Instant::now() + delay, uid.to_string()));
+        } else if let Some(uid) = object["metadata"]["uid"].as_str() {
             let dependents: Vec<Key> = self
                 .objects
                 .iter()
@@ -284,6 +298,33 @@ impl State {
             }
         }
         Some(object)
+    }
+
+    /// Deletes the dependents of owners whose collection is due (each of those in turn waits
+    /// for its own delay before its dependents go).
+    fn collect_due_garbage(&mut self, events: &broadcast::Sender<StoredEvent>) {
+        let now = std::time::Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_gc)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.pending_gc = later;
+        for (_, uid) in due {
+            let dependents: Vec<Key> = self
+                .objects
+                .iter()
+                .filter(|(_, o)| {
+                    o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| {
+                            refs.iter().any(|r| r["uid"].as_str() == Some(uid.as_str()))
+                        })
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for dependent in dependents {
+                self.remove(events, &dependent);
+            }
+        }
     }
 
     /// Fills server-set fields of a new object.
@@ -362,6 +403,32 @@ impl FakeApiServer {
     /// Every request so far.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.state().requests.clone()
+    }
+
+    /// From now on, watches of `K` opened afterwards deliver each live event `delay` after it
+    /// happened (reads stay current): the controller's cache of `K` is stale by `delay`, which
+    /// is how the races of a real API server show up here.
+    pub fn delay_watches<K: Resource<DynamicType = ()>>(&self, delay: std::time::Duration) {
+        self.state().watch_delays.insert(resource_of::<K>(), delay);
+    }
+
+    /// From now on, deleting an object leaves its dependents in place for `delay`, then
+    /// deletes them in the background, as the real garbage collector does: for that long, a
+    /// re-created owner of the same name meets its predecessor's objects. Call it inside the
+    /// test's runtime.
+    pub fn delay_garbage_collection(&self, delay: std::time::Duration) {
+        self.state().gc_delay = Some(delay);
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                let mut state = inner.state.lock().expect("fake state lock");
+                state.collect_due_garbage(&inner.events);
+            }
+        });
     }
 
     /// A mark in the request log, for [`FakeApiServer::assert_writes_since`].

@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::input::kit_config_types::type_errors;
 use crate::input::model_configs::parse_model_configs_csv;
-use crate::input::{InputError, InputErrors, read_input_file};
+use crate::input::ranges::{self, Range};
+use crate::input::{InputError, InputErrors, read_input_file, read_utf8};
 use crate::{ApiKind, EndpointSpec, OutputOptions, Plan, RunOptions};
 
 /// Kit keys that coebench accepts and ignores, with the reason shown to the user.
@@ -49,6 +51,7 @@ struct RawConfig {
     seed: Option<u64>,
     warm_up_connections: Option<bool>,
     request_timeout: Option<f64>,
+    stop_grace: Option<f64>,
     tokenizer: Option<String>,
     run_name: Option<String>,
     concurrency_enabled: Option<serde_json::Value>,
@@ -78,9 +81,7 @@ pub fn read_kit_config(path: &Path) -> Result<KitConfig, InputErrors> {
     let source = path.display().to_string();
     let text = read_input_file(path, "--config")?;
     let base = path.parent().unwrap_or(Path::new("."));
-    parse_kit_config(&text, &source, base, &|csv_path| {
-        std::fs::read_to_string(csv_path)
-    })
+    parse_kit_config(&text, &source, base, &|csv_path| read_utf8(csv_path))
 }
 
 /// Parses a kit config's `text`; `base` is the folder relative paths resolve against and
@@ -92,13 +93,18 @@ pub fn parse_kit_config(
     read: &dyn Fn(&Path) -> std::io::Result<String>,
 ) -> Result<KitConfig, InputErrors> {
     let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        // Name every wrongly-typed key, not just the first the parser met.
+        let all = type_errors(text, source);
+        if !all.is_empty() {
+            return InputErrors(all);
+        }
         InputErrors::one(InputError::new(
             source,
             "",
             format!("not a valid kit config: {e}"),
             "keys are model_configs_path, llm_api, output_files_dir, consolidated_results_dir, \
              timeout, time_delay, use_multiple_prompts (and coebench's seed, request_timeout, \
-             tokenizer, run_name)",
+             stop_grace, tokenizer, run_name)",
         ))
     })?;
     let raw = match raw.synthetic {
@@ -146,40 +152,51 @@ pub fn parse_kit_config(
             }
         },
     };
-    let positive = |errors: &mut Vec<InputError>, key: &str, value: Option<f64>, default: f64| {
+    let in_range = |errors: &mut Vec<InputError>,
+                    key: &str,
+                    value: Option<f64>,
+                    default: f64,
+                    range: Range| {
         let v = value.unwrap_or(default);
-        if !(v.is_finite() && v > 0.0) {
+        if let Some(problem) = range.problem(v) {
             errors.push(InputError::new(
                 source,
                 key,
-                format!("{v} is not a positive number of seconds"),
-                format!("set {key} to seconds, e.g. {default}"),
+                problem,
+                format!("set {key} to seconds in that range, e.g. {default}"),
             ));
         }
         v
     };
     let defaults = RunOptions::default();
-    let timeout_seconds = positive(
+    let timeout_seconds = in_range(
         &mut errors,
         "timeout",
         raw.timeout,
         defaults.timeout_seconds,
+        ranges::TIMEOUT_SECONDS,
     );
-    let request_timeout_seconds = positive(
+    let request_timeout_seconds = in_range(
         &mut errors,
         "request_timeout",
         raw.request_timeout,
         defaults.request_timeout_seconds,
+        ranges::REQUEST_TIMEOUT_SECONDS,
     );
-    let time_delay_seconds = raw.time_delay.unwrap_or(0.0);
-    if !(time_delay_seconds.is_finite() && time_delay_seconds >= 0.0) {
-        errors.push(InputError::new(
-            source,
-            "time_delay",
-            format!("{time_delay_seconds} is not a number of seconds >= 0"),
-            "set time_delay to 0 or more seconds",
-        ));
-    }
+    let time_delay_seconds = in_range(
+        &mut errors,
+        "time_delay",
+        raw.time_delay,
+        0.0,
+        ranges::TIME_DELAY_SECONDS,
+    );
+    let stop_grace_seconds = in_range(
+        &mut errors,
+        "stop_grace",
+        raw.stop_grace,
+        defaults.stop_grace_seconds,
+        ranges::STOP_GRACE_SECONDS,
+    );
     let resolve = |p: &str| -> String { base.join(p).display().to_string() };
     let mut rows = Vec::new();
     let mut model_configs_path = PathBuf::new();
@@ -222,6 +239,7 @@ pub fn parse_kit_config(
             seed: raw.seed.unwrap_or(0),
             warm_up_connections: raw.warm_up_connections.unwrap_or(true),
             tokenizer: raw.tokenizer.as_deref().map(resolve),
+            stop_grace_seconds,
             ..RunOptions::default()
         },
         output: OutputOptions {

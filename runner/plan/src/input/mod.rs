@@ -7,8 +7,10 @@
 //! file, the line or row, the field and the fix. This module reads files but sends nothing.
 
 pub mod kit_config;
+pub mod kit_config_types;
 pub mod model_configs;
 pub mod plan_file;
+pub mod ranges;
 pub mod validate;
 
 use std::fmt;
@@ -97,7 +99,7 @@ impl std::error::Error for InputErrors {}
 
 /// Reads an input file named on the command line by `flag`, or says why it cannot.
 pub fn read_input_file(path: &std::path::Path, flag: &str) -> Result<String, InputErrors> {
-    std::fs::read_to_string(path).map_err(|e| {
+    read_utf8(path).map_err(|e| {
         InputErrors::one(InputError::new(
             path.display().to_string(),
             "",
@@ -107,9 +109,39 @@ pub fn read_input_file(path: &std::path::Path, flag: &str) -> Result<String, Inp
     })
 }
 
+/// Reads a text file; a file that is not UTF-8 fails with the line and column of the first
+/// bad byte, so it can be found and the file re-saved.
+pub fn read_utf8(path: &std::path::Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the file is not UTF-8: byte 0x{:02x} at line {line}, column {} (byte offset {}); \
+                 save it as UTF-8",
+                e.as_bytes()[valid.len()],
+                valid.len() - line_start + 1,
+                valid.len()
+            ),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_is_not_utf8_names_the_line_and_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        std::fs::write(&path, b"model_name,qps\nm\xe9,1\n").unwrap();
+        let e = read_utf8(&path).unwrap_err().to_string();
+        assert!(e.contains("line 2, column 2") && e.contains("0xe9"), "{e}");
+    }
 
     #[test]
     fn errors_render_with_location_and_fix() {

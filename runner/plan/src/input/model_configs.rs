@@ -73,6 +73,20 @@ pub fn parse_model_configs_csv(text: &str, source: &str) -> Result<Vec<Row>, Inp
             continue;
         }
         let line = record.position().map(|p| p.line()).unwrap_or(0);
+        if record.len() > header.len() {
+            errors.push(InputError::new(
+                source,
+                format!("line {line}"),
+                format!(
+                    "the line has {} fields but the header has {} columns; the extra ones \
+                     would be dropped",
+                    record.len(),
+                    header.len()
+                ),
+                "remove the extra fields (a comma too many?) or add their column to the header",
+            ));
+            continue;
+        }
         let mut cells = RowCells {
             record: &record,
             line,
@@ -182,7 +196,7 @@ impl Columns {
             ),
             (None, None) => cells.error::<()>(
                 "concurrent_requests, qps",
-                "neither concurrent_requests nor qps is set",
+                cells.neither_load_problem(self.concurrent_requests, self.qps),
                 "set concurrent_requests (e.g. 1) for a closed loop, or qps (e.g. 2.5) for an open loop",
             ),
             _ => None,
@@ -250,27 +264,42 @@ impl<'a> RowCells<'a> {
 
     /// An integer cell; pandas writes integers as `16.0` when a column has blanks.
     fn int(&mut self, value: &str, column: &str) -> Option<u32> {
-        let parsed = value.parse::<u32>().ok().or_else(|| {
-            let f = value.parse::<f64>().ok()?;
-            (f.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&f)).then_some(f as u32)
-        });
-        match parsed {
-            Some(n) => Some(n),
-            None => self.error(
-                column,
-                format!("{value:?} is not a whole number"),
-                "write a positive whole number such as 16",
-            ),
+        const FIX: &str = "write a positive whole number such as 16";
+        if let Ok(n) = value.parse::<u32>() {
+            return Some(n);
         }
+        match value.parse::<f64>() {
+            Ok(f) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => Some(f as u32),
+            Ok(f) if f < 0.0 => self.error(column, format!("{value:?} is negative"), FIX),
+            Ok(f) if f.is_finite() && f.fract() == 0.0 => self.error(
+                column,
+                format!("{value:?} is too large (at most {})", u32::MAX),
+                FIX,
+            ),
+            Ok(f) if f.is_finite() => {
+                self.error(column, format!("{value:?} is not a whole number"), FIX)
+            }
+            Ok(_) => self.error(column, format!("{value:?} is not a finite number"), FIX),
+            Err(_) => self.error(column, format!("{value:?} is not a number"), FIX),
+        }
+    }
+
+    /// Why a required cell has no value: empty, or a pandas spelling of empty.
+    fn missing(&mut self, at: Option<usize>, column: &str, fix: &str) -> Option<u32> {
+        let raw = at.and_then(|i| self.record.get(i)).unwrap_or_default();
+        let problem = if raw.is_empty() {
+            "the cell is empty".to_string()
+        } else {
+            format!(
+                "{raw:?} means \"not set\" (pandas' spelling of an empty cell), but the column needs a value"
+            )
+        };
+        self.error(column, problem, fix)
     }
 
     fn positive_int(&mut self, at: Option<usize>, column: &str) -> Option<u32> {
         let Some(value) = self.cell(at) else {
-            return self.error(
-                column,
-                "the cell is empty",
-                "write a positive whole number such as 16",
-            );
+            return self.missing(at, column, "write a positive whole number such as 16");
         };
         match self.int(value, column)? {
             0 => self.error(
@@ -287,6 +316,24 @@ impl<'a> RowCells<'a> {
         match self.cell(at) {
             None => Some(None),
             Some(value) => Some(self.int(value, column).map(|n| (n > 0).then_some(n))?),
+        }
+    }
+
+    /// Why a row has no load: `0` means "not set" in the kit, which surprises.
+    fn neither_load_problem(&self, concurrency: Option<usize>, qps: Option<usize>) -> String {
+        let zero = |at: Option<usize>| {
+            at.and_then(|i| self.record.get(i))
+                .and_then(|v| v.parse::<f64>().ok())
+                == Some(0.0)
+        };
+        match (zero(concurrency), zero(qps)) {
+            (true, _) => "concurrent_requests is 0, which means \"not set\" (as in the kit), \
+                          and qps is not set either"
+                .to_string(),
+            (false, true) => "qps is 0, which means \"not set\" (as in the kit), and \
+                              concurrent_requests is not set either"
+                .to_string(),
+            _ => "neither concurrent_requests nor qps is set".to_string(),
         }
     }
 
@@ -401,10 +448,10 @@ mod tests {
             "line 3, column concurrent_requests, qps: neither",
             "line 4, column qps_distribution: unknown distribution \"weibull\"",
             "line 5, column input_tokens: 0 is not allowed",
-            "line 5, column output_tokens: \"-3\" is not a whole number",
+            "line 5, column output_tokens: \"-3\" is negative",
             "line 6, column multimodal_img_size: unknown image size \"huge\"",
             "line 7, column model_name: the model name is empty",
-            "line 8, column num_requests: \"x\" is not a whole number",
+            "line 8, column num_requests: \"x\" is not a number",
         ];
         assert_eq!(errors.len(), expect.len(), "{errors:#?}");
         for (got, want) in errors.iter().zip(expect) {
@@ -413,6 +460,33 @@ mod tests {
                 "{got}\n  wanted {want}"
             );
             assert!(got.contains("; "), "no fix in {got}");
+        }
+    }
+
+    #[test]
+    fn messages_say_what_is_actually_wrong() {
+        let errors = messages(
+            "m,nan,10,5,1,,,\n\
+             m,10,10,5,0,,,\n\
+             m,10,10,4294967296,1,,,\n\
+             m,10,10,-20,1,,,\n\
+             m,10,10,2.5,1,,,\n\
+             m,10,10,5,1,,,,extra\n",
+        );
+        let expect = [
+            "line 2, column input_tokens: \"nan\" means \"not set\" (pandas' spelling of an empty cell)",
+            "line 3, column concurrent_requests, qps: concurrent_requests is 0, which means \"not set\"",
+            "line 4, column num_requests: \"4294967296\" is too large (at most 4294967295)",
+            "line 5, column num_requests: \"-20\" is negative",
+            "line 6, column num_requests: \"2.5\" is not a whole number",
+            "line 7: the line has 9 fields but the header has 8 columns",
+        ];
+        assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+        for (got, want) in errors.iter().zip(expect) {
+            assert!(
+                got.starts_with(&format!("configs.csv, {want}")),
+                "{got}\n  wanted {want}"
+            );
         }
     }
 

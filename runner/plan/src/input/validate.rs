@@ -4,7 +4,7 @@
 //! satisfy: at least one row, exactly one load per row, positive numbers, lengths that fit a
 //! declared sequence length, and sane options.
 
-use crate::input::{InputError, InputErrors};
+use crate::input::{InputError, InputErrors, ranges};
 use crate::{ApiKind, Plan, Row};
 
 /// What the engine knows about the endpoint's models, for checks a plan alone cannot make.
@@ -54,25 +54,35 @@ pub fn validate_plan(
         }
     }
     let options = &plan.options;
-    for (field, value) in [
-        ("timeoutSeconds", options.timeout_seconds),
-        ("requestTimeoutSeconds", options.request_timeout_seconds),
+    for (field, value, range) in [
+        (
+            "timeoutSeconds",
+            options.timeout_seconds,
+            ranges::TIMEOUT_SECONDS,
+        ),
+        (
+            "requestTimeoutSeconds",
+            options.request_timeout_seconds,
+            ranges::REQUEST_TIMEOUT_SECONDS,
+        ),
+        (
+            "timeDelaySeconds",
+            options.time_delay_seconds,
+            ranges::TIME_DELAY_SECONDS,
+        ),
+        (
+            "stopGraceSeconds",
+            options.stop_grace_seconds,
+            ranges::STOP_GRACE_SECONDS,
+        ),
     ] {
-        if !(value.is_finite() && value > 0.0) {
+        if let Some(problem) = range.problem(value) {
             push(
                 format!("options.{field}"),
-                format!("{value} is not a positive number of seconds"),
-                "use a number of seconds above 0",
+                problem,
+                "use a number of seconds in that range",
             );
         }
-    }
-    let delay = options.time_delay_seconds;
-    if !(delay.is_finite() && delay >= 0.0) {
-        push(
-            "options.timeDelaySeconds".into(),
-            format!("{delay} is not a number of seconds >= 0"),
-            "use 0 or more seconds",
-        );
     }
     let endpoint = &plan.endpoint;
     if let Some(url) = &endpoint.url
@@ -116,17 +126,13 @@ fn row_problems(
             "use a model name the endpoint lists",
         ));
     }
-    for (field, value) in [
-        ("inputTokens", row.input_tokens),
-        ("outputTokens", row.output_tokens),
-        ("numRequests", row.num_requests),
+    for (field, value, range) in [
+        ("inputTokens", row.input_tokens, ranges::TOKENS),
+        ("outputTokens", row.output_tokens, ranges::TOKENS),
+        ("numRequests", row.num_requests, ranges::NUM_REQUESTS),
     ] {
-        if value == 0 {
-            problems.push((
-                field,
-                "0 is not allowed".into(),
-                "use a positive whole number",
-            ));
+        if let Some(problem) = range.problem(f64::from(value)) {
+            problems.push((field, problem, "use a whole number in that range"));
         }
     }
     match (row.concurrency, row.qps) {
@@ -142,16 +148,27 @@ fn row_problems(
         )),
         _ => {}
     }
-    if row.concurrency == Some(0) {
-        problems.push(("concurrency", "0 is not allowed".into(), "use at least 1"));
+    if let Some(concurrency) = row.concurrency
+        && let Some(problem) = ranges::CONCURRENCY.problem(f64::from(concurrency))
+    {
+        problems.push(("concurrency", problem, "use a whole number in that range"));
     }
     if let Some(qps) = row.qps
-        && !(qps.is_finite() && qps > 0.0)
+        && let Some(problem) = ranges::QPS.problem(qps)
     {
         problems.push((
             "qps",
-            format!("{qps} is not a positive rate"),
-            "use requests per second above 0, e.g. 2.5",
+            problem,
+            "use requests per second in that range, e.g. 2.5",
+        ));
+    }
+    if let Some(max) = row.max_sequence_length
+        && let Some(problem) = ranges::MAX_SEQUENCE_LENGTH.problem(f64::from(max))
+    {
+        problems.push((
+            "maxSequenceLength",
+            problem,
+            "use a whole number in that range",
         ));
     }
     if row.qps.is_none() && row.qps_distribution.is_some() {
@@ -260,7 +277,7 @@ mod tests {
         for needle in [
             "row 1 (model \"small\"), field inputTokens, outputTokens: 4000 input + 100 output = 4100 tokens exceed the sequence length 4096",
             "row 2 (model \"m\"), field concurrency, qps: both",
-            "row 3 (model \"m\"), field qps: NaN is not a positive rate",
+            "row 3 (model \"m\"), field qps: NaN is out of range",
             "row 4 (model \"m\"), field qpsDistribution",
             "row 5 (model \"ghost\"), field model: the endpoint does not serve",
             "row 6 (model \"m\"), field inputTokens, outputTokens: 100 input + 10 output = 110 tokens exceed the sequence length 50",

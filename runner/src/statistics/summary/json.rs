@@ -64,6 +64,10 @@ impl RowSummary {
         )?;
         map.serialize_entry("results_num_requests_planned", &self.num_requests)?;
         map.serialize_entry("results_num_requests_not_sent", &self.num_requests_not_sent)?;
+        map.serialize_entry(
+            "results_num_requests_with_impossible_server_metrics",
+            &self.requests_with_impossible_server_metrics,
+        )?;
         map.serialize_entry("results_error_class_frequency", &self.error_class_frequency)?;
         map.serialize_entry("results_row_duration_s", &round4(self.row_duration_s))?;
         let s = &self.switching;

@@ -202,6 +202,9 @@ pub struct RowSummary {
     pub row_duration_s: f64,
     /// Requests never sent.
     pub num_requests_not_sent: u32,
+    /// Requests whose server metrics held impossible values (negative, `NaN`, infinite),
+    /// dropped from the statistics.
+    pub requests_with_impossible_server_metrics: u32,
     /// Failed requests by [`crate::client::measurement::ErrorKind::class`].
     pub error_class_frequency: BTreeMap<String, u32>,
     /// Switching-time estimate.
@@ -323,6 +326,12 @@ impl RowSummary {
             started_at: utc_timestamp(exec.started_wall),
             row_duration_s,
             num_requests_not_sent: exec.not_sent,
+            requests_with_impossible_server_metrics: count(
+                records
+                    .iter()
+                    .filter(|r| r.server_impossible_values > 0)
+                    .count(),
+            ),
             error_class_frequency,
             switching,
             batching,
