@@ -17,7 +17,7 @@ use crate::output::consolidated::{ConsolidatedPaths, ConsolidatedTable};
 use crate::output::manifest::{ManifestExit, RunManifest, write_manifest};
 use crate::output::naming::{self, default_run_name};
 use crate::output::row_files::{run_dir, write_row_files};
-use crate::statistics::summary::{RowOutcome, RowSummary};
+use crate::statistics::summary::{RowOutcome, RowResult, RowSummary};
 use crate::workload::image::ImageSet;
 use crate::workload::prompt::PromptBuilder;
 use coebench_plan::Plan;
@@ -134,7 +134,9 @@ pub fn exit_code(outcome: RunOutcome) -> u8 {
     }
 }
 
-/// Runs `plan` to the end, or until `stop` is signalled.
+/// Runs `plan` to the end, or until `stop` is signalled: makes the endpoint, the client and
+/// the folders ready, runs the rows in order with their files written as each finishes, and
+/// writes the outcome.
 pub async fn run_plan(
     plan: Plan,
     settings: RunSettings,
@@ -195,11 +197,15 @@ pub async fn run_plan(
         prompt_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
         write_failure: Arc::new(OnceLock::new()),
     });
-    let mut table = ConsolidatedTable::new(&run_name);
-    let mut consolidated = None;
-    let mut summaries = Vec::with_capacity(plan.rows.len());
-    // The first write that failed: the run stops there, keeping what was written before.
-    let mut write_failure: Option<String> = None;
+    let mut files = RunFiles {
+        table: ConsolidatedTable::new(&run_name),
+        manifest,
+        consolidated: None,
+        summaries: Vec::with_capacity(plan.rows.len()),
+        write_failure: None,
+        run_dir: run_dir.clone(),
+        consolidated_dir,
+    };
     for (row_index, row) in plan.rows.iter().enumerate() {
         let delay = plan.options.time_delay_seconds;
         if row_index > 0 && delay > 0.0 && !stop.is_stopped() {
@@ -212,94 +218,52 @@ pub async fn run_plan(
             let names = naming::row_names(row_index, row);
             RowSummary::not_run(row_index, row, &run_name, names, jiff::Timestamp::now())
         };
-        if stop.is_stopped() || write_failure.is_some() {
+        if stop.is_stopped() || files.write_failure.is_some() {
             // Interrupted, the credentials were rejected, or a write failed: the row keeps
             // its line in the table and the manifest, as not run.
-            let summary = not_run();
-            table.insert(&summary);
-            manifest.set_row(&summary);
-            summaries.push(summary);
+            files.add(not_run());
             continue;
         }
-        let summary = match run_row(&shared, row_index, row).await {
-            Ok(result) => {
-                match write_row_files(&run_dir, &result) {
-                    Ok(files) => {
-                        observer.row_finished(&result.summary, Some(&files));
-                        table.insert(&result.summary);
-                        manifest.set_row(&result.summary);
-                    }
-                    Err(e) => {
-                        tracing::error!(row = row_index, "cannot write the row's files: {e}");
-                        observer.row_finished(&result.summary, None);
-                        // Neither the table nor run.json lists a row whose files are missing.
-                        manifest.set_row_unwritten(&result.summary, &e.to_string());
-                        write_failure = Some(e.to_string());
-                    }
-                }
-                if write_failure.is_none() {
-                    write_failure = shared.write_failure.get().cloned();
-                }
-                result.summary
-            }
+        match run_row(&shared, row_index, row).await {
+            Ok(result) => files.add_ran(result, &*observer, &shared.write_failure),
             Err(e) => {
                 tracing::error!(row = row_index, model = %row.model, "row not run: {e}");
                 let summary = not_run();
                 observer.row_finished(&summary, None);
-                table.insert(&summary);
-                manifest.set_row(&summary);
                 if let RowSetupError::Spool(e) = &e {
-                    write_failure = Some(e.to_string());
+                    files.write_failure = Some(e.to_string());
                 }
-                summary
-            }
-        };
-        summaries.push(summary);
-        if write_failure.is_none() {
-            match table.write(&consolidated_dir) {
-                Ok(paths) => consolidated = Some(paths),
-                Err(e) => {
-                    tracing::error!("cannot write the consolidated table: {e}");
-                    write_failure = Some(e.to_string());
-                }
+                files.add(summary);
             }
         }
-        if write_failure.is_none()
-            && let Err(e) = write_manifest(&run_dir, &manifest)
-        {
-            tracing::error!("cannot write run.json: {e}");
-            write_failure = Some(e.to_string());
-        }
-        if let Some(failure) = &write_failure {
-            tracing::error!("stopping the run: {failure}");
-        }
+        files.write_table_and_manifest();
     }
-    if stop.is_stopped() || write_failure.is_some() {
+    if stop.is_stopped() || files.write_failure.is_some() {
         // Rows skipped after the stop are in the table as not run: write it once more. After
         // a failed write this may fail too; the last table written stays whole.
-        match table.write(&consolidated_dir) {
-            Ok(paths) => consolidated = Some(paths),
+        match files.table.write(&files.consolidated_dir) {
+            Ok(paths) => files.consolidated = Some(paths),
             Err(e) => {
-                write_failure.get_or_insert(e.to_string());
+                files.write_failure.get_or_insert(e.to_string());
             }
         }
     }
     let (outcome, message) = decide_outcome(
-        &summaries,
+        &files.summaries,
         shared.auth_failure.get(),
         stop.is_stopped(),
-        write_failure.as_deref(),
+        files.write_failure.as_deref(),
     );
-    manifest.finish(
+    files.manifest.finish(
         jiff::Timestamp::now(),
         ManifestExit {
             outcome,
             code: i32::from(exit_code(outcome)),
             message: message.clone(),
-            failed_rows: all_failed_rows(&summaries),
+            failed_rows: all_failed_rows(&files.summaries),
         },
     );
-    if let Err(e) = write_manifest(&run_dir, &manifest) {
+    if let Err(e) = write_manifest(&run_dir, &files.manifest) {
         // The last run.json written stays whole (writes are atomic).
         tracing::error!("cannot write run.json: {e}");
     }
@@ -309,9 +273,85 @@ pub async fn run_plan(
         outcome,
         message,
         run_dir,
-        consolidated,
-        rows: summaries,
+        consolidated: files.consolidated,
+        rows: files.summaries,
     })
+}
+
+/// What a run has written so far: its consolidated table, its manifest and the rows'
+/// summaries, and the first write that failed (the run stops there, keeping what was written
+/// before).
+struct RunFiles {
+    table: ConsolidatedTable,
+    manifest: RunManifest,
+    consolidated: Option<ConsolidatedPaths>,
+    summaries: Vec<RowSummary>,
+    write_failure: Option<String>,
+    run_dir: PathBuf,
+    consolidated_dir: PathBuf,
+}
+
+impl RunFiles {
+    /// A row with no files of its own (not run): its line in the table and the manifest.
+    fn add(&mut self, summary: RowSummary) {
+        self.table.insert(&summary);
+        self.manifest.set_row(&summary);
+        self.summaries.push(summary);
+    }
+
+    /// A row that ran: its two files, then its line; a row whose files could not be written is
+    /// listed in neither the table nor `run.json` and stops the run.
+    fn add_ran(
+        &mut self,
+        result: RowResult,
+        observer: &dyn RunObserver,
+        spool_failure: &OnceLock<String>,
+    ) {
+        match write_row_files(&self.run_dir, &result) {
+            Ok(files) => {
+                observer.row_finished(&result.summary, Some(&files));
+                self.table.insert(&result.summary);
+                self.manifest.set_row(&result.summary);
+            }
+            Err(e) => {
+                tracing::error!(
+                    row = result.summary.row_index,
+                    "cannot write the row's files: {e}"
+                );
+                observer.row_finished(&result.summary, None);
+                self.manifest
+                    .set_row_unwritten(&result.summary, &e.to_string());
+                self.write_failure = Some(e.to_string());
+            }
+        }
+        if self.write_failure.is_none() {
+            self.write_failure = spool_failure.get().cloned();
+        }
+        self.summaries.push(result.summary);
+    }
+
+    /// Rewrites the consolidated table and `run.json` after a row, unless a write already
+    /// failed; a failure here stops the run too.
+    fn write_table_and_manifest(&mut self) {
+        if self.write_failure.is_none() {
+            match self.table.write(&self.consolidated_dir) {
+                Ok(paths) => self.consolidated = Some(paths),
+                Err(e) => {
+                    tracing::error!("cannot write the consolidated table: {e}");
+                    self.write_failure = Some(e.to_string());
+                }
+            }
+        }
+        if self.write_failure.is_none()
+            && let Err(e) = write_manifest(&self.run_dir, &self.manifest)
+        {
+            tracing::error!("cannot write run.json: {e}");
+            self.write_failure = Some(e.to_string());
+        }
+        if let Some(failure) = &self.write_failure {
+            tracing::error!("stopping the run: {failure}");
+        }
+    }
 }
 
 fn create_dir(dir: &Path) -> Result<(), OutputError> {

@@ -16,7 +16,7 @@ use crate::input::kit_config_types::type_errors;
 use crate::input::model_configs::parse_model_configs_csv;
 use crate::input::ranges::{self, Range};
 use crate::input::{InputError, InputErrors, read_input_file, read_utf8};
-use crate::{ApiKind, EndpointSpec, OutputOptions, Plan, RunOptions};
+use crate::{ApiKind, EndpointSpec, OutputOptions, Plan, Row, RunOptions};
 
 /// Kit keys that coebench accepts and ignores, with the reason shown to the user.
 const IGNORED_KEYS: [(&str, &str); 6] = [
@@ -85,144 +85,26 @@ pub fn read_kit_config(path: &Path) -> Result<KitConfig, InputErrors> {
 }
 
 /// Parses a kit config's `text`; `base` is the folder relative paths resolve against and
-/// `read` reads the CSV it names.
+/// `read` reads the CSV it names. Every problem is reported, not just the first.
 pub fn parse_kit_config(
     text: &str,
     source: &str,
     base: &Path,
     read: &dyn Fn(&Path) -> std::io::Result<String>,
 ) -> Result<KitConfig, InputErrors> {
-    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
-        // Name every wrongly-typed key, not just the first the parser met.
-        let all = type_errors(text, source);
-        if !all.is_empty() {
-            return InputErrors(all);
-        }
-        InputErrors::one(InputError::new(
-            source,
-            "",
-            format!("not a valid kit config: {e}"),
-            "keys are model_configs_path, llm_api, output_files_dir, consolidated_results_dir, \
-             timeout, time_delay, use_multiple_prompts (and coebench's seed, request_timeout, \
-             stop_grace, tokenizer, run_name)",
-        ))
-    })?;
-    let raw = match raw.synthetic {
-        Some(nested) => *nested,
-        None => raw,
-    };
+    let raw = read_raw(text, source)?;
     let mut errors = Vec::new();
-    let mut notes = Vec::new();
-    let ignored = [
-        raw.concurrency_enabled.is_some(),
-        raw.max_workers.is_some(),
-        raw.show_results_in_terminal.is_some(),
-        raw.prod_mode.is_some(),
-        raw.pages_to_show.is_some(),
-        raw.ratio.is_some(),
-    ];
-    for ((key, why), present) in IGNORED_KEYS.iter().zip(ignored) {
-        if present {
-            notes.push(format!("{source}: key {key} is ignored: {why}"));
-        }
-    }
-    let api = match raw.llm_api.as_deref().map(str::trim) {
-        None | Some("") => {
-            errors.push(InputError::new(
-                source,
-                "llm_api",
-                "the key is missing",
-                "set llm_api to sncloud, sambastudio, openai or simulator",
-            ));
-            None
-        }
-        Some(name) => match name.to_ascii_lowercase().as_str() {
-            "sncloud" => Some(ApiKind::Sncloud),
-            "sambastudio" => Some(ApiKind::Sambastudio),
-            "openai" => Some(ApiKind::Openai),
-            "simulator" => Some(ApiKind::Simulator),
-            _ => {
-                errors.push(InputError::new(
-                    source,
-                    "llm_api",
-                    format!("unknown API {name:?}"),
-                    "set llm_api to sncloud, sambastudio, openai or simulator",
-                ));
-                None
-            }
-        },
-    };
-    let in_range = |errors: &mut Vec<InputError>,
-                    key: &str,
-                    value: Option<f64>,
-                    default: f64,
-                    range: Range| {
-        let v = value.unwrap_or(default);
-        if let Some(problem) = range.problem(v) {
-            errors.push(InputError::new(
-                source,
-                key,
-                problem,
-                format!("set {key} to seconds in that range, e.g. {default}"),
-            ));
-        }
-        v
-    };
-    let defaults = RunOptions::default();
-    let timeout_seconds = in_range(
-        &mut errors,
-        "timeout",
-        raw.timeout,
-        defaults.timeout_seconds,
-        ranges::TIMEOUT_SECONDS,
-    );
-    let request_timeout_seconds = in_range(
-        &mut errors,
-        "request_timeout",
-        raw.request_timeout,
-        defaults.request_timeout_seconds,
-        ranges::REQUEST_TIMEOUT_SECONDS,
-    );
-    let time_delay_seconds = in_range(
-        &mut errors,
-        "time_delay",
-        raw.time_delay,
-        0.0,
-        ranges::TIME_DELAY_SECONDS,
-    );
-    let stop_grace_seconds = in_range(
-        &mut errors,
-        "stop_grace",
-        raw.stop_grace,
-        defaults.stop_grace_seconds,
-        ranges::STOP_GRACE_SECONDS,
-    );
+    let notes = ignored_key_notes(&raw, source);
+    let api = api_of(raw.llm_api.as_deref(), source, &mut errors);
+    let seconds = Seconds::of(&raw, source, &mut errors);
     let resolve = |p: &str| -> String { base.join(p).display().to_string() };
-    let mut rows = Vec::new();
-    let mut model_configs_path = PathBuf::new();
-    match raw.model_configs_path.as_deref().map(str::trim) {
-        None | Some("") => errors.push(InputError::new(
-            source,
-            "model_configs_path",
-            "the key is missing",
-            "set model_configs_path to the model-configs CSV (relative to this file)",
-        )),
-        Some(csv) => {
-            model_configs_path = base.join(csv);
-            match read(&model_configs_path) {
-                Ok(text) => match parse_model_configs_csv(&text, &model_configs_path.display().to_string()) {
-                    Ok(parsed) => rows = parsed,
-                    Err(e) => errors.extend(e.0),
-                },
-                Err(e) => errors.push(InputError::new(
-                    source,
-                    "model_configs_path",
-                    format!("cannot read {}: {e}", model_configs_path.display()),
-                    "point model_configs_path at the CSV (relative paths start at this file's folder)",
-                )),
-            }
-        }
-    }
+    let (model_configs_path, rows) = read_rows(
+        raw.model_configs_path.as_deref(),
+        source,
+        base,
+        read,
+        &mut errors,
+    );
     let plan = Plan {
         endpoint: EndpointSpec {
             api: api.unwrap_or(ApiKind::Sncloud),
@@ -232,14 +114,14 @@ pub fn parse_kit_config(
         },
         rows,
         options: RunOptions {
-            timeout_seconds,
-            time_delay_seconds,
-            request_timeout_seconds,
+            timeout_seconds: seconds.timeout,
+            time_delay_seconds: seconds.time_delay,
+            request_timeout_seconds: seconds.request_timeout,
             use_multiple_prompts: raw.use_multiple_prompts.unwrap_or(false),
             seed: raw.seed.unwrap_or(0),
             warm_up_connections: raw.warm_up_connections.unwrap_or(true),
             tokenizer: raw.tokenizer.as_deref().map(resolve),
-            stop_grace_seconds,
+            stop_grace_seconds: seconds.stop_grace,
             ..RunOptions::default()
         },
         output: OutputOptions {
@@ -256,6 +138,170 @@ pub fn parse_kit_config(
         },
         errors,
     )
+}
+
+/// The YAML, with the V-Apr25 nested `synthetic:` block taken as the config; every wrongly
+/// typed key named, not just the first the parser met.
+fn read_raw(text: &str, source: &str) -> Result<RawConfig, InputErrors> {
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        let all = type_errors(text, source);
+        if !all.is_empty() {
+            return InputErrors(all);
+        }
+        InputErrors::one(InputError::new(
+            source,
+            "",
+            format!("not a valid kit config: {e}"),
+            "keys are model_configs_path, llm_api, output_files_dir, consolidated_results_dir, \
+             timeout, time_delay, use_multiple_prompts (and coebench's seed, request_timeout, \
+             stop_grace, tokenizer, run_name)",
+        ))
+    })?;
+    Ok(match raw.synthetic {
+        Some(nested) => *nested,
+        None => raw,
+    })
+}
+
+/// A note for each kit key that coebench reads but does not act on, saying why.
+fn ignored_key_notes(raw: &RawConfig, source: &str) -> Vec<String> {
+    let present = [
+        raw.concurrency_enabled.is_some(),
+        raw.max_workers.is_some(),
+        raw.show_results_in_terminal.is_some(),
+        raw.prod_mode.is_some(),
+        raw.pages_to_show.is_some(),
+        raw.ratio.is_some(),
+    ];
+    IGNORED_KEYS
+        .iter()
+        .zip(present)
+        .filter(|(_, present)| *present)
+        .map(|((key, why), _)| format!("{source}: key {key} is ignored: {why}"))
+        .collect()
+}
+
+/// `llm_api`, case-insensitively; a missing or unknown name is an error.
+fn api_of(name: Option<&str>, source: &str, errors: &mut Vec<InputError>) -> Option<ApiKind> {
+    let fix = "set llm_api to sncloud, sambastudio, openai or simulator";
+    match name.map(str::trim) {
+        None | Some("") => {
+            errors.push(InputError::new(
+                source,
+                "llm_api",
+                "the key is missing",
+                fix,
+            ));
+            None
+        }
+        Some(name) => match name.to_ascii_lowercase().as_str() {
+            "sncloud" => Some(ApiKind::Sncloud),
+            "sambastudio" => Some(ApiKind::Sambastudio),
+            "openai" => Some(ApiKind::Openai),
+            "simulator" => Some(ApiKind::Simulator),
+            _ => {
+                errors.push(InputError::new(
+                    source,
+                    "llm_api",
+                    format!("unknown API {name:?}"),
+                    fix,
+                ));
+                None
+            }
+        },
+    }
+}
+
+/// The config's durations, each defaulted and checked against its documented range.
+struct Seconds {
+    timeout: f64,
+    request_timeout: f64,
+    time_delay: f64,
+    stop_grace: f64,
+}
+
+impl Seconds {
+    fn of(raw: &RawConfig, source: &str, errors: &mut Vec<InputError>) -> Seconds {
+        let mut in_range = |key: &str, value: Option<f64>, default: f64, range: Range| {
+            let v = value.unwrap_or(default);
+            if let Some(problem) = range.problem(v) {
+                errors.push(InputError::new(
+                    source,
+                    key,
+                    problem,
+                    format!("set {key} to seconds in that range, e.g. {default}"),
+                ));
+            }
+            v
+        };
+        let defaults = RunOptions::default();
+        Seconds {
+            timeout: in_range(
+                "timeout",
+                raw.timeout,
+                defaults.timeout_seconds,
+                ranges::TIMEOUT_SECONDS,
+            ),
+            request_timeout: in_range(
+                "request_timeout",
+                raw.request_timeout,
+                defaults.request_timeout_seconds,
+                ranges::REQUEST_TIMEOUT_SECONDS,
+            ),
+            time_delay: in_range(
+                "time_delay",
+                raw.time_delay,
+                0.0,
+                ranges::TIME_DELAY_SECONDS,
+            ),
+            stop_grace: in_range(
+                "stop_grace",
+                raw.stop_grace,
+                defaults.stop_grace_seconds,
+                ranges::STOP_GRACE_SECONDS,
+            ),
+        }
+    }
+}
+
+/// The model-configs CSV `model_configs_path` names (relative to `base`) and its rows.
+fn read_rows(
+    path: Option<&str>,
+    source: &str,
+    base: &Path,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+    errors: &mut Vec<InputError>,
+) -> (PathBuf, Vec<Row>) {
+    let Some(csv) = path.map(str::trim).filter(|p| !p.is_empty()) else {
+        errors.push(InputError::new(
+            source,
+            "model_configs_path",
+            "the key is missing",
+            "set model_configs_path to the model-configs CSV (relative to this file)",
+        ));
+        return (PathBuf::new(), Vec::new());
+    };
+    let model_configs_path = base.join(csv);
+    let rows = match read(&model_configs_path) {
+        Ok(text) => match parse_model_configs_csv(&text, &model_configs_path.display().to_string())
+        {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                errors.extend(e.0);
+                Vec::new()
+            }
+        },
+        Err(e) => {
+            errors.push(InputError::new(
+                source,
+                "model_configs_path",
+                format!("cannot read {}: {e}", model_configs_path.display()),
+                "point model_configs_path at the CSV (relative paths start at this file's folder)",
+            ));
+            Vec::new()
+        }
+    };
+    (model_configs_path, rows)
 }
 
 #[cfg(test)]
