@@ -47,11 +47,13 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn text(bytes: &[u8]) -> String {
+/// Output bytes as text, lossily.
+pub(super) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn describe(output: &Output) -> String {
+/// A finished command's exit status and both streams, for assertion messages.
+pub(super) fn describe(output: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
         output.status.code(),

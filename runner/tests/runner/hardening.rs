@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coebench_test_support::hostile_server::{self, HostileServer, Reply};
+
+use super::cli::{describe, text};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -41,19 +43,6 @@ fn openai_run(dir: &Path, url: &str, num_requests: u32, concurrency: u32) -> Com
         .arg("--report-file")
         .arg(dir.join("report.json"));
     command
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        text(&output.stdout),
-        text(&output.stderr)
-    )
 }
 
 /// Every file under `dir` (recursively) as text, with its path; binary spreadsheets skipped.
