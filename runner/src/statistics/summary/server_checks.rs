@@ -112,6 +112,14 @@ fn tokenizer_check(exec: &RowExecution, successes: &[&RecordDigest]) -> Tokenize
     let Some(overhead) = exec.template_overhead else {
         return TokenizerCheck::default();
     };
+    if exec.row.image_size.is_some() {
+        // The server's prompt count includes the image's tokens, which only the server knows:
+        // a difference says nothing about the text tokenizer.
+        return TokenizerCheck {
+            template_overhead: Some(overhead),
+            ..TokenizerCheck::default()
+        };
+    }
     let expected = i64::from(exec.row.input_tokens) + overhead;
     let mut differences: Vec<f64> = successes
         .iter()
@@ -239,5 +247,16 @@ mod tests {
             message.contains("161") && message.contains("--tokenizer"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_multimodal_row_is_not_flagged_for_its_image_tokens() {
+        // 128 intended + 30 of template, and 324 image tokens the client cannot count.
+        let mut vision = exec(vec![ok(482, None, false, true); 3], Some(30));
+        vision.row.image_size = Some(coebench_plan::ImageSize::Small);
+        let checks = ServerChecks::of(&vision);
+        assert_eq!(checks.tokenizer.template_overhead, Some(30));
+        assert_eq!(checks.tokenizer.median_difference, None);
+        assert!(checks.tokenizer.mismatch.is_none());
     }
 }
