@@ -78,8 +78,8 @@ struct Decoded {
     end: usize,
 }
 
-/// The text's characters with JSON (`\uXXXX`, `\/`, `\\`, `\"`) and URL (`%XX`) escapes
-/// decoded, each mapped to the bytes it came from.
+/// The text's characters with JSON escapes (`\u` and four hex digits, `\/`, `\\`, `\"`) and
+/// URL escapes (`%` and two hex digits) decoded, each mapped to the bytes it came from.
 fn decode(text: &str) -> Vec<Decoded> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(text.len());
