@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coebench_plan::input::validate::{UnknownCatalog, validate_plan};
+use coebench_plan::report::{RowReport, row_index_of_key};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -33,6 +34,7 @@ use crate::crd::{CoeBenchmarkRun, CoeBenchmarkRunStatus, LABEL_RUN, RunPhase};
 use crate::error::{Error, Result};
 use crate::resources::configmap::build_config_map;
 use crate::resources::job::build_job;
+use crate::resources::results::{build_results_channel, results_config_map_names};
 use crate::resources::{job_name, plan_config_map_name, results_relative_dir};
 use crate::status::{Outcome, row_status, ttft_display};
 
@@ -392,6 +394,8 @@ async fn follow_job(
             Ok(poll)
         }
         Observation::Running { started } => {
+            let published = published_rows(run, namespace, ctx).await?;
+            show_published(step, &published, run.spec.rows.len());
             step.status.phase = Some(RunPhase::Running);
             if step.status.start_time.is_none() {
                 step.status.start_time = started;
@@ -422,10 +426,22 @@ async fn follow_job(
             finished_at,
         } => {
             step.status.exit_code = exit_code;
-            if let Some(report) = &report {
-                step.status.rows = report.rows.iter().map(row_status).collect();
-                step.status.rows_omitted = (report.rows_omitted > 0).then_some(report.rows_omitted);
-                step.status.ttft_p50 = ttft_display(&step.status.rows);
+            // Every row the runner published; the termination report (cut to 4 KiB) only when
+            // it has more (a runner that could not reach the API).
+            let published = published_rows(run, namespace, ctx).await?;
+            let planned = run.spec.rows.len();
+            match &report {
+                Some(report) if report.rows.len() > published.len() => {
+                    step.status.rows = report.rows.iter().map(row_status).collect();
+                    step.status.rows_omitted =
+                        (report.rows_omitted > 0).then_some(report.rows_omitted);
+                    step.status.ttft_p50 = ttft_display(&step.status.rows);
+                    let finished = report.rows.iter().filter(|r| r.completed + r.errors > 0);
+                    let finished = finished.count() + report.rows_omitted as usize;
+                    step.status.rows_finished = Some(finished as u32);
+                    step.status.progress = Some(format!("{finished}/{planned}"));
+                }
+                _ => show_published(step, &published, planned),
             }
             step.finish(&outcome, finished_at);
             results_written(step, run, report.is_some());
@@ -531,50 +547,107 @@ async fn missing_dependency(
     Ok(None)
 }
 
-/// Creates the plan ConfigMap and the Job; an existing one (same deterministic name) is kept.
+/// Creates the plan ConfigMap, the results channel (ConfigMaps, ServiceAccount, Role,
+/// RoleBinding) and then the Job; an existing object of the same deterministic name is kept
+/// when it is this run's.
 async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) -> Result<()> {
     let run_uid = run.uid().unwrap_or_default();
-    let config_map = build_config_map(run)?;
-    let cm_name = config_map.name_any();
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    match config_maps
-        .create(&PostParams::default(), &config_map)
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if is_conflict(&e) => {
-            // Ours from an earlier attempt, or an earlier run's of the same name: not adopted.
-            if let Some(existing) = config_maps
-                .get_opt(&cm_name)
-                .await
-                .map_err(Error::kube(format!("read ConfigMap {namespace}/{cm_name}")))?
-            {
-                check_owner(&existing, &run_uid)?;
-            }
-        }
-        Err(e) => {
-            return Err(Error::kube(format!(
-                "create ConfigMap {namespace}/{cm_name}"
-            ))(e));
-        }
+    let client = &ctx.client;
+    create_owned(client, namespace, &build_config_map(run)?, &run_uid).await?;
+    let channel = build_results_channel(run, &ctx.settings.job)?;
+    for config_map in &channel.config_maps {
+        create_owned(client, namespace, config_map, &run_uid).await?;
     }
+    if let Some(account) = &channel.service_account {
+        create_owned(client, namespace, account, &run_uid).await?;
+    }
+    create_owned(client, namespace, &channel.role, &run_uid).await?;
+    create_owned(client, namespace, &channel.role_binding, &run_uid).await?;
     let job = build_job(run, &ctx.settings.job)?;
-    let job_name = job.name_any();
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-    match jobs.create(&PostParams::default(), &job).await {
-        Ok(_) => tracing::info!(job = %job_name, "created the runner Job"),
-        Err(e) if is_conflict(&e) => {
-            if let Some(existing) = jobs
-                .get_opt(&job_name)
-                .await
-                .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?
-            {
-                check_owner(&existing, &run_uid)?;
-            }
-        }
-        Err(e) => return Err(Error::kube(format!("create Job {namespace}/{job_name}"))(e)),
+    if create_owned(client, namespace, &job, &run_uid).await? {
+        tracing::info!(job = %job.name_any(), "created the runner Job");
     }
     Ok(())
+}
+
+/// Creates `object`; true when it was created. On AlreadyExists the existing object must be
+/// owned by the run (ours from an earlier attempt); an earlier run's of the same name is never
+/// adopted ([`check_owner`]).
+async fn create_owned<K>(
+    client: &kube::Client,
+    namespace: &str,
+    object: &K,
+    run_uid: &str,
+) -> Result<bool>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = object.name_any();
+    let what = || format!("{} {namespace}/{name}", K::kind(&()));
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_conflict(&e) => {
+            if let Some(existing) = api
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube(format!("read {}", what())))?
+            {
+                check_owner(&existing, run_uid)?;
+            }
+            Ok(false)
+        }
+        Err(e) => Err(Error::kube(format!("create {}", what()))(e)),
+    }
+}
+
+/// The rows the runner has published so far (row index and numbers), in plan order, from the
+/// run's results ConfigMaps; ConfigMaps that are missing or not the run's are skipped, and so
+/// are entries that do not parse (logged).
+async fn published_rows(
+    run: &CoeBenchmarkRun,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Vec<(usize, RowReport)>> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let run_uid = run.uid().unwrap_or_default();
+    let mut rows = Vec::new();
+    for name in results_config_map_names(run) {
+        let found = config_maps
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("read ConfigMap {namespace}/{name}")))?;
+        let Some(found) = found.filter(|cm| controller_uid(cm) == Some(run_uid.as_str())) else {
+            continue;
+        };
+        for (key, value) in found.data.unwrap_or_default() {
+            let Some(index) = row_index_of_key(&key) else {
+                continue;
+            };
+            match serde_json::from_str::<RowReport>(&value) {
+                Ok(row) => rows.push((index, row)),
+                Err(e) => {
+                    tracing::warn!(config_map = %name, %key, "ignoring a results entry that is not a row report: {e}")
+                }
+            }
+        }
+    }
+    rows.sort_by_key(|(index, _)| *index);
+    rows.dedup_by_key(|(index, _)| *index);
+    Ok(rows)
+}
+
+/// Puts the published rows into the status: rows, progress and the TTFT column.
+fn show_published(step: &mut Step, rows: &[(usize, RowReport)], planned: usize) {
+    step.status.rows = rows.iter().map(|(_, row)| row_status(row)).collect();
+    step.status.rows_omitted = None;
+    step.status.rows_finished = Some(rows.len() as u32);
+    step.status.progress = Some(format!("{}/{planned}", rows.len()));
+    step.status.ttft_p50 = ttft_display(&step.status.rows);
 }
 
 /// Every problem, joined; at most 10, then how many more.

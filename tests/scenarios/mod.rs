@@ -15,6 +15,7 @@ use crate::support::*;
 
 mod lease;
 pub(crate) mod rbac;
+mod results_channel;
 mod schedule;
 mod stale_cache;
 
@@ -451,7 +452,8 @@ async fn a_new_benchmark_makes_exactly_the_writes_it_needs() {
     })
     .await;
     operator.stop().await;
-    // One run, its plan and its Job, the two statuses, and Events: nothing deleted, nothing
+    // One run, its plan and results ConfigMaps, its results identity (ServiceAccount, Role,
+    // RoleBinding) and its Job, the two statuses, and Events: nothing deleted, nothing
     // replaced, no Secret or claim written.
     fake.assert_writes_since(
         mark,
@@ -459,6 +461,9 @@ async fn a_new_benchmark_makes_exactly_the_writes_it_needs() {
             "create coebench.dev/coebenchmarkruns",
             "patch coebench.dev/coebenchmarks/status",
             "create /configmaps",
+            "create /serviceaccounts",
+            "create rbac.authorization.k8s.io/roles",
+            "create rbac.authorization.k8s.io/rolebindings",
             "create batch/jobs",
             "patch coebench.dev/coebenchmarkruns/status",
             "create events.k8s.io/events",
@@ -500,7 +505,8 @@ async fn a_restarted_operator_duplicates_nothing() {
     );
     assert_eq!(fake.list::<CoeBenchmarkRun>(NS).len(), 1);
     assert_eq!(fake.list::<Job>(NS).len(), 1);
-    assert_eq!(fake.list::<ConfigMap>(NS).len(), 1);
+    // The plan and the results ConfigMaps.
+    assert_eq!(fake.list::<ConfigMap>(NS).len(), 2);
 
     // And it carries the run to its end.
     fake.terminate_pod(NS, &pod, 0, &report("bench-1", RunOutcome::Succeeded, None));

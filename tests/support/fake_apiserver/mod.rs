@@ -396,6 +396,43 @@ impl FakeApiServer {
         kube::Client::new(service, "default")
     }
 
+    /// Serves this API server over HTTP on a loopback port as well, for clients other than
+    /// [`FakeApiServer::client`] (the runner's results publisher); returns its base URL. Call it
+    /// inside the test's runtime; it serves until the runtime ends.
+    pub async fn serve_http(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let inner = inner.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let bytes = http_body_util::BodyExt::collect(body)
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let req =
+                                    Request::from_parts(parts, kube::client::Body::from(bytes));
+                                Ok::<_, Infallible>(handle(&inner, req).await)
+                            }
+                        });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.state.lock().expect("fake state lock")
     }
