@@ -416,3 +416,64 @@ fn server_message(body: &[u8]) -> String {
         format!(": {message}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn outside_a_pod_the_api_must_be_named() {
+        let err = ApiAccess::resolve(&env(&[]), None, None, None).unwrap_err();
+        assert!(err.to_string().contains("KUBERNETES_SERVICE_HOST"), "{err}");
+        assert!(err.to_string().contains("--kube-api"), "{err}");
+        let err =
+            ApiAccess::resolve(&env(&[]), Some("http://127.0.0.1:1"), None, None).unwrap_err();
+        assert!(err.to_string().contains("--kube-namespace"), "{err}");
+        let err = ApiAccess::resolve(&env(&[]), Some("ftp://h"), Some("ns"), None).unwrap_err();
+        assert!(err.to_string().contains("not an http(s) URL"), "{err}");
+    }
+
+    #[test]
+    fn a_named_api_takes_no_pod_files() {
+        let access =
+            ApiAccess::resolve(&env(&[]), Some("http://127.0.0.1:8001"), Some("ns"), None).unwrap();
+        assert_eq!(access.base, "http://127.0.0.1:8001/");
+        assert_eq!(access.namespace, "ns");
+        assert!(access.token_file.is_none() && access.ca_file.is_none());
+    }
+
+    #[test]
+    fn in_a_pod_the_service_address_is_used_ipv6_in_brackets() {
+        // The namespace file is absent here, which is the error, after the URL was accepted.
+        let err = ApiAccess::resolve(
+            &env(&[
+                ("KUBERNETES_SERVICE_HOST", "fd00::1"),
+                ("KUBERNETES_SERVICE_PORT", "443"),
+            ]),
+            None,
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("serviceaccount/namespace"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn server_messages_are_quoted_short() {
+        let body = br#"{"kind":"Status","message":"configmaps \"x\" is forbidden"}"#;
+        assert_eq!(server_message(body), r#": configmaps "x" is forbidden"#);
+        assert_eq!(server_message(b""), "");
+        assert!(server_message("é".repeat(400).as_bytes()).len() <= 2 + 300 + 3);
+    }
+}

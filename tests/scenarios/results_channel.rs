@@ -186,6 +186,21 @@ async fn the_engine_publishes_each_row_as_it_finishes() {
     sim.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_row_the_api_refuses_is_counted_and_logged_not_fatal() {
+    let fake = FakeApiServer::new();
+    // No such run: its ConfigMap does not exist, so the patch gets 404 and is not retried.
+    let publisher = publisher(&fake, "nope").await;
+    publisher.publish(0, row_report(0));
+    assert_eq!(publisher.finish().await, Published { rows: 0, failed: 1 });
+    let patches = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with("/configmaps/nope-results-0"))
+        .count();
+    assert_eq!(patches, 1, "a 404 is not retried");
+}
+
 /// Sizes of what the API server stores for a run of `rows` rows: the run (spec and status),
 /// the benchmark's `lastResult` and the largest results ConfigMap's data, in bytes of JSON.
 fn stored_sizes(rows: usize) -> (usize, usize, usize) {
