@@ -3,8 +3,9 @@
 //!
 //! Steps, each idempotent (a restarted operator repeats them without duplicating anything):
 //! 1. validate the plan (`Valid`); an invalid plan fails the run, since its spec is immutable;
-//! 2. before the Job exists, check the Secret, its key and the PersistentVolumeClaim; wait for
-//!    them at most `dependencyTimeout` (`JobCreated=False` meanwhile), then fail;
+//! 2. before the Job exists, check the PersistentVolumeClaim; wait for it at most
+//!    `dependencyTimeout` (`JobCreated=False` meanwhile), then fail (a missing Secret or key is
+//!    reported by the kubelet on the Pod and read in step 4);
 //! 3. create the ConfigMap and the Job under deterministic names (AlreadyExists is success);
 //! 4. read the Job and its Pods ([`observe`](super::observe)) into phase, conditions and, at the
 //!    end, the per-row summary of the runner's report; a stuck run fails and its Job is deleted.
@@ -18,7 +19,7 @@ use std::time::Duration;
 use coebench_plan::input::validate::{UnknownCatalog, validate_plan};
 use coebench_plan::report::{RowReport, row_index_of_key};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
@@ -487,48 +488,14 @@ fn results_written(step: &mut Step, run: &CoeBenchmarkRun, reported: bool) {
     step.set(types::RESULTS_WRITTEN, status, reason, &message);
 }
 
-/// The first missing Secret, Secret key or claim, as (reason, message).
+/// A missing results claim, as (reason, message). A missing Secret or key is not checked here:
+/// the kubelet reports it on the Pod (`CreateContainerConfigError`, read by
+/// [`observe`](super::observe)), so the operator needs no access to Secrets.
 async fn missing_dependency(
     run: &CoeBenchmarkRun,
     namespace: &str,
     ctx: &Context,
 ) -> Result<Option<(&'static str, String)>> {
-    if let Some(secret_ref) = &run.spec.endpoint.api_key_secret_ref {
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-        let secret = secrets
-            .get_opt(&secret_ref.name)
-            .await
-            .map_err(Error::kube(format!(
-                "read Secret {namespace}/{}",
-                secret_ref.name
-            )))?;
-        let Some(secret) = secret else {
-            return Ok(Some((
-                "SecretNotFound",
-                format!(
-                    "Secret {namespace}/{} (endpoint.apiKeySecretRef) does not exist; create it with `kubectl create secret generic {} -n {namespace} --from-literal={}=<api key>`",
-                    secret_ref.name, secret_ref.name, secret_ref.key
-                ),
-            )));
-        };
-        let has_key = secret
-            .data
-            .as_ref()
-            .is_some_and(|d| d.contains_key(&secret_ref.key))
-            || secret
-                .string_data
-                .as_ref()
-                .is_some_and(|d| d.contains_key(&secret_ref.key));
-        if !has_key {
-            return Ok(Some((
-                "SecretKeyNotFound",
-                format!(
-                    "Secret {namespace}/{} has no key {:?} (endpoint.apiKeySecretRef.key); add it or fix the key name",
-                    secret_ref.name, secret_ref.key
-                ),
-            )));
-        }
-    }
     if let Some(results) = &run.spec.results {
         let claim = &results.persistent_volume_claim.claim_name;
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);

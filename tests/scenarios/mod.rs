@@ -9,6 +9,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
 use serde_json::json;
 
 use crate::support::*;
@@ -609,17 +610,24 @@ async fn a_bad_csv_sets_valid_false_naming_the_line_and_a_fixed_one_runs() {
     operator.stop().await;
 }
 
+/// The kubelet's message for a container whose Secret does not exist.
+const SECRET_MISSING: &str = "secret \"sn-key\" not found";
+
 #[tokio::test]
-async fn a_missing_secret_holds_the_job_back_then_fails_the_run() {
+async fn a_missing_secret_named_by_the_kubelet_fails_the_run_with_its_fix() {
     let fake = FakeApiServer::new();
     put_claim(&fake, "results");
     let operator = Operator::start(&fake, fast_settings()).await;
     put_benchmark(&fake, "bench", json!({}));
-    let run = run_where(&fake, "bench-1", "JobCreated=False", |r| {
-        has_condition(r, "JobCreated", "False", "SecretNotFound")
+    // The operator cannot read Secrets: the Job is created, and the kubelet says what is missing.
+    let job = eventually(WAIT, "the Job", || fake.get::<Job>(NS, "bench-1")).await;
+    let pod = fake.start_job_pod(NS, &job.name_any());
+    fake.set_pod_waiting(NS, &pod, "CreateContainerConfigError", SECRET_MISSING);
+    let run = run_where(&fake, "bench-1", "waiting on the Secret", |r| {
+        has_condition(r, "Running", "False", "SecretNotFound")
     })
     .await;
-    let (_, _, message) = run_condition(&run, "JobCreated").unwrap();
+    let (_, _, message) = run_condition(&run, "Running").unwrap();
     assert!(
         message.contains("kubectl create secret generic sn-key"),
         "{message}"
@@ -630,12 +638,33 @@ async fn a_missing_secret_holds_the_job_back_then_fails_the_run() {
     })
     .await;
     assert_eq!(run_condition(&run, "Failed").unwrap().1, "SecretNotFound");
-    assert!(fake.get::<Job>(NS, "bench-1").is_none());
+    eventually(WAIT, "the stuck Job deleted", || {
+        fake.get::<Job>(NS, "bench-1").is_none().then_some(())
+    })
+    .await;
     assert!(
-        fake.requests()
-            .iter()
-            .all(|r| !(r.method == "POST" && r.path.ends_with("/jobs")))
+        fake.requests().iter().all(|r| !r.path.contains("/secrets")),
+        "the operator read a Secret"
     );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_key_is_named_with_its_fix() {
+    let fake = FakeApiServer::new();
+    put_claim(&fake, "results");
+    let operator = Operator::start(&fake, fast_settings()).await;
+    put_benchmark(&fake, "bench", json!({}));
+    let job = eventually(WAIT, "the Job", || fake.get::<Job>(NS, "bench-1")).await;
+    let pod = fake.start_job_pod(NS, &job.name_any());
+    let kubelet = format!("couldn't find key apiKey in Secret {NS}/sn-key");
+    fake.set_pod_waiting(NS, &pod, "CreateContainerConfigError", &kubelet);
+    let run = run_where(&fake, "bench-1", "waiting on the key", |r| {
+        has_condition(r, "Running", "False", "SecretKeyNotFound")
+    })
+    .await;
+    let (_, _, message) = run_condition(&run, "Running").unwrap();
+    assert!(message.contains("add key \"apiKey\""), "{message}");
     operator.stop().await;
 }
 
@@ -647,13 +676,18 @@ async fn a_secret_created_in_time_lets_the_run_start() {
     settings.dependency_timeout = std::time::Duration::from_secs(30);
     let operator = Operator::start(&fake, settings).await;
     put_benchmark(&fake, "bench", json!({}));
-    run_where(&fake, "bench-1", "JobCreated=False", |r| {
-        has_condition(r, "JobCreated", "False", "SecretNotFound")
+    let job = eventually(WAIT, "the Job", || fake.get::<Job>(NS, "bench-1")).await;
+    let pod = fake.start_job_pod(NS, &job.name_any());
+    fake.set_pod_waiting(NS, &pod, "CreateContainerConfigError", SECRET_MISSING);
+    run_where(&fake, "bench-1", "waiting on the Secret", |r| {
+        has_condition(r, "Running", "False", "SecretNotFound")
     })
     .await;
+    // The Secret appears and the kubelet starts the container.
     put_secret(&fake, "sn-key", "apiKey");
-    eventually(WAIT, "the Job once the Secret exists", || {
-        fake.get::<Job>(NS, "bench-1")
+    fake.set_pod_running(NS, &pod);
+    run_where(&fake, "bench-1", "phase Running", |r| {
+        run_phase(r) == Some(RunPhase::Running)
     })
     .await;
     operator.stop().await;
