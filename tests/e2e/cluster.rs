@@ -133,6 +133,19 @@ impl Cluster {
         }
     }
 
+    /// The same cluster and client, for waits with another bound (`wait`).
+    pub fn clone_for_waiting(&self) -> Cluster {
+        Cluster {
+            client: self.client.clone(),
+            namespace: self.namespace.clone(),
+            plane: self.plane,
+            fake_api: self.fake_api.clone(),
+            fake: self.fake.clone(),
+            runner_image: self.runner_image.clone(),
+            wait: self.wait,
+        }
+    }
+
     /// Whether the suite must play the kubelet (no node runs Pods).
     pub fn plays_kubelet(&self) -> bool {
         self.plane != ControlPlane::Full

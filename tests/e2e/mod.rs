@@ -49,3 +49,21 @@ on_both!(
     invalid_specs_are_refused_or_named,
     a_missing_secret_and_a_stuck_image_pull_fail_in_bounded_time,
 );
+
+/// The schedule scenario waits for real minutes, so its fake twin is ignored too (run it with
+/// the same command).
+mod forbid_then_replace_on_a_minutely_schedule {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "takes three minutes of wall time: the schedule is minutely"]
+    async fn on_the_fake_api_server() {
+        let cluster = super::cluster::Cluster::fake("e2e").await;
+        super::scenarios::forbid_then_replace_on_a_minutely_schedule(&cluster).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs a cluster: KUBECONFIG with the CRDs applied (see tests/e2e/mod.rs)"]
+    async fn on_a_real_cluster() {
+        let cluster = super::cluster::Cluster::from_env().await;
+        super::scenarios::forbid_then_replace_on_a_minutely_schedule(&cluster).await;
+    }
+}

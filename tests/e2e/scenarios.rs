@@ -388,6 +388,86 @@ pub async fn a_missing_secret_and_a_stuck_image_pull_fail_in_bounded_time(cluste
     operator.stop().await;
 }
 
+/// A minutely schedule under `Forbid` skips the slot that comes while its run is active (no
+/// second run, `lastMissedScheduleTime`, a `RunSkipped` Event); switched to `Replace`, the next
+/// slot deletes the active run and starts its own. Takes up to three minutes of wall time.
+pub async fn forbid_then_replace_on_a_minutely_schedule(cluster: &Cluster) {
+    let operator = cluster.operator().await;
+    let mut spec = small_benchmark();
+    spec["schedule"] = json!("* * * * *");
+    spec["concurrencyPolicy"] = json!("Forbid");
+    cluster
+        .apply_benchmark("e2e-cron", spec)
+        .await
+        .expect("create the benchmark");
+    let minute = Duration::from_secs(75);
+    let slow = Cluster {
+        wait: cluster.wait.max(minute),
+        ..cluster.clone_for_waiting()
+    };
+    let first = slow
+        .until("the first scheduled run", || async {
+            cluster
+                .run_names()
+                .await
+                .into_iter()
+                .find(|n| n.starts_with("e2e-cron-"))
+        })
+        .await;
+    // Keep it running: its Pod starts and never ends.
+    if cluster.plays_kubelet() {
+        let kubelet = Kubelet::new(cluster);
+        kubelet.start(&kubelet.pod_of(&first).await).await;
+    }
+    let skipped = slow
+        .until("the next slot skipped", || async {
+            let bench = cluster.benchmarks().get("e2e-cron").await.ok()?;
+            bench.status?.last_missed_schedule_time
+        })
+        .await;
+    assert_eq!(
+        cluster.run_names().await,
+        [first.clone()],
+        "Forbid started a second run"
+    );
+    eprintln!("e2e: slot {skipped:?} skipped under Forbid");
+    let patch = json!({"spec": {"concurrencyPolicy": "Replace"}});
+    cluster
+        .benchmarks()
+        .patch(
+            "e2e-cron",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("switch to Replace");
+    let second = slow
+        .until("a run replacing the first", || async {
+            let names = cluster.run_names().await;
+            names
+                .iter()
+                .find(|n| n.starts_with("e2e-cron-") && **n != first)
+                .cloned()
+        })
+        .await;
+    slow.until("the first run deleted", || async {
+        cluster
+            .runs()
+            .get_opt(&first)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eprintln!("e2e: {second} replaced {first}");
+    let _ = cluster
+        .benchmarks()
+        .delete("e2e-cron", &DeleteParams::background())
+        .await;
+    operator.stop().await;
+}
+
 /// How long to let a duplicate or a late reconcile show up.
 fn settle(cluster: &Cluster) -> Duration {
     if cluster.fake.is_some() {
