@@ -13,6 +13,8 @@
 //! - [`statistics`]: every formula once: per-request records, their digests and spool, a row's
 //!   statistics, switching time, batch sizes and summary;
 //! - [`output`]: every file a run writes;
+//! - [`analysis`]: finished runs read back from their folders and compared (`coebench
+//!   compare`);
 //! - [`engine`]: the run, its rows and their load loops;
 //! - [`prometheus`]: live Prometheus metrics of a run (served, pushed), fed by the engine's
 //!   observer hooks;
@@ -21,6 +23,7 @@
 //!
 //! The `coebench` binary (`main.rs`, `cli/`) sits on top.
 
+pub mod analysis;
 pub mod client;
 pub mod credentials;
 pub mod engine;

@@ -3,7 +3,7 @@
 //! Exit codes: 0 every row ran; 1 an internal error or a failed write; 2 invalid input or
 //! usage (nothing was sent); 3 the endpoint rejected the credentials; 4 every request of every
 //! row failed; 5 interrupted (rows that finished were written); 6 some rows had every request
-//! fail.
+//! fail; 7 (`compare`) a significant regression beyond its threshold.
 
 mod cli;
 
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Validate(input) => cli::run::validate(input),
         Command::Run(args) => cli::run::run(args),
         Command::Simulate(args) => cli::simulate::simulate(args),
+        Command::Compare(args) => cli::compare::compare(args),
     }
 }
 

@@ -16,7 +16,7 @@ use coebench_plan::{ApiKind, ImageSize, QpsDistribution};
     after_help = "Exit codes: 0 every row ran; 1 internal error or a failed write; 2 invalid input or \
 usage (nothing was sent); 3 the endpoint rejected the credentials; 4 every request of every row \
 failed; 5 interrupted by SIGTERM/Ctrl-C (rows that finished were written); 6 some rows had every \
-request fail."
+request fail; 7 (compare) a significant regression beyond its threshold."
 )]
 pub struct Cli {
     /// Log format on standard error.
@@ -49,6 +49,10 @@ pub enum Command {
     Validate(InputArgs),
     /// Serve the endpoint simulator over HTTP.
     Simulate(SimulateArgs),
+    /// Compare a candidate run with a baseline run: p50/p90/p99 differences with bootstrap
+    /// confidence intervals, and a failing exit code (7) for a significant regression beyond
+    /// its threshold.
+    Compare(CompareArgs),
     /// Print the JSON schema of plan files.
     Schema,
 }
@@ -222,6 +226,34 @@ pub struct RunArgs {
     /// No progress bars (tables and paths are still printed).
     #[arg(long, help_heading = "Reporting")]
     pub no_progress: bool,
+}
+
+/// `coebench compare` arguments.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline run's folder (`<output_files_dir>/<run name>/`, holding run.json).
+    #[arg(value_name = "BASELINE")]
+    pub baseline: PathBuf,
+    /// The candidate run's folder.
+    #[arg(value_name = "CANDIDATE")]
+    pub candidate: PathBuf,
+    /// Also write the comparison as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// The largest regression allowed for a metric (ttft, e2e, tokens_per_s), relative, absolute
+    /// (seconds or tokens/s) or both: `ttft=10%`, `e2e=0.05`, `ttft=10%,0.02`. Both bounds set
+    /// must be exceeded. Repeatable; default 5% for every metric.
+    #[arg(long = "max-regression", value_name = "METRIC=LIMIT")]
+    pub max_regression: Vec<String>,
+    /// Coverage of the confidence intervals.
+    #[arg(long, default_value_t = 0.95, value_name = "LEVEL")]
+    pub confidence: f64,
+    /// Bootstrap resamples.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub resamples: usize,
+    /// Seed of the bootstrap (the same seed gives the same intervals).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u64,
 }
 
 /// `coebench simulate` arguments.

@@ -2,6 +2,7 @@
 //! stop signals and terminal output. Nothing here measures or computes a metric; it calls the library.
 
 pub mod args;
+pub mod compare;
 pub mod inputs;
 pub mod messages;
 pub mod run;

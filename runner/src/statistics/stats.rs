@@ -110,10 +110,17 @@ pub fn round4(x: f64) -> f64 {
 /// Linear-interpolated quantile of sorted, non-empty `sorted`, as
 /// `pandas.Series.quantile(level)` computes it through `np.percentile(values, level * 100)`.
 pub fn quantile_sorted(sorted: &[f64], level: f64) -> f64 {
-    let n = sorted.len();
-    if n == 0 {
+    if sorted.is_empty() {
         return f64::NAN;
     }
+    let (below, above, gamma) = quantile_ranks(sorted.len(), level);
+    lerp(sorted[below], sorted[above], gamma)
+}
+
+/// The ranks (0-based, in a sorted sample of `n` values) that the quantile at `level`
+/// interpolates between, and the weight of the upper one: [`quantile_sorted`] is
+/// `lerp(sorted[below], sorted[above], gamma)`. `n` must be at least 1.
+pub fn quantile_ranks(n: usize, level: f64) -> (usize, usize, f64) {
     // pandas hands numpy a percentage, which numpy divides back.
     let q = (level * 100.0) / 100.0;
     // numpy's `_compute_virtual_index` with alpha = beta = 1.
@@ -127,12 +134,11 @@ pub fn quantile_sorted(sorted: &[f64], level: f64) -> f64 {
         let floor = virtual_index.floor() as usize;
         (floor.min(last), (floor + 1).min(last))
     };
-    let gamma = virtual_index - virtual_index.floor();
-    lerp(sorted[below], sorted[above], gamma)
+    (below, above, virtual_index - virtual_index.floor())
 }
 
 /// numpy's `_lerp`: interpolates from the nearer end so that `t = 1` gives exactly `b`.
-fn lerp(a: f64, b: f64, t: f64) -> f64 {
+pub fn lerp(a: f64, b: f64, t: f64) -> f64 {
     let diff = b - a;
     if t >= 0.5 {
         b - diff * (1.0 - t)

@@ -7,12 +7,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The library's top-level modules, lowest first.
-const LAYERS: [&str; 8] = [
+const LAYERS: [&str; 9] = [
     "credentials",
     "workload",
     "client",
     "statistics",
     "output",
+    "analysis",
     "engine",
     "prometheus",
     "results_api",

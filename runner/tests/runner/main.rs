@@ -6,6 +6,7 @@
 
 mod cli;
 mod client_http;
+mod compare;
 mod engine_health;
 mod engine_run;
 mod engine_scale;
