@@ -133,6 +133,7 @@ pub fn concurrency_row(model: &str, input: u32, output: u32, n: u32, c: u32) -> 
         max_sequence_length: None,
         ignore_eos: None,
         min_tokens: None,
+        sampling_params: Default::default(),
     }
 }
 
@@ -154,6 +155,7 @@ pub fn plan_against(sim: &SimulatorHandle, rows: Vec<Row>, dir: &Path) -> Plan {
             run_name: Some("test-run".into()),
             output_files_dir: Some(dir.join("out").display().to_string()),
             consolidated_results_dir: Some(dir.join("consolidated").display().to_string()),
+            consolidated_file_names: None,
         },
     }
 }

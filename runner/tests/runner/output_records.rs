@@ -6,7 +6,7 @@ use coebench_plan::{ImageSize, QpsDistribution};
 use coebench_runner::client::measurement::{ErrorKind, ServerMetrics};
 use coebench_runner::statistics::record::{RequestContext, RequestRecord};
 use coebench_runner::statistics::summary::RowOutcome;
-use coebench_test_support::kit_contract::KIT_RECORD_KEYS;
+use coebench_test_support::kit_contract::{KIT_RECORD_KEYS, kit_summary_problems};
 use coebench_test_support::output_fixtures::*;
 
 fn close(actual: Option<f64>, expected: f64) {
@@ -345,7 +345,13 @@ fn summary_keys_follow_the_kit_then_ours() {
     assert_eq!(unique.len(), renamed.len());
     assert!(!renamed.iter().any(|k| k == "switching_time" || k == "uuid"));
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(value["results_error_code_frequency"], serde_json::json!({}));
+    // Scalars only, typed as the kit types them: maps and lists as Python text, integer
+    // metrics' min and max as text.
+    assert_eq!(kit_summary_problems(&value), Vec::<String>::new());
+    assert_eq!(value["results_error_code_frequency"], "{}");
+    assert_eq!(value["results_requests_grouping"], "[1, 1, 1, 1]");
+    assert_eq!(value["results_number_input_tokens_min"], "20");
+    assert!(value["results_number_input_tokens_quantiles_p50"].is_f64());
     assert_eq!(value["num_concurrent_requests"], 1);
     assert_eq!(value["model_idx"], 0);
 }
@@ -420,8 +426,13 @@ fn an_all_failed_row_has_counts_and_no_statistics() {
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(
         value["results_error_code_frequency"],
-        serde_json::json!({"503": 1, "timeout": 1})
+        "{'503': 1, 'timeout': 1}"
     );
+    assert_eq!(
+        value["results_error_class_frequency"],
+        "{'http-5xx': 1, 'timeout': 1}"
+    );
+    assert_eq!(kit_summary_problems(&value), Vec::<String>::new());
     assert_eq!(value["results_num_requests_not_sent"], 1);
     assert_eq!(value["results_switching_time_s"], serde_json::Value::Null);
 }
