@@ -388,7 +388,6 @@ mod schema {
     pub fn any_values(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "object",
-            "additionalProperties": true,
             "x-kubernetes-preserve-unknown-fields": true,
         })
     }

@@ -250,10 +250,18 @@ pub async fn run_row(
                     shared.stop.stop();
                 }
                 if let Some(texts) = &texts
-                    && let Err(e) =
-                        texts.append(index, prompt.name, &prompt.text, &measurement.generated_text)
+                    && let Err(e) = texts.append(
+                        index,
+                        prompt.name,
+                        &prompt.text,
+                        &measurement.generated_text,
+                    )
                 {
-                    tracing::error!(row = row_index, request = index, "cannot save the text: {e}");
+                    tracing::error!(
+                        row = row_index,
+                        request = index,
+                        "cannot save the text: {e}"
+                    );
                     let _ = shared.write_failure.set(e.to_string());
                     shared.stop.stop();
                 }

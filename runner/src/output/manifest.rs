@@ -180,10 +180,7 @@ impl ManifestRow {
             row_uuid: summary.row_uuid.to_string(),
             summary_file: ran.then(|| summary.summary_file()),
             individual_responses_file: ran.then(|| summary.individual_responses_file()),
-            response_texts_file: summary
-                .response_texts_file
-                .clone()
-                .filter(|_| ran),
+            response_texts_file: summary.response_texts_file.clone().filter(|_| ran),
             num_requests_started: summary.num_requests_started,
             num_completed_requests: summary.num_completed_requests,
             number_errors: summary.number_errors,

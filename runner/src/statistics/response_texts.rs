@@ -74,7 +74,9 @@ impl ResponseTextSpool {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         match writer.as_mut() {
             Some(out) => out.write_all(&line).map_err(|e| self.write_error(e)),
-            None => Err(self.write_error(std::io::Error::other("the row's texts were already saved"))),
+            None => {
+                Err(self.write_error(std::io::Error::other("the row's texts were already saved")))
+            }
         }
     }
 
@@ -82,7 +84,9 @@ impl ResponseTextSpool {
     pub fn persist(&self, target: &Path) -> Result<(), SpoolError> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let Some(out) = writer.take() else {
-            return Err(self.write_error(std::io::Error::other("the row's texts were already saved")));
+            return Err(
+                self.write_error(std::io::Error::other("the row's texts were already saved"))
+            );
         };
         let file = out
             .into_inner()
@@ -117,14 +121,18 @@ mod tests {
     fn lines_are_the_kits_and_appear_only_when_persisted() {
         let dir = tempfile::tempdir().unwrap();
         let spool = ResponseTextSpool::create(dir.path(), "row").unwrap();
-        spool.append(1, "default", "Tell me \"why\"", "Because.\nYes").unwrap();
+        spool
+            .append(1, "default", "Tell me \"why\"", "Because.\nYes")
+            .unwrap();
         spool.append(0, "default", "Tell me", "No").unwrap();
         let target = dir.path().join("row_response_texts.jsonl");
         assert!(!target.exists());
         spool.persist(&target).unwrap();
         let text = std::fs::read_to_string(&target).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(
             lines[0],
             serde_json::json!({"prompt": {"name": "default", "template": "Tell me \"why\""},

@@ -244,7 +244,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let plain = dir.path().join("plain.json");
         std::fs::write(&plain, small_bpe_json()).unwrap();
-        assert_eq!(Tokenizer::from_file(&plain).unwrap().special_tokens_added(), 0);
+        assert_eq!(
+            Tokenizer::from_file(&plain).unwrap().special_tokens_added(),
+            0
+        );
         // The same BPE with a BOS template, as Llama 3's tokenizer.json has.
         let mut json: serde_json::Value = serde_json::from_str(&small_bpe_json()).unwrap();
         let bos_id = json["model"]["vocab"].as_object().unwrap().len();
@@ -259,7 +262,10 @@ mod tests {
         let tok = Tokenizer::from_file(&bos).unwrap();
         assert_eq!(tok.special_tokens_added(), 1);
         // Counts stay without special tokens.
-        assert_eq!(tok.count_tokens("the"), Tokenizer::from_file(&plain).unwrap().count_tokens("the"));
+        assert_eq!(
+            tok.count_tokens("the"),
+            Tokenizer::from_file(&plain).unwrap().count_tokens("the")
+        );
     }
 
     #[test]

@@ -152,7 +152,8 @@ pub fn kit_summary_problems(summary: &serde_json::Value) -> Vec<String> {
     expect(
         "results_error_code_frequency",
         is("results_error_code_frequency", |v| {
-            v.as_str().is_some_and(|t| t.starts_with('{') && t.ends_with('}'))
+            v.as_str()
+                .is_some_and(|t| t.starts_with('{') && t.ends_with('}'))
         }),
         "a Python dict as text",
     );
@@ -168,7 +169,9 @@ pub fn kit_summary_problems(summary: &serde_json::Value) -> Vec<String> {
                 .as_str()
                 .is_some_and(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()));
             if !digits {
-                problems.push(format!("{key} should be a whole number as text, is {value}"));
+                problems.push(format!(
+                    "{key} should be a whole number as text, is {value}"
+                ));
             }
         } else if metric.contains("_quantiles_p") && !value.is_number() {
             problems.push(format!("{key} should be a number, is {value}"));

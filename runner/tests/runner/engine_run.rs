@@ -147,7 +147,12 @@ async fn a_kit_config_with_three_models_a_qps_row_and_an_image_row_writes_every_
         .filter(|c| !kit_column_is_optional(c) || kit_block.contains(c))
         .collect();
     assert_eq!(kit_block, expected, "coebench's columns follow the kit's");
-    for present in ["num_concurrent_requests", "qps", "multimodal_img_size", "server_ttft_s_p50"] {
+    for present in [
+        "num_concurrent_requests",
+        "qps",
+        "multimodal_img_size",
+        "server_ttft_s_p50",
+    ] {
         assert!(kit_block.contains(&present), "{present} missing");
     }
     assert_eq!(sheet.rows().count(), 4, "a header and one line per row");

@@ -379,14 +379,27 @@ fn the_kits_optional_columns_appear_only_with_data() {
         "qps_distribution",
         "multimodal_img_size",
     ] {
-        assert!(!header.iter().any(|h| h == absent), "{absent} in {header:?}");
+        assert!(
+            !header.iter().any(|h| h == absent),
+            "{absent} in {header:?}"
+        );
     }
     // Columns the kit always writes stay, empty or not; so do coebench's.
-    for present in ["num_concurrent_requests", "switching_time", "uuid", "requests_grouping"] {
+    for present in [
+        "num_concurrent_requests",
+        "switching_time",
+        "uuid",
+        "requests_grouping",
+    ] {
         assert!(header.iter().any(|h| h == present), "{present} missing");
     }
     // A row with the data brings the columns back, in the kit's order.
-    let with = finish_row(1, rate_row("m", 1.0, Some(ImageSize::Small)), &[ok(0, 100, 0.1)], 0);
+    let with = finish_row(
+        1,
+        rate_row("m", 1.0, Some(ImageSize::Small)),
+        &[ok(0, 100, 0.1)],
+        0,
+    );
     table.insert(&with.summary);
     let header = table.header();
     let kit: Vec<&str> = header
@@ -406,16 +419,30 @@ fn the_kits_optional_columns_appear_only_with_data() {
 fn the_consolidated_names_follow_the_option_and_metadata_gets_columns() {
     use coebench_plan::ConsolidatedFileNames;
     let rows = sample_rows();
-    let metadata: std::collections::BTreeMap<String, String> =
-        [("team", "infra"), ("build", "7")]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .into();
+    let metadata: std::collections::BTreeMap<String, String> = [("team", "infra"), ("build", "7")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
     for (names, expected) in [
-        (ConsolidatedFileNames::Seed, vec!["consolidated_results_r.csv", "consolidated_results_r.json", "consolidated_results_r.xlsx"]),
-        (ConsolidatedFileNames::Kit, vec!["r.csv", "r.json", "r.xlsx"]),
+        (
+            ConsolidatedFileNames::Seed,
+            vec![
+                "consolidated_results_r.csv",
+                "consolidated_results_r.json",
+                "consolidated_results_r.xlsx",
+            ],
+        ),
+        (
+            ConsolidatedFileNames::Kit,
+            vec!["r.csv", "r.json", "r.xlsx"],
+        ),
         (
             ConsolidatedFileNames::Both,
-            vec!["consolidated_results_r.csv", "consolidated_results_r.json", "consolidated_results_r.xlsx", "r.xlsx"],
+            vec![
+                "consolidated_results_r.csv",
+                "consolidated_results_r.json",
+                "consolidated_results_r.xlsx",
+                "r.xlsx",
+            ],
         ),
     ] {
         let tmp = tempfile::tempdir().unwrap();
@@ -426,7 +453,10 @@ fn the_consolidated_names_follow_the_option_and_metadata_gets_columns() {
             table.insert(row);
         }
         let paths = table.write(tmp.path()).unwrap();
-        assert_only_files(tmp.path(), &expected.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_only_files(
+            tmp.path(),
+            &expected.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
         if let Some(kit) = &paths.kit_xlsx {
             assert_eq!(fs::read(kit).unwrap(), fs::read(&paths.xlsx).unwrap());
         }
@@ -435,7 +465,10 @@ fn the_consolidated_names_follow_the_option_and_metadata_gets_columns() {
         assert_eq!(json[1]["metadata_team"], "infra");
         assert_eq!(json[0]["metadata_build"], "7");
         let header = table.header();
-        assert_eq!(header[header.len() - 2..], ["metadata_build", "metadata_team"]);
+        assert_eq!(
+            header[header.len() - 2..],
+            ["metadata_build", "metadata_team"]
+        );
     }
 }
 

@@ -21,7 +21,8 @@ use crate::input::model_configs::parse_model_configs_csv;
 use crate::input::ranges::{self, Range};
 use crate::input::{InputError, InputErrors, read_input_file, read_utf8};
 use crate::{
-    ApiKind, ConsolidatedFileNames, EndpointSpec, OutputOptions, Plan, Row, RunOptions, SamplingParams,
+    ApiKind, ConsolidatedFileNames, EndpointSpec, OutputOptions, Plan, Row, RunOptions,
+    SamplingParams,
 };
 
 /// Kit keys that coebench accepts and ignores, with the reason shown to the user.
@@ -498,7 +499,11 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        for needle in ["sampling_params", "\"justtext\" is not k=v", "unknown naming \"excel\""] {
+        for needle in [
+            "sampling_params",
+            "\"justtext\" is not k=v",
+            "unknown naming \"excel\"",
+        ] {
             assert!(err.contains(needle), "{needle} not in {err}");
         }
     }

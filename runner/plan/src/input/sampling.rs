@@ -17,9 +17,15 @@ const SET_BY_COEBENCH: &[(&str, &str)] = &[
     ("messages", "coebench sends the prompt as the user message"),
     ("prompt", "coebench sends the prompt as the user message"),
     ("stream", "coebench always streams"),
-    ("stream_options", "coebench always asks for usage in the stream"),
+    (
+        "stream_options",
+        "coebench always asks for usage in the stream",
+    ),
     ("max_tokens", "set the row's outputTokens instead"),
-    ("max_completion_tokens", "set the row's outputTokens instead"),
+    (
+        "max_completion_tokens",
+        "set the row's outputTokens instead",
+    ),
     (
         "max_tokens_to_generate",
         "set the row's outputTokens (the kit's sampling key for it) instead",
@@ -27,7 +33,10 @@ const SET_BY_COEBENCH: &[(&str, &str)] = &[
     ("ignore_eos", "set ignoreEos instead"),
     ("min_tokens", "set minTokens instead"),
     ("n", "coebench measures one choice per request; remove it"),
-    ("best_of", "coebench measures one choice per request; remove it"),
+    (
+        "best_of",
+        "coebench measures one choice per request; remove it",
+    ),
 ];
 
 /// What a well-known sampling parameter must be.
@@ -153,9 +162,7 @@ pub fn metadata_problems(
             problems.push((
                 key.clone(),
                 format!("metadata key {key:?} is not a plain name"),
-                format!(
-                    "use 1 to {MAX_METADATA_KEY_CHARS} letters, digits, `_`, `-` or `.`"
-                ),
+                format!("use 1 to {MAX_METADATA_KEY_CHARS} letters, digits, `_`, `-` or `.`"),
             ));
         } else if RESERVED_METADATA_KEYS.contains(&key.as_str())
             || key.starts_with("results_")
@@ -212,7 +219,10 @@ mod tests {
         );
         let text = format!("{problems:?}");
         assert!(text.contains("outputTokens"), "{text}");
-        assert!(text.contains("\\\"hot\\\", not a number from 0 to 100"), "{text}");
+        assert!(
+            text.contains("\\\"hot\\\", not a number from 0 to 100"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -292,9 +292,7 @@ mod tests {
         p.rows[1]
             .sampling_params
             .insert("top_p".into(), serde_json::json!(2));
-        p.options
-            .metadata
-            .insert("timestamp".into(), "now".into());
+        p.options.metadata.insert("timestamp".into(), "now".into());
         let err = validate_plan(&p, "plan.yaml", &Catalog)
             .unwrap_err()
             .to_string();

@@ -166,8 +166,14 @@ impl RowSummary {
 /// `additional_sampling_params_<key>` for each sampling parameter, objects flattened with `_`
 /// as the kit's `flatten_dict` does; lists become their JSON text, so every value stays a
 /// scalar (the kit would write a list, which its own notebook cannot read).
-fn flat_sampling_params(params: &coebench_plan::SamplingParams) -> Vec<(String, serde_json::Value)> {
-    fn flatten(prefix: String, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+fn flat_sampling_params(
+    params: &coebench_plan::SamplingParams,
+) -> Vec<(String, serde_json::Value)> {
+    fn flatten(
+        prefix: String,
+        value: &serde_json::Value,
+        out: &mut Vec<(String, serde_json::Value)>,
+    ) {
         match value {
             serde_json::Value::Object(map) => {
                 for (k, v) in map {

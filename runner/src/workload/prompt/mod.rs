@@ -413,8 +413,13 @@ mod tests {
         let vision = builder.build(&VISION, 40).unwrap();
         let text = builder.build(&DEFAULT, 40).unwrap();
         assert_eq!(vision.name, "default");
-        assert_ne!(vision.text, text.text, "the cache keeps the two prompts apart");
-        let tagged = builder.build_tagged(&VISION, 40, request_tag(1, 2)).unwrap();
+        assert_ne!(
+            vision.text, text.text,
+            "the cache keeps the two prompts apart"
+        );
+        let tagged = builder
+            .build_tagged(&VISION, 40, request_tag(1, 2))
+            .unwrap();
         assert_eq!(tagged.name, "default");
     }
 
