@@ -3,7 +3,7 @@
 //! loopback HTTP (ground truth, health, scale), output files, Prometheus metrics, the crate's
 //! layering rule, hostile servers, inputs, signals and disks (`hardening`), fuzzing of every
 //! parser of outside input (`fuzz_parsers`), prompt sizing with a real Llama 3 tokenizer
-//! (`kit_prompts`), and the engine against a real llama.cpp server.
+//! (`kit_prompts`), the kit's own pandas readers over a real run's files (`kit_read`), and the engine against a real llama.cpp server.
 
 mod cli;
 mod client_http;
@@ -13,6 +13,7 @@ mod engine_scale;
 mod fuzz_parsers;
 mod hardening;
 mod kit_prompts;
+mod kit_read;
 mod layering;
 mod output_files;
 mod output_records;
