@@ -22,8 +22,9 @@ pub struct Cli {
     /// Log format on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Environment file to load before reading credentials (default: `.env` in the working
-    /// folder, when it exists).
+    /// Environment file to load before reading credentials (default: the `.env` of the working
+    /// folder or of the nearest folder above it that has one). Variables already set in the
+    /// environment win over the file.
     #[arg(long, global = true, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
     /// What to do.
