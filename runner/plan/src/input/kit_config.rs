@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::input::kit_config_types::type_errors;
 use crate::input::model_configs::parse_model_configs_csv;
 use crate::input::ranges::{self, Range};
+use crate::input::sampling;
 use crate::input::{InputError, InputErrors, read_input_file, read_utf8};
 use crate::{
     ApiKind, ConsolidatedFileNames, EndpointSpec, OutputOptions, Plan, Row, RunOptions,
@@ -262,8 +263,7 @@ fn sampling_params_of(
 ) -> SamplingParams {
     let parsed = match value {
         None | Some(serde_json::Value::Null) => return SamplingParams::new(),
-        Some(serde_json::Value::String(text)) => serde_json::from_str::<SamplingParams>(text)
-            .map_err(|e| format!("{text:?} is not a JSON object: {e}")),
+        Some(serde_json::Value::String(text)) => sampling::parse_sampling_params_text(text),
         Some(other) => serde_json::from_value::<SamplingParams>(other.clone())
             .map_err(|_| format!("{other} is not a mapping")),
     };
@@ -289,21 +289,10 @@ fn metadata_of(
     let mut metadata = BTreeMap::new();
     match value {
         None | Some(serde_json::Value::Null) => {}
-        Some(serde_json::Value::String(text)) => {
-            for item in text.split(',').filter(|item| !item.trim().is_empty()) {
-                match item.split_once('=') {
-                    Some((k, v)) => {
-                        metadata.insert(k.trim().to_string(), v.trim().to_string());
-                    }
-                    None => errors.push(InputError::new(
-                        source,
-                        "metadata",
-                        format!("{item:?} is not k=v"),
-                        fix,
-                    )),
-                }
-            }
-        }
+        Some(serde_json::Value::String(text)) => match sampling::parse_metadata_text(text) {
+            Ok(parsed) => metadata = parsed,
+            Err(problem) => errors.push(InputError::new(source, "metadata", problem, fix)),
+        },
         Some(serde_json::Value::Object(map)) => {
             for (k, v) in map {
                 let text = match v {

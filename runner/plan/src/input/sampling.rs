@@ -121,6 +121,26 @@ pub fn sampling_problems(params: &SamplingParams) -> Vec<(String, String, String
     problems
 }
 
+/// The kit's `--sampling-params` text: a JSON object.
+pub fn parse_sampling_params_text(text: &str) -> Result<SamplingParams, String> {
+    serde_json::from_str::<SamplingParams>(text)
+        .map_err(|e| format!("{text:?} is not a JSON object: {e}"))
+}
+
+/// The kit's `--metadata` text: `k=v` pairs separated by commas (blank items ignored).
+pub fn parse_metadata_text(
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut metadata = std::collections::BTreeMap::new();
+    for item in text.split(',').filter(|item| !item.trim().is_empty()) {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not k=v"))?;
+        metadata.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(metadata)
+}
+
 /// Summary keys and table columns coebench writes that are not `results_...`; metadata keys
 /// may not take them.
 const RESERVED_METADATA_KEYS: &[&str] = &[
@@ -222,6 +242,23 @@ mod tests {
         assert!(
             text.contains("\\\"hot\\\", not a number from 0 to 100"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_kits_texts_parse() {
+        assert_eq!(
+            parse_sampling_params_text(r#"{"temperature": 0.2}"#).unwrap()["temperature"],
+            0.2
+        );
+        assert!(parse_sampling_params_text("[1]").is_err());
+        let metadata = parse_metadata_text("team=infra, build=7,").unwrap();
+        assert_eq!(metadata["team"], "infra");
+        assert_eq!(metadata["build"], "7");
+        assert!(
+            parse_metadata_text("a=1,oops")
+                .unwrap_err()
+                .contains("\"oops\"")
         );
     }
 
