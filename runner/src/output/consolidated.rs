@@ -131,9 +131,10 @@ impl ConsolidatedTable {
     /// The header of this run's table: the kit's columns that have a value in some row (and
     /// those it always writes), coebench's, then `metadata_<key>` per metadata key.
     pub fn header(&self) -> Vec<String> {
+        let all = columns::header();
         self.kept_columns()
             .into_iter()
-            .map(|i| columns::header()[i].to_string())
+            .map(|i| all[i].to_string())
             .chain(
                 self.metadata
                     .keys()
