@@ -139,10 +139,15 @@ pub fn concurrency_row(model: &str, input: u32, output: u32, n: u32, c: u32) -> 
 
 /// A plan of `rows` against `sim` as a SambaNova Cloud endpoint, writing under `dir`.
 pub fn plan_against(sim: &SimulatorHandle, rows: Vec<Row>, dir: &Path) -> Plan {
+    plan_against_url(&sim.base_url(), rows, dir)
+}
+
+/// A plan of `rows` against the SambaNova Cloud endpoint at `url`, writing under `dir`.
+pub fn plan_against_url(url: &str, rows: Vec<Row>, dir: &Path) -> Plan {
     Plan {
         endpoint: EndpointSpec {
             api: ApiKind::Sncloud,
-            url: Some(sim.base_url()),
+            url: Some(url.to_string()),
             api_key_env: None,
             simulator: None,
         },
