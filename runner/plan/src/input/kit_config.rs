@@ -174,7 +174,8 @@ fn read_raw(text: &str, source: &str) -> Result<RawConfig, InputErrors> {
             format!("not a valid kit config: {e}"),
             "keys are model_configs_path, llm_api, output_files_dir, consolidated_results_dir, \
              timeout, time_delay, use_multiple_prompts (and coebench's seed, request_timeout, \
-             stop_grace, tokenizer, run_name)",
+             stop_grace, tokenizer, run_name, consolidated_file_names, save_llm_responses, \
+             sampling_params, metadata)",
         ))
     })?;
     Ok(match raw.synthetic {
