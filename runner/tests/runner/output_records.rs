@@ -478,3 +478,48 @@ fn closed_loop_mean_in_flight() {
     assert_eq!(result.summary.load_accuracy.mean_in_flight, Some(2.0));
     assert_eq!(result.summary.outcome, RowOutcome::Ok);
 }
+
+#[test]
+fn sampling_parameters_and_metadata_sit_where_the_kit_merges_them_as_scalars() {
+    let mut result = finish_row(
+        0,
+        concurrency_row("m", 1, 2),
+        &[ok(0, 100, 0.1), ok(200, 100, 0.1)],
+        0,
+    );
+    result.summary.sampling_params = serde_json::from_value(serde_json::json!({
+        "temperature": 0.5,
+        "stop": ["END", "STOP"],
+        "chat_template_kwargs": {"enable_thinking": false}
+    }))
+    .unwrap();
+    result.summary.metadata = [("team", "infra"), ("build", "7")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    let json = serde_json::to_string_pretty(&result.summary).unwrap();
+    let keys = ordered_keys(&json);
+    let at = keys.iter().position(|k| k == "num_output_tokens").unwrap();
+    assert_eq!(
+        keys[at + 1..at + 8],
+        [
+            "additional_sampling_params_chat_template_kwargs_enable_thinking",
+            "additional_sampling_params_stop",
+            "additional_sampling_params_temperature",
+            "build",
+            "team",
+            "model_idx",
+            "timestamp",
+        ]
+    );
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        value["additional_sampling_params_stop"],
+        r#"["END","STOP"]"#
+    );
+    assert_eq!(
+        value["additional_sampling_params_chat_template_kwargs_enable_thinking"],
+        false
+    );
+    assert_eq!(value["team"], "infra");
+    assert_eq!(kit_summary_problems(&value), Vec::<String>::new());
+}
