@@ -8,6 +8,8 @@
 //! `json.dump(..., default=str)` writes numpy integers. The consolidated `.json` table holds the
 //! same lists and maps as JSON arrays and objects.
 
+use std::collections::BTreeMap;
+
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::{MetricStats, RowSummary};
@@ -165,14 +167,15 @@ impl RowSummary {
 
 /// `additional_sampling_params_<key>` for each sampling parameter, objects flattened with `_`
 /// as the kit's `flatten_dict` does; lists become their JSON text, so every value stays a
-/// scalar (the kit would write a list, which its own notebook cannot read).
+/// scalar (the kit would write a list, which its own notebook cannot read). Keys are unique
+/// (a flattened `{"a": {"b": 1}}` and a parameter `a_b` give one key, the latter's value).
 fn flat_sampling_params(
     params: &coebench_plan::SamplingParams,
-) -> Vec<(String, serde_json::Value)> {
+) -> BTreeMap<String, serde_json::Value> {
     fn flatten(
         prefix: String,
         value: &serde_json::Value,
-        out: &mut Vec<(String, serde_json::Value)>,
+        out: &mut BTreeMap<String, serde_json::Value>,
     ) {
         match value {
             serde_json::Value::Object(map) => {
@@ -180,11 +183,15 @@ fn flat_sampling_params(
                     flatten(format!("{prefix}_{k}"), v, out);
                 }
             }
-            serde_json::Value::Array(_) => out.push((prefix, value.to_string().into())),
-            scalar => out.push((prefix, scalar.clone())),
+            serde_json::Value::Array(_) => {
+                out.insert(prefix, value.to_string().into());
+            }
+            scalar => {
+                out.insert(prefix, scalar.clone());
+            }
         }
     }
-    let mut out = Vec::new();
+    let mut out = BTreeMap::new();
     for (key, value) in params {
         flatten(format!("additional_sampling_params_{key}"), value, &mut out);
     }
