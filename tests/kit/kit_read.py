@@ -10,8 +10,10 @@ pandas calls its notebooks and consolidator make (pandas 1.5.3, as the kit pins)
   successes, the client-vs-server percentiles per batch size, the per-batch table, and the
   summary as pd.DataFrame(summary, index=[0]) with the kit's column renaming;
 - benchmarking_bundles: read_perf_eval_json_files over the run folder (every file whose name
-  holds "summary" or "individual_responses"), the consolidator's uuid, batching and
-  switching-time steps, and the bundle notebook's pd.read_excel of the workbook;
+  holds "summary" or "individual_responses"), the consolidator's uuid, batching,
+  switching-time and representative-batch steps and its export (whose column choice must be
+  the kit block of coebench's workbook), and the bundle notebook's pd.read_excel of the
+  workbook;
 - the records' keys in the kit's order with the kit's types, and the response texts.
 
 Prints a JSON report on success; exits 1 naming the first problem otherwise.
@@ -22,6 +24,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 from collections import Counter
 
 import numpy as np
@@ -185,10 +188,30 @@ def consolidate(run_dir):
     merged["request_batching_frequencies"] = merged["uuid"].map(
         lambda u: dict(Counter(df_all[df_all["uuid"] == u]["requests_batching_per_request"]))
     )
+    def representative(u):
+        values = df_all[df_all["uuid"] == u]["requests_batching_per_request"].tolist()
+        total = sum(values)
+        for value, count in Counter(values).items():
+            if total and value * count / total > 0.5:
+                return value
+        return None
+
+    merged["representative_batch_size"] = merged["uuid"].map(representative)
     merged.sort_values("timestamp", inplace=True)
     for column in merged.columns:
         check(not column.endswith(("_x", "_y")), f"the consolidator's merge collides on {column}")
     return merged
+
+
+def kit_export(merged, kit_columns, out_path):
+    """The consolidator's export: its columns, less those no summary has, to_excel."""
+    missing = [c for c in ("num_concurrent_requests", "qps", "qps_distribution") if c not in merged.columns]
+    merged["multimodal_img_size"] = merged["name"].str.extract(r"multimodal_(small|medium|large)", expand=False)
+    if merged["multimodal_img_size"].isnull().all():
+        missing.append("multimodal_img_size")
+    selected = [c for c in kit_columns if c not in missing and c in merged.columns]
+    merged[selected].to_excel(out_path)
+    return selected
 
 
 def read_workbook(path, kit_columns, always):
@@ -244,7 +267,14 @@ def main():
     merged = consolidate(run_dir)
     report["consolidated_rows"] = len(merged)
     report["switching_time"] = [None if math.isnan(v) else v for v in merged["switching_time"].astype(float)]
+    with tempfile.TemporaryDirectory() as tmp:
+        kit_selected = kit_export(merged, contract["kit_columns"], os.path.join(tmp, "kit.xlsx"))
     columns, df = read_workbook(workbook, contract["kit_columns"], contract["always_columns"])
+    ours = [c for c in columns[1:] if c in contract["kit_columns"]]
+    check(
+        ours == kit_selected,
+        f"the kit's consolidator would write the columns {kit_selected}, coebench wrote {ours}",
+    )
     report["workbook_columns"] = columns
     report["workbook_rows"] = len(df)
     print(json.dumps(report))

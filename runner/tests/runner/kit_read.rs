@@ -2,8 +2,9 @@
 //! simulator over loopback HTTP): `tests/kit/kit_read.py`, with the pandas and openpyxl
 //! versions the kit pins, builds a one-row DataFrame from every summary as the kit's
 //! analyze-results notebook does, reads every record in the kit's key order and types, runs
-//! the bundle consolidator's reading steps over the run folder, and reads the workbook with
-//! `pd.read_excel` as the bundle notebook does, expecting the kit's columns in order.
+//! the bundle consolidator over the run folder (its own choice of columns must be the kit block
+//! of coebench's workbook), and reads the workbook with `pd.read_excel` as the bundle notebook
+//! does, expecting the kit's columns in order.
 //!
 //! The Python is `COEBENCH_PYTHON`, else `target/pyenv/bin/python` (`bash .ci/pyenv` makes it
 //! from tests/chart/requirements.txt and tests/kit/requirements.txt). Without it the test says
