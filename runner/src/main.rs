@@ -32,7 +32,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads `KEY=value` lines into the environment (never overriding variables already set).
+/// Loads `KEY=value` lines into the environment, never overriding variables already set (the
+/// kit loads its `.env` with override; here a Secret or CI variable wins over a file left in a
+/// folder). Without `--env-file`, the nearest `.env` from the working folder upwards.
 fn load_env_file(path: Option<&std::path::Path>) {
     match path {
         Some(path) => {

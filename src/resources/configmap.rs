@@ -68,6 +68,7 @@ pub fn build_plan(run: &CoeBenchmarkRun, namespace: &str) -> Plan {
             run_name: Some(run.name_any()),
             output_files_dir: Some(dirs.output_files_dir),
             consolidated_results_dir: Some(dirs.consolidated_results_dir),
+            consolidated_file_names: None,
         },
     }
 }

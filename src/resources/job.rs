@@ -407,6 +407,7 @@ pub(crate) mod tests {
             max_sequence_length: None,
             ignore_eos: None,
             min_tokens: None,
+            sampling_params: Default::default(),
         };
         let mut run = CoeBenchmarkRun::new(
             "bench-1",

@@ -268,6 +268,7 @@ pub fn run_client() {
         max_sequence_length: None,
         ignore_eos: None,
         min_tokens: None,
+        sampling_params: Default::default(),
     };
     let rows = vec![
         row(job.warmup_requests, job.concurrency.clamp(1, 50), None),
@@ -291,6 +292,7 @@ pub fn run_client() {
             run_name: Some("fidelity".into()),
             output_files_dir: Some(format!("{}/out", job.out_dir)),
             consolidated_results_dir: Some(format!("{}/consolidated", job.out_dir)),
+            consolidated_file_names: None,
         },
     };
     let collector = Arc::new(Collector {

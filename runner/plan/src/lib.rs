@@ -13,8 +13,15 @@ pub mod exposition;
 pub mod input;
 pub mod report;
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// Sampling parameters sent in every request body (`temperature`, `top_p`, `top_k`, ...), by
+/// their API names. Values are JSON values, passed through as given; `input::validate` checks
+/// the well-known ones and refuses the keys coebench sets itself.
+pub type SamplingParams = BTreeMap<String, serde_json::Value>;
 
 /// A whole benchmark: the endpoint to load, the rows to run in order, and run-wide options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -142,6 +149,20 @@ pub struct Row {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub min_tokens: Option<u32>,
+    /// Sampling parameters of this row's requests (for example `temperature: 0.7`, `top_p`,
+    /// `top_k`), merged over the run's `options.samplingParams` key by key. Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "schema::any_values")]
+    pub sampling_params: SamplingParams,
+}
+
+impl Row {
+    /// The sampling parameters the row's requests send: the run's, with the row's on top.
+    pub fn effective_sampling_params(&self, options: &RunOptions) -> SamplingParams {
+        let mut merged = options.sampling_params.clone();
+        merged.extend(self.sampling_params.clone());
+        merged
+    }
 }
 
 /// How a row generates load, derived from [`Row`].
@@ -292,6 +313,22 @@ pub struct RunOptions {
     /// 0 to 300; default 10, well under Kubernetes' 30 s `terminationGracePeriodSeconds`.
     #[serde(default = "default_stop_grace_seconds")]
     pub stop_grace_seconds: f64,
+    /// Sampling parameters of every request (`temperature`, `top_p`, `top_k`, `seed`, `stop`,
+    /// ...; the kit's `--sampling-params`), sent in the request body under their own names. A
+    /// row's `samplingParams` override them key by key. Default: none (the server's defaults).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "schema::any_values")]
+    pub sampling_params: SamplingParams,
+    /// Free-form labels of the run (the kit's `--metadata`), written to `run.json`, every row's
+    /// summary (as top-level text values, as the kit merges them) and the consolidated table
+    /// (one column per key, after coebench's). Keys: letters, digits, `_`, `-`, `.`. Default:
+    /// none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Save every request's prompt and generated text in `<base>_response_texts.jsonl` (the
+    /// kit's `--save-llm-responses`), written with the row's other files. Default false.
+    #[serde(default)]
+    pub save_response_texts: bool,
 }
 
 /// Default of [`RunOptions::stop_grace_seconds`].
@@ -315,6 +352,9 @@ impl Default for RunOptions {
             ignore_eos: None,
             min_tokens: None,
             stop_grace_seconds: DEFAULT_STOP_GRACE_SECONDS,
+            sampling_params: SamplingParams::new(),
+            metadata: BTreeMap::new(),
+            save_response_texts: false,
         }
     }
 }
@@ -334,6 +374,38 @@ pub struct OutputOptions {
     /// Default `coebench-results/consolidated_results`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consolidated_results_dir: Option<String>,
+    /// How the consolidated files are named. Default `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidated_file_names: Option<ConsolidatedFileNames>,
+}
+
+/// Names of the consolidated table's files: both conventions of the kit exist in the wild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsolidatedFileNames {
+    /// `consolidated_results_<run_name>.xlsx` (and `.csv`, `.json`), as the seed README and the
+    /// kit before October 2025 name it.
+    #[default]
+    Seed,
+    /// `<run_name>.xlsx` (and `.csv`, `.json`), as the kit's latest consolidator and its bundle
+    /// notebook name it.
+    Kit,
+    /// Both: the seed's three files, plus the workbook again as `<run_name>.xlsx`.
+    Both,
+}
+
+/// JSON schemas that schemars cannot derive in a form Kubernetes accepts.
+mod schema {
+    use schemars::{Schema, SchemaGenerator, json_schema};
+
+    /// An object whose values are any JSON value (sampling parameters). Kubernetes needs
+    /// `x-kubernetes-preserve-unknown-fields` on it, as a structural schema types every field.
+    pub fn any_values(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true,
+        })
+    }
 }
 
 fn default_timeout_seconds() -> f64 {

@@ -49,6 +49,11 @@ pub struct SimulatorConfig {
     /// requests, sent with `process_prompt: false`, pay none. Default 0.
     #[serde(default)]
     pub chat_template_tokens: u32,
+    /// A Hugging Face `tokenizer.json` to count prompt tokens with, including the special tokens
+    /// it adds to every text (Llama 3's BOS), as a server running the model's tokenizer counts
+    /// them. A relative path starts at the working folder. Default: the embedded `cl100k_base`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
     /// Memory of each executor: DDR holding every model's weights, HBM holding configurations.
     pub memory: MemoryConfig,
     /// The models of the bundle; at least one.

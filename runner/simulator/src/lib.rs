@@ -89,6 +89,9 @@ pub enum SimulatorError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The config's `tokenizer` could not be loaded.
+    #[error("simulator config: {0}")]
+    Tokenizer(#[from] coebench_support::tokenizer::TokenizerError),
     /// The truth log could not be created or written.
     #[error("truth log {path}: {source}; check the directory exists and is writable")]
     TruthLog {
@@ -208,6 +211,10 @@ impl Simulator {
             }
             None => (None, None),
         };
+        let tokenizer = match &config.tokenizer {
+            Some(path) => coebench_support::tokenizer::Tokenizer::from_file(path)?,
+            None => coebench_support::tokenizer::Tokenizer::embedded(),
+        };
         let start = Instant::now();
         let start_unix_us = jiff::Timestamp::now().as_microsecond();
         let (job_tx, job_rx) = mpsc::unbounded_channel();
@@ -225,7 +232,7 @@ impl Simulator {
             truth: truth::TruthStore::new(options.keep_truth_in_memory, log_tx),
             lag: truth::LagHistogram::new(),
             limiters,
-            tokenizer: coebench_support::tokenizer::Tokenizer::embedded(),
+            tokenizer,
             scheduler: job_tx,
             record_token_times: options.record_token_times,
             config,

@@ -249,7 +249,9 @@ fn prepare(body: &[u8], route: Route, ctx: &Ctx) -> Result<Prepared, ApiError> {
         Route::GenericV2 => request::parse_generic(body, true)?,
         Route::Chat => request::parse_chat(body)?,
     };
-    let text_tokens = u32::try_from(ctx.tokenizer.count_tokens(&parsed.prompt)).unwrap_or(u32::MAX);
+    // A server's tokenizer adds its special tokens (a BOS) to the prompt it encodes.
+    let counted = ctx.tokenizer.count_tokens(&parsed.prompt) + ctx.tokenizer.special_tokens_added();
+    let text_tokens = u32::try_from(counted).unwrap_or(u32::MAX);
     Ok(Prepared {
         parsed,
         text_tokens,

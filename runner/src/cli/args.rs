@@ -1,10 +1,12 @@
 //! Command-line arguments: parsed with no I/O; [`crate::cli::inputs`] turns them into a plan.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use coebench_plan::{ApiKind, ImageSize, QpsDistribution};
+use coebench_plan::input::sampling;
+use coebench_plan::{ApiKind, ConsolidatedFileNames, ImageSize, QpsDistribution, SamplingParams};
 
 /// Benchmark LLM endpoints that serve many models behind one API (a composition of experts).
 #[derive(Debug, Parser)]
@@ -22,8 +24,9 @@ pub struct Cli {
     /// Log format on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Environment file to load before reading credentials (default: `.env` in the working
-    /// folder, when it exists).
+    /// Environment file to load before reading credentials (default: the `.env` of the working
+    /// folder or of the nearest folder above it that has one). Variables already set in the
+    /// environment win over the file.
     #[arg(long, global = true, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
     /// What to do.
@@ -161,6 +164,22 @@ pub struct RunArgs {
     /// Send `min_tokens` (vLLM, SGLang) with every request.
     #[arg(long, value_name = "N", help_heading = "Overrides")]
     pub min_tokens: Option<u32>,
+    /// Sampling parameters of every request as a JSON object (the kit's --sampling-params),
+    /// e.g. '{"temperature": 0.7, "top_p": 0.9}'; replaces the plan's.
+    #[arg(long, value_name = "JSON", value_parser = sampling::parse_sampling_params_text, help_heading = "Overrides")]
+    pub sampling_params: Option<SamplingParams>,
+    /// Labels of the run, k=v pairs separated by commas (the kit's --metadata; repeatable),
+    /// added to the plan's.
+    #[arg(long, value_name = "K=V,...", value_parser = sampling::parse_metadata_text, help_heading = "Overrides")]
+    pub metadata: Vec<BTreeMap<String, String>>,
+    /// Save every request's prompt and generated text in <base>_response_texts.jsonl (the
+    /// kit's --save-llm-responses).
+    #[arg(long, help_heading = "Overrides")]
+    pub save_response_texts: bool,
+    /// Names of the consolidated files: seed (consolidated_results_<run>.*, the default), kit
+    /// (<run>.*) or both.
+    #[arg(long, value_enum, value_name = "NAMES", help_heading = "Overrides")]
+    pub consolidated_file_names: Option<ConsolidatedFileNamesArg>,
     /// Write the compact run report here (in a cluster: /dev/termination-log).
     #[arg(long, value_name = "FILE", help_heading = "Reporting")]
     pub report_file: Option<PathBuf>,
@@ -314,6 +333,27 @@ impl From<QpsDistributionArg> for QpsDistribution {
             QpsDistributionArg::Constant => QpsDistribution::Constant,
             QpsDistributionArg::Uniform => QpsDistribution::Uniform,
             QpsDistributionArg::Exponential => QpsDistribution::Exponential,
+        }
+    }
+}
+
+/// `--consolidated-file-names` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsolidatedFileNamesArg {
+    /// consolidated_results_<run>.xlsx, .csv, .json.
+    Seed,
+    /// <run>.xlsx, .csv, .json, as the kit's latest consolidator names them.
+    Kit,
+    /// The seed's files, plus the workbook as <run>.xlsx.
+    Both,
+}
+
+impl From<ConsolidatedFileNamesArg> for ConsolidatedFileNames {
+    fn from(names: ConsolidatedFileNamesArg) -> Self {
+        match names {
+            ConsolidatedFileNamesArg::Seed => ConsolidatedFileNames::Seed,
+            ConsolidatedFileNamesArg::Kit => ConsolidatedFileNames::Kit,
+            ConsolidatedFileNamesArg::Both => ConsolidatedFileNames::Both,
         }
     }
 }

@@ -80,6 +80,7 @@ fn quick_plan(row: &QuickRowArgs) -> Result<LoadedPlan, InputErrors> {
             max_sequence_length: None,
             ignore_eos: None,
             min_tokens: None,
+            sampling_params: Default::default(),
         }],
         options: RunOptions::default(),
         output: OutputOptions::default(),
@@ -126,7 +127,19 @@ pub fn apply_overrides(plan: &mut Plan, args: &RunArgs) {
     if let Some(n) = args.min_tokens {
         options.min_tokens = Some(n);
     }
+    if let Some(params) = &args.sampling_params {
+        options.sampling_params = params.clone();
+    }
+    for metadata in &args.metadata {
+        options.metadata.extend(metadata.clone());
+    }
+    if args.save_response_texts {
+        options.save_response_texts = true;
+    }
     let output = &mut plan.output;
+    if let Some(names) = args.consolidated_file_names {
+        output.consolidated_file_names = Some(names.into());
+    }
     if let Some(name) = &args.run_name {
         output.run_name = Some(name.clone());
     }
@@ -170,6 +183,21 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_sampling_params_or_metadata_flag_is_a_usage_error_naming_it() {
+        let err = Cli::try_parse_from(["coebench", "run", "--sampling-params", "{oops"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--sampling-params") && err.contains("not a JSON object"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["coebench", "run", "--metadata", "nokey"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"nokey\" is not k=v"), "{err}");
+    }
+
+    #[test]
     fn no_input_says_what_to_give() {
         let args = run_args(&["coebench", "run"]);
         let err = load_plan(&args.input).unwrap_err().to_string();
@@ -191,9 +219,25 @@ mod tests {
             "r1",
             "--output-files-dir",
             "/tmp/o",
+            "--sampling-params",
+            r#"{"temperature": 0.3}"#,
+            "--metadata",
+            "team=infra,build=7",
+            "--metadata",
+            "stage=ci",
+            "--save-response-texts",
+            "--consolidated-file-names",
+            "kit",
         ]);
         let mut plan = load_plan(&args.input).unwrap().plan;
         apply_overrides(&mut plan, &args);
+        assert_eq!(plan.options.sampling_params["temperature"], 0.3);
+        assert_eq!(plan.options.metadata.len(), 3);
+        assert!(plan.options.save_response_texts);
+        assert_eq!(
+            plan.output.consolidated_file_names,
+            Some(coebench_plan::ConsolidatedFileNames::Kit)
+        );
         assert_eq!(plan.options.seed, 9);
         assert_eq!(plan.options.timeout_seconds, 5.0);
         assert_eq!(plan.output.run_name.as_deref(), Some("r1"));

@@ -35,7 +35,8 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         Err(
             e @ (SimulatorError::Invalid(_)
             | SimulatorError::Parse { .. }
-            | SimulatorError::Read { .. }),
+            | SimulatorError::Read { .. }
+            | SimulatorError::Tokenizer(_)),
         ) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_INVALID_CONFIG)

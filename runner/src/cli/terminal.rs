@@ -48,6 +48,9 @@ impl Terminal {
             let _ = writeln!(out, "Consolidated table:         {}", paths.xlsx.display());
             let _ = writeln!(out, "                            {}", paths.csv.display());
             let _ = writeln!(out, "                            {}", paths.json.display());
+            if let Some(kit_xlsx) = &paths.kit_xlsx {
+                let _ = writeln!(out, "                            {}", kit_xlsx.display());
+            }
         }
         let saturated = result
             .rows

@@ -219,6 +219,7 @@ pub(crate) fn body(
                 stream_options: StreamOptions {
                     include_usage: true,
                 },
+                sampling: spec.sampling_params,
             })
         }
         Route::GenericV1 | Route::GenericV2 => {
@@ -228,10 +229,12 @@ pub(crate) fn body(
                 });
             }
             let params = generic_params(spec);
+            let sampling = spec.sampling_params.into_iter().flatten();
             if target.route == Route::GenericV2 {
                 let raw: serde_json::Map<String, serde_json::Value> = params
                     .into_iter()
                     .map(|(name, param)| (name.to_string(), param.raw()))
+                    .chain(sampling.map(|(k, v)| (k.clone(), v.clone())))
                     .collect();
                 serde_json::to_vec(&serde_json::json!({
                     "items": [{"id": "item1", "value": spec.prompt}],
@@ -241,6 +244,7 @@ pub(crate) fn body(
                 let typed: serde_json::Map<String, serde_json::Value> = params
                     .into_iter()
                     .map(|(name, param)| (name.to_string(), param.typed()))
+                    .chain(sampling.map(|(k, v)| (k.clone(), typed_value(v))))
                     .collect();
                 serde_json::to_vec(&serde_json::json!({
                     "instance": spec.prompt,
@@ -281,6 +285,21 @@ impl Param<'_> {
     }
 }
 
+/// A sampling parameter in the v1 typed form: `{"type": "float", "value": "0.7"}` (Python's
+/// type names and `str()`); lists and objects as their JSON text with type `str`.
+fn typed_value(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let (kind, text) = match value {
+        Value::Bool(true) => ("bool", "True".to_string()),
+        Value::Bool(false) => ("bool", "False".to_string()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => ("int", n.to_string()),
+        Value::Number(n) => ("float", n.to_string()),
+        Value::String(s) => ("str", s.clone()),
+        other => ("str", other.to_string()),
+    };
+    serde_json::json!({"type": kind, "value": text})
+}
+
 /// `max_tokens_to_generate`, plus expert selection for `Bundle/<expert>` models.
 fn generic_params<'a>(spec: &RequestSpec<'a>) -> Vec<(&'static str, Param<'a>)> {
     let mut params = vec![("max_tokens_to_generate", Param::Int(spec.max_tokens.into()))];
@@ -304,6 +323,9 @@ struct ChatBody<'a> {
     min_tokens: Option<u32>,
     stream: bool,
     stream_options: StreamOptions,
+    /// The plan's sampling parameters, at the top level of the body as the kit sends them.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    sampling: Option<&'a coebench_plan::SamplingParams>,
 }
 
 #[derive(Serialize)]

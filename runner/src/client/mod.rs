@@ -78,6 +78,9 @@ pub struct RequestSpec<'a> {
     pub ignore_eos: Option<bool>,
     /// `min_tokens` (vLLM, SGLang) for chat requests; not sent when `None`.
     pub min_tokens: Option<u32>,
+    /// Sampling parameters (`temperature`, `top_p`, ...), sent under their own names: at the
+    /// top of chat bodies, in `params` of SambaStudio generic bodies. Validated with the plan.
+    pub sampling_params: Option<&'a coebench_plan::SamplingParams>,
 }
 
 /// A request body serialised once; cloning it is cheap, so a row reuses it for every request.

@@ -121,6 +121,7 @@ mod tests {
                 run_name: None,
                 output_files_dir: Some(files.display().to_string()),
                 consolidated_results_dir: Some(consolidated.display().to_string()),
+                consolidated_file_names: None,
             },
         }
     }

@@ -18,6 +18,7 @@ use crate::engine::template_probe::TemplateOverheads;
 use crate::output::naming;
 use crate::statistics::record::{RequestContext, RequestRecord};
 use crate::statistics::record_digest::RecordDigest;
+use crate::statistics::response_texts::ResponseTextSpool;
 use crate::statistics::spool::{RecordSpool, SpoolError};
 use crate::statistics::summary::{RowExecution, RowResult};
 use crate::workload::image::ImageSet;
@@ -108,6 +109,7 @@ impl PreparedRow {
             tokens: row.input_tokens,
             source,
         };
+        let sampling_params = row.effective_sampling_params(options);
         let mut built = Vec::new();
         let mut by_request = Vec::with_capacity(row.num_requests as usize);
         let mut by_template: HashMap<&'static str, u32> = HashMap::new();
@@ -138,6 +140,7 @@ impl PreparedRow {
                     max_tokens: row.output_tokens,
                     ignore_eos: row.ignore_eos.or(options.ignore_eos),
                     min_tokens: row.min_tokens.or(options.min_tokens),
+                    sampling_params: Some(&sampling_params),
                 })
                 .map_err(|e| RowSetupError::Request(e.to_string()))?;
             let at = u32::try_from(built.len()).unwrap_or(u32::MAX);
@@ -194,6 +197,14 @@ pub async fn run_row(
     let started = Instant::now();
     let names = naming::row_names(row_index, row);
     let spool = Arc::new(RecordSpool::create(&shared.run_dir, &names.base)?);
+    let texts = if shared.options.save_response_texts {
+        Some(Arc::new(ResponseTextSpool::create(
+            &shared.run_dir,
+            &names.base,
+        )?))
+    } else {
+        None
+    };
     shared.observer.row_started(row_index, row, &names.base);
     let request_tag = names.uuid.simple().to_string()[..12].to_string();
     let mut execution = RowExecution::new(
@@ -205,6 +216,9 @@ pub async fn run_row(
         started_wall,
     );
     execution.spool = Some(Arc::clone(&spool));
+    execution.response_texts = texts.clone();
+    execution.sampling_params = row.effective_sampling_params(&shared.options);
+    execution.metadata = shared.options.metadata.clone();
     let timeout = saturating_duration(shared.options.request_timeout_seconds);
     let send = {
         let shared = Arc::clone(shared);
@@ -215,6 +229,7 @@ pub async fn run_row(
             let shared = Arc::clone(&shared);
             let prepared = Arc::clone(&prepared);
             let spool = Arc::clone(&spool);
+            let texts = texts.clone();
             let model = model.clone();
             let request_id = format!("{request_tag}-{row_index}-{index}");
             async move {
@@ -232,6 +247,22 @@ pub async fn run_row(
                         error.kind.code(),
                         error.message
                     ));
+                    shared.stop.stop();
+                }
+                if let Some(texts) = &texts
+                    && let Err(e) = texts.append(
+                        index,
+                        prompt.name,
+                        &prompt.text,
+                        &measurement.generated_text,
+                    )
+                {
+                    tracing::error!(
+                        row = row_index,
+                        request = index,
+                        "cannot save the text: {e}"
+                    );
+                    let _ = shared.write_failure.set(e.to_string());
                     shared.stop.stop();
                 }
                 let context = RequestContext {

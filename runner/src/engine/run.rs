@@ -198,7 +198,9 @@ pub async fn run_plan(
         write_failure: Arc::new(OnceLock::new()),
     });
     let mut files = RunFiles {
-        table: ConsolidatedTable::new(&run_name),
+        table: ConsolidatedTable::new(&run_name)
+            .named(plan.output.consolidated_file_names.unwrap_or_default())
+            .with_metadata(plan.options.metadata.clone()),
         manifest,
         consolidated: None,
         summaries: Vec::with_capacity(plan.rows.len()),

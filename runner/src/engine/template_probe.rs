@@ -1,7 +1,7 @@
 //! Measuring the prompt tokens a server's chat template adds to a user message, for the
 //! tokenizer check ([`crate::statistics::summary::TokenizerCheck`]): one request with a known short prompt
-//! and `max_tokens` 1, whose server prompt count minus the client's count of the text is the
-//! template's overhead. It is sent after a row's requests (never before: it would warm the model
+//! and `max_tokens` 1, whose server prompt count minus the client's count of the text (with the
+//! special tokens its tokenizer adds, a BOS for Llama 3) is the template's overhead. It is sent after a row's requests (never before: it would warm the model
 //! and hide the row's switching time), once per model and run, and only when the row's server
 //! reported prompt counts.
 
@@ -52,6 +52,7 @@ async fn probe(client: &EndpointClient, tokenizer: &Tokenizer, model: &str) -> O
             max_tokens: 1,
             ignore_eos: None,
             min_tokens: None,
+            sampling_params: None,
         })
         .ok()?;
     let measured = client
@@ -62,6 +63,10 @@ async fn probe(client: &EndpointClient, tokenizer: &Tokenizer, model: &str) -> O
         return None;
     }
     let server = i64::try_from(measured.server?.input_tokens?).ok()?;
-    let client_count = i64::try_from(tokenizer.count_tokens(PROBE_TEXT)).ok()?;
+    // The tokenizer's own special tokens (a BOS) count as prompt, as in every row's prompt
+    // (`workload::prompt::text_tokens_for`), so the overhead is the template's rest.
+    let client_count =
+        i64::try_from(tokenizer.count_tokens(PROBE_TEXT) + tokenizer.special_tokens_added())
+            .ok()?;
     Some(server - client_count)
 }

@@ -1,17 +1,17 @@
 //! The consolidated table's columns: a flat declarative list, the kit's columns first in the
 //! kit's order, then coebench's.
 //!
-//! The kit's list is the union of its V-Oct25 and HEAD consolidated columns (kit-reference
-//! 6.4), merged as documented in `docs/metrics.md`: `uuid` first (V-Oct25's index), every
-//! column both versions share in their common order, HEAD's `switching_time` right after
-//! `error_code_frequency` (where HEAD puts it), then V-Oct25's `requests_grouping` and
-//! `requests_batching` before the `request_batching_frequencies` and
-//! `representative_batch_size` both versions end with. Unlike the kit, every column is always
-//! present (an empty cell when it does not apply), so the header is the same for every run.
-//! This module maps a [`RowSummary`] to cells; writing them is [`super::consolidated`]'s job.
+//! The kit's block is its latest (HEAD) consolidator's column list, in its order
+//! (kit-reference 6.4). Like the kit, a run's table leaves out the kit's optional columns
+//! ([`Column::optional`]: the load columns, `multimodal_img_size` and the statistics) when no
+//! row has a value for them, so a run without speculative decoding has no `acceptance_rate_*`
+//! columns. coebench's columns, always present, follow: `uuid` (V-Oct25's index) and V-Oct25's
+//! `requests_grouping` and `requests_batching` among them. This module maps a [`RowSummary`]
+//! to cells; choosing the columns of a run and writing them is [`super::consolidated`]'s job.
 
 use std::collections::BTreeMap;
 
+use crate::statistics::python_text;
 use crate::statistics::stats::Stats;
 use crate::statistics::summary::{RowOutcome, RowSummary};
 use coebench_plan::Load;
@@ -41,54 +41,13 @@ impl Cell {
     /// The text of the cell as the kit's pandas wrote it into a spreadsheet: lists and dicts as
     /// Python's `str()`; `None` for cells that are not text.
     pub fn python_text(&self) -> Option<String> {
-        let join = |items: Vec<String>| items.join(", ");
         match self {
-            Cell::IntList(items) => Some(format!(
-                "[{}]",
-                join(items.iter().map(u32::to_string).collect())
-            )),
-            Cell::IntMap(map) => Some(format!(
-                "{{{}}}",
-                join(map.iter().map(|(k, v)| format!("{k}: {v}")).collect())
-            )),
-            Cell::CountMap(map) => Some(format!(
-                "{{{}}}",
-                join(
-                    map.iter()
-                        .map(|(k, v)| format!("{}: {v}", python_str_repr(k)))
-                        .collect()
-                )
-            )),
+            Cell::IntList(items) => Some(python_text::int_list(items)),
+            Cell::IntMap(map) => Some(python_text::int_map(map)),
+            Cell::CountMap(map) => Some(python_text::count_map(map)),
             _ => None,
         }
     }
-}
-
-/// Python's `repr()` of a string: single quotes unless the text holds a single quote and no
-/// double quote.
-pub fn python_str_repr(text: &str) -> String {
-    let quote = if text.contains('\'') && !text.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push(quote);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
 }
 
 /// A column: its header and how to compute its cell from a row's summary.
@@ -98,6 +57,9 @@ pub struct Column {
     pub name: &'static str,
     /// The cell of a row.
     pub value: fn(&RowSummary) -> Cell,
+    /// Left out of a run's table when every row's cell is empty (as the kit leaves out a
+    /// column no summary has).
+    pub optional: bool,
 }
 
 fn num(v: Option<f64>) -> Cell {
@@ -120,48 +82,68 @@ fn files_written(s: &RowSummary) -> bool {
     s.outcome != RowOutcome::NotRun
 }
 
-/// `column!("header", |s| cell)`.
+/// `column!("header", |s| cell)`: a column every table has.
 macro_rules! column {
     ($name:literal, $value:expr) => {
         Column {
             name: $name,
             value: $value,
+            optional: false,
         }
     };
 }
 
-/// `stat_column!("header", "metric", field)`: a statistic of a metric.
+/// `optional_column!("header", |s| cell)`: a kit column a table has when a row has a value.
+macro_rules! optional_column {
+    ($name:literal, $value:expr) => {
+        Column {
+            name: $name,
+            value: $value,
+            optional: true,
+        }
+    };
+}
+
+/// `stat_column!("header", "metric", field)`: a statistic of a metric. The kit's are optional
+/// (`kit`), coebench's always present (`own`).
 macro_rules! stat_column {
+    (own $name:literal, $metric:literal, $field:ident) => {
+        Column {
+            name: $name,
+            value: |s| stat(s, $metric, |st| st.$field),
+            optional: false,
+        }
+    };
     ($name:literal, $metric:literal, $field:ident) => {
         Column {
             name: $name,
             value: |s| stat(s, $metric, |st| st.$field),
+            optional: true,
         }
     };
 }
 
-/// The kit's columns (union of V-Oct25 and HEAD), in order.
+/// The kit's columns (HEAD's consolidator), in order.
 pub const KIT_COLUMNS: &[Column] = &[
-    column!("uuid", |s| Cell::Text(s.row_uuid.to_string())),
     column!("name", |s| Cell::Text(s.name.clone())),
     column!("model", |s| Cell::Text(s.model.clone())),
     column!("num_input_tokens", |s| int(Some(s.num_input_tokens.into()))),
     column!("num_output_tokens", |s| int(Some(
         s.num_output_tokens.into()
     ))),
-    column!("num_concurrent_requests", |s| match s.load {
+    optional_column!("num_concurrent_requests", |s| match s.load {
         Load::Concurrency(c) => int(Some(c.into())),
         Load::Rate { .. } => Cell::Empty,
     }),
-    column!("qps", |s| match s.load {
+    optional_column!("qps", |s| match s.load {
         Load::Rate { qps, .. } => num(Some(qps)),
         Load::Concurrency(_) => Cell::Empty,
     }),
-    column!("qps_distribution", |s| match s.load {
+    optional_column!("qps_distribution", |s| match s.load {
         Load::Rate { distribution, .. } => Cell::Text(distribution.as_str().into()),
         Load::Concurrency(_) => Cell::Empty,
     }),
-    column!("multimodal_img_size", |s| s
+    optional_column!("multimodal_img_size", |s| s
         .image_size
         .map_or(Cell::Empty, |size| Cell::Text(size.as_str().into()))),
     stat_column!("server_ttft_s_min", "server_ttft_s", min),
@@ -282,12 +264,6 @@ pub const KIT_COLUMNS: &[Column] = &[
         s.error_code_frequency.clone()
     )),
     column!("switching_time", |s| num(s.switching.switching_time_s)),
-    column!("requests_grouping", |s| Cell::IntList(
-        s.batching.requests_grouping.clone()
-    )),
-    column!("requests_batching", |s| Cell::IntList(
-        s.batching.requests_batching.clone()
-    )),
     column!("request_batching_frequencies", |s| Cell::IntMap(
         s.batching.request_batching_frequencies.clone()
     )),
@@ -300,6 +276,7 @@ pub const KIT_COLUMNS: &[Column] = &[
 /// coebench's columns, after the kit's.
 pub const OWN_COLUMNS: &[Column] = &[
     column!("row_index", |s| int(u64::try_from(s.row_index).ok())),
+    column!("uuid", |s| Cell::Text(s.row_uuid.to_string())),
     column!("outcome", |s| Cell::Text(s.outcome.as_str().into())),
     column!("num_requests_planned", |s| int(Some(s.num_requests.into()))),
     column!("num_requests_not_sent", |s| int(Some(
@@ -324,56 +301,62 @@ pub const OWN_COLUMNS: &[Column] = &[
             )
         }
     )),
-    stat_column!("server_ttft_s_p90", "server_ttft_s", p90),
-    stat_column!("server_ttft_s_p99", "server_ttft_s", p99),
-    stat_column!("client_ttft_s_p90", "client_ttft_s", p90),
-    stat_column!("client_ttft_s_p99", "client_ttft_s", p99),
+    column!("requests_grouping", |s| Cell::IntList(
+        s.batching.requests_grouping.clone()
+    )),
+    column!("requests_batching", |s| Cell::IntList(
+        s.batching.requests_batching.clone()
+    )),
+    stat_column!(own "server_ttft_s_p90", "server_ttft_s", p90),
+    stat_column!(own "server_ttft_s_p99", "server_ttft_s", p99),
+    stat_column!(own "client_ttft_s_p90", "client_ttft_s", p90),
+    stat_column!(own "client_ttft_s_p99", "client_ttft_s", p99),
     stat_column!(
-        "client_end_to_end_latency_s_p90",
+        own "client_end_to_end_latency_s_p90",
         "client_end_to_end_latency_s",
         p90
     ),
     stat_column!(
-        "client_end_to_end_latency_s_p99",
+        own "client_end_to_end_latency_s_p99",
         "client_end_to_end_latency_s",
         p99
     ),
     stat_column!(
-        "client_server_ttft_gap_s_p50",
+        own "client_server_ttft_gap_s_p50",
         "client_server_ttft_gap_s",
         p50
     ),
     stat_column!(
-        "client_server_ttft_gap_s_p90",
+        own "client_server_ttft_gap_s_p90",
         "client_server_ttft_gap_s",
         p90
     ),
     stat_column!(
-        "client_server_ttft_gap_s_p99",
+        own "client_server_ttft_gap_s_p99",
         "client_server_ttft_gap_s",
         p99
     ),
-    stat_column!("client_tpot_s_p50", "client_tpot_s", p50),
-    stat_column!("client_tpot_s_p90", "client_tpot_s", p90),
-    stat_column!("client_tpot_s_p99", "client_tpot_s", p99),
+    stat_column!(own "client_tpot_s_p50", "client_tpot_s", p50),
+    stat_column!(own "client_tpot_s_p90", "client_tpot_s", p90),
+    stat_column!(own "client_tpot_s_p99", "client_tpot_s", p99),
     stat_column!(
-        "client_mean_inter_token_latency_s_p50",
+        own "client_mean_inter_token_latency_s_p50",
         "client_mean_inter_token_latency_s",
         p50
     ),
     stat_column!(
-        "client_mean_inter_token_latency_s_p90",
+        own "client_mean_inter_token_latency_s_p90",
         "client_mean_inter_token_latency_s",
         p90
     ),
     stat_column!(
-        "client_mean_inter_token_latency_s_p99",
+        own "client_mean_inter_token_latency_s_p99",
         "client_mean_inter_token_latency_s",
         p99
     ),
-    stat_column!("dispatch_delay_s_p50", "dispatch_delay_s", p50),
-    stat_column!("dispatch_delay_s_p99", "dispatch_delay_s", p99),
-    stat_column!("dispatch_delay_s_max", "dispatch_delay_s", max),
+    stat_column!(own "dispatch_delay_s_p50", "dispatch_delay_s", p50),
+    stat_column!(own "dispatch_delay_s_p99", "dispatch_delay_s", p99),
+    stat_column!(own "dispatch_delay_s_max", "dispatch_delay_s", max),
     column!("target_qps", |s| num(s.load_accuracy.target_qps)),
     column!("achieved_qps", |s| num(s.load_accuracy.achieved_qps)),
     column!("target_concurrency", |s| int(s
@@ -423,7 +406,14 @@ pub const OWN_COLUMNS: &[Column] = &[
     } else {
         Cell::Empty
     }),
+    column!("response_texts_file", |s| match &s.response_texts_file {
+        Some(name) if files_written(s) => Cell::Text(name.clone()),
+        _ => Cell::Empty,
+    }),
 ];
+
+/// Prefix of the columns of the run's metadata, after coebench's: `metadata_<key>`.
+pub const METADATA_COLUMN_PREFIX: &str = "metadata_";
 
 /// Every column, the kit's then coebench's.
 pub fn all_columns() -> impl Iterator<Item = &'static Column> {
@@ -446,17 +436,9 @@ mod tests {
 
     #[test]
     fn python_strings() {
-        assert_eq!(Cell::IntList(vec![]).python_text().unwrap(), "[]");
         assert_eq!(Cell::IntList(vec![1, 2]).python_text().unwrap(), "[1, 2]");
-        let map = BTreeMap::from([(4, 8), (8, 16)]);
-        assert_eq!(Cell::IntMap(map).python_text().unwrap(), "{4: 8, 8: 16}");
-        let codes = BTreeMap::from([("503".to_string(), 2), ("timeout".to_string(), 1)]);
-        assert_eq!(
-            Cell::CountMap(codes).python_text().unwrap(),
-            "{'503': 2, 'timeout': 1}"
-        );
-        assert_eq!(python_str_repr("it's"), "\"it's\"");
-        assert_eq!(python_str_repr("a'\"b"), "'a\\'\"b'");
+        let codes = BTreeMap::from([("503".to_string(), 2)]);
+        assert_eq!(Cell::CountMap(codes).python_text().unwrap(), "{'503': 2}");
         assert_eq!(Cell::Int(3).python_text(), None);
     }
 

@@ -4,6 +4,7 @@
 //! The engine fills a [`RunManifest`] as the run goes and may rewrite it after every row. It
 //! never holds credentials: URLs are stored without user info or query string.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,9 @@ pub struct RunManifest {
     pub inputs: ManifestInputs,
     /// The endpoint benchmarked.
     pub endpoint: ManifestEndpoint,
+    /// The run's free-form metadata (plan `options.metadata`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
     /// One entry per plan row that has an outcome, in plan order.
     pub rows: Vec<ManifestRow>,
     /// How the run ended; `None` while it runs.
@@ -73,6 +77,9 @@ pub struct ManifestRow {
     pub summary_file: Option<String>,
     /// Per-request file name (in the run folder); `None` when the row did not run.
     pub individual_responses_file: Option<String>,
+    /// Generated-texts file name (in the run folder), when the run saves them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_texts_file: Option<String>,
     /// Requests sent.
     pub num_requests_started: u32,
     /// Requests that succeeded.
@@ -119,13 +126,15 @@ impl RunManifest {
                 api: endpoint.api,
                 url: endpoint.url.as_deref().map(redact_url),
             },
+            metadata: BTreeMap::new(),
             rows: Vec::new(),
             exit: None,
         }
     }
 
-    /// Records the plan, with its endpoint URL redacted.
+    /// Records the plan, with its endpoint URL redacted, and the run's metadata.
     pub fn set_plan(&mut self, plan: &Plan) {
+        self.metadata = plan.options.metadata.clone();
         let mut plan = plan.clone();
         plan.endpoint.url = plan.endpoint.url.as_deref().map(redact_url);
         self.inputs.plan = Some(plan);
@@ -142,6 +151,7 @@ impl RunManifest {
         let mut row = ManifestRow::from_summary(summary);
         row.summary_file = None;
         row.individual_responses_file = None;
+        row.response_texts_file = None;
         row.files_not_written = Some(why.to_string());
         self.insert_row(row);
     }
@@ -170,6 +180,7 @@ impl ManifestRow {
             row_uuid: summary.row_uuid.to_string(),
             summary_file: ran.then(|| summary.summary_file()),
             individual_responses_file: ran.then(|| summary.individual_responses_file()),
+            response_texts_file: summary.response_texts_file.clone().filter(|_| ran),
             num_requests_started: summary.num_requests_started,
             num_completed_requests: summary.num_completed_requests,
             number_errors: summary.number_errors,

@@ -12,6 +12,8 @@ use coebench_plan::{Load, Row};
 pub const INDIVIDUAL_RESPONSES_SUFFIX: &str = "_individual_responses.json";
 /// Suffix of a row's summary file.
 pub const SUMMARY_SUFFIX: &str = "_summary.json";
+/// Suffix of a row's generated texts (option `saveResponseTexts`).
+pub const RESPONSE_TEXTS_SUFFIX: &str = "_response_texts.jsonl";
 /// File name of the run manifest in the run folder.
 pub const MANIFEST_FILE: &str = "run.json";
 
@@ -113,6 +115,7 @@ pub fn row_names_with_uuid(row_index: usize, row: &Row, uuid: uuid::Uuid) -> Row
         uuid,
         individual_responses_file: individual_responses_file(&base),
         summary_file: summary_file(&base),
+        response_texts_file: format!("{base}{RESPONSE_TEXTS_SUFFIX}"),
         base,
     }
 }
@@ -184,6 +187,7 @@ mod tests {
                 max_sequence_length: None,
                 ignore_eos: None,
                 min_tokens: None,
+                sampling_params: Default::default(),
             }
             .effective_load(),
             Load::Concurrency(4),

@@ -1,6 +1,7 @@
-//! A finished row's two files in the run folder: `<base>_individual_responses.json` (the
+//! A finished row's files in the run folder: `<base>_individual_responses.json` (the
 //! records, in request order) and `<base>_summary.json`, both indented by 4 spaces like the
-//! kit's and written atomically.
+//! kit's and written atomically, and `<base>_response_texts.jsonl` when the run saves the
+//! generated texts (its spool renamed into place).
 //!
 //! Unlike the kit, a row whose every request failed still gets both files (kit-reference 3.4).
 
@@ -18,6 +19,8 @@ pub struct RowFilePaths {
     pub individual_responses: PathBuf,
     /// `<base>_summary.json`.
     pub summary: PathBuf,
+    /// `<base>_response_texts.jsonl`, when the run saves generated texts.
+    pub response_texts: Option<PathBuf>,
 }
 
 /// The folder of a run's per-row files: `<output_files_dir>/<run_name>`.
@@ -31,12 +34,24 @@ pub fn write_row_files(run_dir: &Path, result: &RowResult) -> Result<RowFilePath
     let paths = RowFilePaths {
         individual_responses: run_dir.join(result.summary.individual_responses_file()),
         summary: run_dir.join(result.summary.summary_file()),
+        response_texts: result
+            .summary
+            .response_texts_file
+            .as_ref()
+            .map(|name| run_dir.join(name)),
     };
     write_records(&paths.individual_responses, result)?;
     if let Err(e) = write_json_atomic(&paths.summary, &result.summary) {
         // A row's two files exist together or not at all: no responses without a summary.
         let _ = std::fs::remove_file(&paths.individual_responses);
         return Err(e);
+    }
+    if let (Some(spool), Some(target)) = (&result.response_texts, &paths.response_texts)
+        && let Err(e) = spool.persist(target)
+    {
+        let _ = std::fs::remove_file(&paths.individual_responses);
+        let _ = std::fs::remove_file(&paths.summary);
+        return Err(e.into());
     }
     Ok(paths)
 }

@@ -91,6 +91,25 @@ impl Tokenizer {
         }
     }
 
+    /// How many tokens the tokenizer adds to every text it encodes for a model: 1 for a
+    /// `tokenizer.json` whose post-processor prepends a BOS (Llama 3's `<|begin_of_text|>`),
+    /// 0 for `cl100k_base` and tokenizers without special tokens. A server counts them in a
+    /// prompt, as the kit's client does (`len(tokenizer.encode(text))`), so prompts are sized
+    /// to `inputTokens` minus these (kit-reference: prompts are cut to `input_tokens - 1`
+    /// text tokens for a BOS-adding tokenizer).
+    pub fn special_tokens_added(&self) -> usize {
+        match &self.inner {
+            Inner::Tiktoken(_) => 0,
+            Inner::HuggingFace(tok, _) => {
+                let count = |special: bool| {
+                    tok.encode_fast("a", special)
+                        .map_or(0, |encoding| encoding.get_ids().len())
+                };
+                count(true).saturating_sub(count(false))
+            }
+        }
+    }
+
     /// A short name for logs and reports: `cl100k_base` or the `tokenizer.json` path.
     pub fn name(&self) -> String {
         match &self.inner {
@@ -217,6 +236,36 @@ mod tests {
         assert_eq!(tok.decode(&ids), text);
         assert_eq!(tok.count_tokens(text), ids.len());
         assert!(format!("{tok:?}").contains("tokenizer.json"));
+    }
+
+    #[test]
+    fn special_tokens_are_counted_from_the_post_processor() {
+        assert_eq!(Tokenizer::embedded().special_tokens_added(), 0);
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.json");
+        std::fs::write(&plain, small_bpe_json()).unwrap();
+        assert_eq!(
+            Tokenizer::from_file(&plain).unwrap().special_tokens_added(),
+            0
+        );
+        // The same BPE with a BOS template, as Llama 3's tokenizer.json has.
+        let mut json: serde_json::Value = serde_json::from_str(&small_bpe_json()).unwrap();
+        let bos_id = json["model"]["vocab"].as_object().unwrap().len();
+        json["added_tokens"] = serde_json::json!([{"id": bos_id, "content": "<s>", "single_word": false,
+            "lstrip": false, "rstrip": false, "normalized": false, "special": true}]);
+        json["post_processor"] = serde_json::json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [bos_id], "tokens": ["<s>"]}}});
+        let bos = dir.path().join("bos.json");
+        std::fs::write(&bos, json.to_string()).unwrap();
+        let tok = Tokenizer::from_file(&bos).unwrap();
+        assert_eq!(tok.special_tokens_added(), 1);
+        // Counts stay without special tokens.
+        assert_eq!(
+            tok.count_tokens("the"),
+            Tokenizer::from_file(&plain).unwrap().count_tokens("the")
+        );
     }
 
     #[test]

@@ -133,15 +133,21 @@ pub fn concurrency_row(model: &str, input: u32, output: u32, n: u32, c: u32) -> 
         max_sequence_length: None,
         ignore_eos: None,
         min_tokens: None,
+        sampling_params: Default::default(),
     }
 }
 
 /// A plan of `rows` against `sim` as a SambaNova Cloud endpoint, writing under `dir`.
 pub fn plan_against(sim: &SimulatorHandle, rows: Vec<Row>, dir: &Path) -> Plan {
+    plan_against_url(&sim.base_url(), rows, dir)
+}
+
+/// A plan of `rows` against the SambaNova Cloud endpoint at `url`, writing under `dir`.
+pub fn plan_against_url(url: &str, rows: Vec<Row>, dir: &Path) -> Plan {
     Plan {
         endpoint: EndpointSpec {
             api: ApiKind::Sncloud,
-            url: Some(sim.base_url()),
+            url: Some(url.to_string()),
             api_key_env: None,
             simulator: None,
         },
@@ -154,6 +160,7 @@ pub fn plan_against(sim: &SimulatorHandle, rows: Vec<Row>, dir: &Path) -> Plan {
             run_name: Some("test-run".into()),
             output_files_dir: Some(dir.join("out").display().to_string()),
             consolidated_results_dir: Some(dir.join("consolidated").display().to_string()),
+            consolidated_file_names: None,
         },
     }
 }

@@ -4,7 +4,8 @@
 //! - [`engine_support`]: a small, fast simulated bundle over real loopback HTTP, plans against
 //!   it, and runs of the real engine with an injected environment;
 //! - [`gguf_tokenizer`]: the tokenizer a GGUF model embeds, exported as a `tokenizer.json`;
-//! - [`kit_contract`]: the kit's record keys and consolidated columns, in the kit's order;
+//! - [`kit_contract`]: the kit's record keys, consolidated columns and summary types;
+//! - [`llama3_tokenizer`]: where the tests find a real Llama 3 `tokenizer.json`;
 //! - [`output_fixtures`]: synthetic measurements, a predictable token counter, a reader of JSON
 //!   key order;
 //! - [`scripted_server`]: an HTTP/1.1 server answering with scripted bytes, delays, stalls and
@@ -14,5 +15,6 @@ pub mod engine_support;
 pub mod gguf_tokenizer;
 pub mod hostile_server;
 pub mod kit_contract;
+pub mod llama3_tokenizer;
 pub mod output_fixtures;
 pub mod scripted_server;

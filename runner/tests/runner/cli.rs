@@ -220,6 +220,31 @@ fn an_env_file_supplies_credentials() {
 }
 
 #[test]
+fn the_nearest_env_file_is_found_upwards_and_the_environment_wins_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulate::start(&dir.path().join("sim.yaml"), Some("sk-from-environment"));
+    // A stale key in the repository's `.env`, a fresh one in the environment: unlike the kit,
+    // which loads its `.env` with override, the environment wins.
+    std::fs::write(
+        dir.path().join(".env"),
+        format!(
+            "OPENAI_BASE_URL=http://{}/v1\nOPENAI_API_KEY=sk-stale-in-file\n",
+            sim.addr
+        ),
+    )
+    .unwrap();
+    let work = dir.path().join("benchmarking");
+    std::fs::create_dir(&work).unwrap();
+    let output = tiny_openai_run(dir.path(), 2)
+        .args(["--run-name", "upwards"])
+        .current_dir(&work)
+        .env("OPENAI_API_KEY", "sk-from-environment")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+}
+
+#[test]
 fn a_rejected_key_exits_3_and_never_prints_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Simulate::start(&dir.path().join("sim.yaml"), Some("sk-right"));

@@ -37,6 +37,7 @@ fn spec<'a>(model: &'a str, prompt: &'a str) -> RequestSpec<'a> {
         max_tokens: 64,
         ignore_eos: None,
         min_tokens: None,
+        sampling_params: None,
     }
 }
 
@@ -794,6 +795,48 @@ async fn connection_close_and_keep_alive_limits_are_honoured() {
         m.error
     );
     assert_eq!(server.connections(), 2);
+}
+
+#[test]
+fn sampling_parameters_go_into_every_wire_format() {
+    let params: coebench_plan::SamplingParams = serde_json::from_value(serde_json::json!({
+        "temperature": 0.7, "top_k": 40, "stop": ["END"]
+    }))
+    .unwrap();
+    let body = |api: ApiKind, url: &str| {
+        let request = RequestSpec {
+            sampling_params: Some(&params),
+            ..spec("m", "hi")
+        };
+        let prepared = client(api, url).prepare(&request).unwrap();
+        serde_json::from_slice::<serde_json::Value>(prepared.body()).unwrap()
+    };
+    // Chat: at the top of the body, beside what coebench sets, as the kit sends them.
+    let chat = body(ApiKind::Openai, "http://127.0.0.1:1/v1");
+    assert_eq!(chat["temperature"], 0.7);
+    assert_eq!(chat["top_k"], 40);
+    assert_eq!(chat["stop"], serde_json::json!(["END"]));
+    assert_eq!(chat["max_tokens"], 64);
+    assert_eq!(chat["stream"], true);
+    // SambaStudio generic v2: plain values in `params`; v1: Python-typed values.
+    let v2 = body(
+        ApiKind::Sambastudio,
+        "http://127.0.0.1:1/api/v2/predict/generic/stream/p/e",
+    );
+    assert_eq!(v2["params"]["temperature"], 0.7);
+    assert_eq!(v2["params"]["max_tokens_to_generate"], 64);
+    let v1 = body(
+        ApiKind::Sambastudio,
+        "http://127.0.0.1:1/api/predict/generic/stream/p/e",
+    );
+    assert_eq!(
+        v1["params"]["temperature"],
+        serde_json::json!({"type": "float", "value": "0.7"})
+    );
+    assert_eq!(
+        v1["params"]["top_k"],
+        serde_json::json!({"type": "int", "value": "40"})
+    );
 }
 
 #[test]

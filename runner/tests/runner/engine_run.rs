@@ -1,6 +1,7 @@
 //! The engine end to end against the simulator over real loopback HTTP: kit inputs in, kit
 //! files out, timings checked against the simulator's ground truth, switching time against the
-//! injected switch, and failures that must not stop a run.
+//! injected switch, and failures that must not stop a run; and, against a scripted server
+//! that captures bodies, sampling parameters on the wire and the saved generated texts.
 
 use std::path::Path;
 
@@ -9,7 +10,9 @@ use coebench_plan::input::kit_config::read_kit_config;
 use coebench_plan::report::RunOutcome;
 use coebench_runner::statistics::summary::RowOutcome;
 use coebench_test_support::engine_support::*;
-use coebench_test_support::kit_contract::{KIT_CONSOLIDATED_COLUMNS, KIT_RECORD_KEYS};
+use coebench_test_support::kit_contract::{
+    KIT_CONSOLIDATED_COLUMNS, KIT_RECORD_KEYS, kit_column_is_optional, kit_summary_problems,
+};
 
 /// The keys of the first record of an `*_individual_responses.json` file (written with an
 /// indent of 4, so a record's own keys are the lines indented by 8 spaces), in file order.
@@ -96,7 +99,8 @@ async fn a_kit_config_with_three_models_a_qps_row_and_an_image_row_writes_every_
         )
         .unwrap();
         assert_eq!(summary["name"], format!("{}_summary", row.base_name));
-        assert!(summary["results_error_code_frequency"].is_object());
+        assert_eq!(summary["results_error_code_frequency"], "{}");
+        assert_eq!(kit_summary_problems(&summary), Vec::<String>::new());
     }
     let vision = individual_responses(&result, 2);
     // 500 px in 50 px patches: 100 image tokens on top of 100 text + 10 template tokens.
@@ -130,11 +134,28 @@ async fn a_kit_config_with_three_models_a_qps_row_and_an_image_row_writes_every_
         .iter()
         .map(|c| c.to_string())
         .collect();
-    assert_eq!(&header[..49], &KIT_CONSOLIDATED_COLUMNS[..]);
-    assert_eq!(
-        header[49], "row_index",
-        "coebench's columns follow the kit's"
-    );
+    // pandas' unnamed index column, then the kit's columns in the kit's order: those it
+    // always writes, and of its optional ones those some row has data for.
+    assert_eq!(header[0], "");
+    let kit_block: Vec<&str> = header[1..]
+        .iter()
+        .map(String::as_str)
+        .take_while(|h| *h != "row_index")
+        .collect();
+    let expected: Vec<&str> = KIT_CONSOLIDATED_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !kit_column_is_optional(c) || kit_block.contains(c))
+        .collect();
+    assert_eq!(kit_block, expected, "coebench's columns follow the kit's");
+    for present in [
+        "num_concurrent_requests",
+        "qps",
+        "multimodal_img_size",
+        "server_ttft_s_p50",
+    ] {
+        assert!(kit_block.contains(&present), "{present} missing");
+    }
     assert_eq!(sheet.rows().count(), 4, "a header and one line per row");
     assert!(paths.csv.exists() && paths.json.exists());
     sim.shutdown().await.unwrap();
@@ -482,4 +503,81 @@ async fn requests_that_stop_early_are_counted_unless_ignore_eos_holds_them_to_ma
         (0, Some(0.0))
     );
     sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_parameters_reach_the_server_and_generated_texts_are_saved() {
+    use coebench_test_support::scripted_server::*;
+    let stream = vec![
+        sse_head(),
+        chunk(content("Hi")),
+        chunk(content(" there")),
+        chunk("data: [DONE]\n\n"),
+        last_chunk(),
+    ];
+    let server = ScriptedServer::start(vec![stream]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut row = concurrency_row("m", 20, 4, 3, 1);
+    row.sampling_params
+        .insert("top_k".into(), serde_json::json!(5));
+    let mut plan = plan_against_url(&server.url("/v1"), vec![row], dir.path());
+    plan.endpoint.api = coebench_plan::ApiKind::Openai;
+    plan.options
+        .sampling_params
+        .insert("temperature".into(), serde_json::json!(0.2));
+    plan.options
+        .sampling_params
+        .insert("top_k".into(), serde_json::json!(50));
+    plan.options.save_response_texts = true;
+    let result = run_with_env(plan, &[]).await.unwrap();
+    assert_eq!(
+        result.rows[0].outcome,
+        RowOutcome::Ok,
+        "{:?}",
+        result.message
+    );
+    let bodies: Vec<serde_json::Value> = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.json())
+        .collect();
+    assert_eq!(bodies.len(), 3);
+    for body in &bodies {
+        // The run's parameter, and the row's over the run's.
+        assert_eq!(body["temperature"], 0.2, "{body}");
+        assert_eq!(body["top_k"], 5, "{body}");
+        assert_eq!(body["max_tokens"], 4);
+    }
+    let texts_file = result
+        .run_dir
+        .join(result.rows[0].response_texts_file.as_ref().unwrap());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&texts_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let mut seen: Vec<u64> = lines
+        .iter()
+        .map(|l| l["request_idx"].as_u64().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2]);
+    for line in &lines {
+        assert_eq!(line["completion"], "Hi there");
+        assert_eq!(line["prompt"]["name"], "default");
+        assert!(
+            bodies
+                .iter()
+                .any(|b| b["messages"][0]["content"] == line["prompt"]["template"]),
+            "the saved prompt is one that was sent: {line}"
+        );
+    }
+    // Nothing hidden is left in the run folder.
+    let leftovers: Vec<_> = walk(&result.run_dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -309,6 +309,7 @@ impl StreamRig {
                     max_tokens: 4,
                     ignore_eos: None,
                     min_tokens: None,
+                    sampling_params: None,
                 })
                 .unwrap();
             let m = self

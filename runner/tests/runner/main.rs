@@ -2,7 +2,8 @@
 //! the client against scripted servers, the engine end to end against the simulator over real
 //! loopback HTTP (ground truth, health, scale), output files, Prometheus metrics, the crate's
 //! layering rule, hostile servers, inputs, signals and disks (`hardening`), fuzzing of every
-//! parser of outside input (`fuzz_parsers`), and the engine against a real llama.cpp server.
+//! parser of outside input (`fuzz_parsers`), prompt sizing with a real Llama 3 tokenizer
+//! (`kit_prompts`), the kit's own pandas readers over a real run's files (`kit_read`), and the engine against a real llama.cpp server.
 
 mod cli;
 mod client_http;
@@ -12,6 +13,8 @@ mod engine_run;
 mod engine_scale;
 mod fuzz_parsers;
 mod hardening;
+mod kit_prompts;
+mod kit_read;
 mod layering;
 mod output_files;
 mod output_records;

@@ -19,8 +19,9 @@ use coebench_test_support::kit_contract::KIT_CONSOLIDATED_COLUMNS;
 use coebench_test_support::output_fixtures::*;
 
 /// coebench's consolidated columns, after the kit's.
-const OUR_COLUMNS: [&str; 42] = [
+const OUR_COLUMNS: [&str; 46] = [
     "row_index",
+    "uuid",
     "outcome",
     "num_requests_planned",
     "num_requests_not_sent",
@@ -28,6 +29,8 @@ const OUR_COLUMNS: [&str; 42] = [
     "error_class_frequency",
     "row_duration_s",
     "switching_time_source",
+    "requests_grouping",
+    "requests_batching",
     "server_ttft_s_p90",
     "server_ttft_s_p99",
     "client_ttft_s_p90",
@@ -62,12 +65,15 @@ const OUR_COLUMNS: [&str; 42] = [
     "started_at",
     "summary_file",
     "individual_responses_file",
+    "response_texts_file",
 ];
 
-/// The whole header: the kit's columns, then ours.
+/// The whole header of the sample rows' table: the kit's columns (without
+/// `multimodal_img_size`, which no sample row has, as the kit leaves it out), then ours.
 fn expected_header() -> Vec<&'static str> {
     KIT_CONSOLIDATED_COLUMNS
         .iter()
+        .filter(|c| **c != "multimodal_img_size")
         .chain(&OUR_COLUMNS)
         .copied()
         .collect()
@@ -248,9 +254,15 @@ fn the_consolidated_table_reads_back_identically_in_every_format() {
     let range = workbook.worksheet_range("Sheet1").unwrap();
     let xlsx_rows: Vec<Vec<Data>> = range.rows().map(|r| r.to_vec()).collect();
     let header: Vec<String> = xlsx_rows[0].iter().map(cell_text).collect();
-    assert_eq!(header, expected_header());
+    // pandas' layout: an unnamed index column first, 0, 1, ... in plan order.
+    assert_eq!(header[0], "");
+    assert_eq!(header[1..], expected_header());
     assert_eq!(xlsx_rows.len(), 3, "header plus one row per plan row");
-    let col = |name: &str| expected_header().iter().position(|c| *c == name).unwrap();
+    assert_eq!(
+        [&xlsx_rows[1][0], &xlsx_rows[2][0]],
+        [&Data::Float(0.0), &Data::Float(1.0)]
+    );
+    let col = |name: &str| 1 + expected_header().iter().position(|c| *c == name).unwrap();
     let first = &xlsx_rows[1];
     assert_eq!(cell_text(&first[col("uuid")]), rows[0].row_uuid.to_string());
     assert_eq!(cell_text(&first[col("name")]), rows[0].name);
@@ -314,7 +326,7 @@ fn the_consolidated_table_reads_back_identically_in_every_format() {
         for (c, name) in expected_header().iter().enumerate() {
             let csv_cell = &csv_rows[i][c];
             let json_cell = &json_rows[i][*name];
-            match &xlsx_row[c] {
+            match &xlsx_row[c + 1] {
                 Data::Empty => {
                     assert_eq!(csv_cell, "", "{name}");
                     assert!(json_cell.is_null(), "{name}: {json_cell}");
@@ -347,6 +359,116 @@ fn the_consolidated_table_reads_back_identically_in_every_format() {
                 other => panic!("{name}: unexpected {other:?}"),
             }
         }
+    }
+}
+
+#[test]
+fn the_kits_optional_columns_appear_only_with_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut without = ok(0, 100, 0.1);
+    without.server.as_mut().unwrap().acceptance_rate = None;
+    let plain = finish_row(0, concurrency_row("m", 1, 1), &[without], 0);
+    let mut table = ConsolidatedTable::new("plain");
+    table.insert(&plain.summary);
+    let header = table.header();
+    for absent in [
+        "acceptance_rate_min",
+        "acceptance_rate_p50",
+        "acceptance_rate_max",
+        "qps",
+        "qps_distribution",
+        "multimodal_img_size",
+    ] {
+        assert!(
+            !header.iter().any(|h| h == absent),
+            "{absent} in {header:?}"
+        );
+    }
+    // Columns the kit always writes stay, empty or not; so do coebench's.
+    for present in [
+        "num_concurrent_requests",
+        "switching_time",
+        "uuid",
+        "requests_grouping",
+    ] {
+        assert!(header.iter().any(|h| h == present), "{present} missing");
+    }
+    // A row with the data brings the columns back, in the kit's order.
+    let with = finish_row(
+        1,
+        rate_row("m", 1.0, Some(ImageSize::Small)),
+        &[ok(0, 100, 0.1)],
+        0,
+    );
+    table.insert(&with.summary);
+    let header = table.header();
+    let kit: Vec<&str> = header
+        .iter()
+        .map(String::as_str)
+        .take_while(|h| *h != "row_index")
+        .collect();
+    assert_eq!(kit, KIT_CONSOLIDATED_COLUMNS);
+    let paths = table.write(tmp.path()).unwrap();
+    let mut workbook: Xlsx<_> = open_workbook(&paths.xlsx).unwrap();
+    let range = workbook.worksheet_range("Sheet1").unwrap();
+    let first_row: Vec<String> = range.rows().next().unwrap().iter().map(cell_text).collect();
+    assert_eq!(first_row[1..], header[..]);
+}
+
+#[test]
+fn the_consolidated_names_follow_the_option_and_metadata_gets_columns() {
+    use coebench_plan::ConsolidatedFileNames;
+    let rows = sample_rows();
+    let metadata: std::collections::BTreeMap<String, String> = [("team", "infra"), ("build", "7")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    for (names, expected) in [
+        (
+            ConsolidatedFileNames::Seed,
+            vec![
+                "consolidated_results_r.csv",
+                "consolidated_results_r.json",
+                "consolidated_results_r.xlsx",
+            ],
+        ),
+        (
+            ConsolidatedFileNames::Kit,
+            vec!["r.csv", "r.json", "r.xlsx"],
+        ),
+        (
+            ConsolidatedFileNames::Both,
+            vec![
+                "consolidated_results_r.csv",
+                "consolidated_results_r.json",
+                "consolidated_results_r.xlsx",
+                "r.xlsx",
+            ],
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut table = ConsolidatedTable::new("r")
+            .named(names)
+            .with_metadata(metadata.clone());
+        for row in &rows {
+            table.insert(row);
+        }
+        let paths = table.write(tmp.path()).unwrap();
+        assert_only_files(
+            tmp.path(),
+            &expected.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+        if let Some(kit) = &paths.kit_xlsx {
+            assert_eq!(fs::read(kit).unwrap(), fs::read(&paths.xlsx).unwrap());
+        }
+        let json: Vec<serde_json::Value> =
+            serde_json::from_str(&fs::read_to_string(&paths.json).unwrap()).unwrap();
+        assert_eq!(json[1]["metadata_team"], "infra");
+        assert_eq!(json[0]["metadata_build"], "7");
+        let header = table.header();
+        assert_eq!(
+            header[header.len() - 2..],
+            ["metadata_build", "metadata_team"]
+        );
     }
 }
 

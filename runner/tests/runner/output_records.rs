@@ -6,7 +6,7 @@ use coebench_plan::{ImageSize, QpsDistribution};
 use coebench_runner::client::measurement::{ErrorKind, ServerMetrics};
 use coebench_runner::statistics::record::{RequestContext, RequestRecord};
 use coebench_runner::statistics::summary::RowOutcome;
-use coebench_test_support::kit_contract::KIT_RECORD_KEYS;
+use coebench_test_support::kit_contract::{KIT_RECORD_KEYS, kit_summary_problems};
 use coebench_test_support::output_fixtures::*;
 
 fn close(actual: Option<f64>, expected: f64) {
@@ -345,7 +345,13 @@ fn summary_keys_follow_the_kit_then_ours() {
     assert_eq!(unique.len(), renamed.len());
     assert!(!renamed.iter().any(|k| k == "switching_time" || k == "uuid"));
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(value["results_error_code_frequency"], serde_json::json!({}));
+    // Scalars only, typed as the kit types them: maps and lists as Python text, integer
+    // metrics' min and max as text.
+    assert_eq!(kit_summary_problems(&value), Vec::<String>::new());
+    assert_eq!(value["results_error_code_frequency"], "{}");
+    assert_eq!(value["results_requests_grouping"], "[1, 1, 1, 1]");
+    assert_eq!(value["results_number_input_tokens_min"], "20");
+    assert!(value["results_number_input_tokens_quantiles_p50"].is_f64());
     assert_eq!(value["num_concurrent_requests"], 1);
     assert_eq!(value["model_idx"], 0);
 }
@@ -420,8 +426,13 @@ fn an_all_failed_row_has_counts_and_no_statistics() {
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(
         value["results_error_code_frequency"],
-        serde_json::json!({"503": 1, "timeout": 1})
+        "{'503': 1, 'timeout': 1}"
     );
+    assert_eq!(
+        value["results_error_class_frequency"],
+        "{'http-5xx': 1, 'timeout': 1}"
+    );
+    assert_eq!(kit_summary_problems(&value), Vec::<String>::new());
     assert_eq!(value["results_num_requests_not_sent"], 1);
     assert_eq!(value["results_switching_time_s"], serde_json::Value::Null);
 }
@@ -466,4 +477,49 @@ fn closed_loop_mean_in_flight() {
     let result = finish_row(0, concurrency_row("m", 2, 2), &reqs, 0);
     assert_eq!(result.summary.load_accuracy.mean_in_flight, Some(2.0));
     assert_eq!(result.summary.outcome, RowOutcome::Ok);
+}
+
+#[test]
+fn sampling_parameters_and_metadata_sit_where_the_kit_merges_them_as_scalars() {
+    let mut result = finish_row(
+        0,
+        concurrency_row("m", 1, 2),
+        &[ok(0, 100, 0.1), ok(200, 100, 0.1)],
+        0,
+    );
+    result.summary.sampling_params = serde_json::from_value(serde_json::json!({
+        "temperature": 0.5,
+        "stop": ["END", "STOP"],
+        "chat_template_kwargs": {"enable_thinking": false}
+    }))
+    .unwrap();
+    result.summary.metadata = [("team", "infra"), ("build", "7")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    let json = serde_json::to_string_pretty(&result.summary).unwrap();
+    let keys = ordered_keys(&json);
+    let at = keys.iter().position(|k| k == "num_output_tokens").unwrap();
+    assert_eq!(
+        keys[at + 1..at + 8],
+        [
+            "additional_sampling_params_chat_template_kwargs_enable_thinking",
+            "additional_sampling_params_stop",
+            "additional_sampling_params_temperature",
+            "build",
+            "team",
+            "model_idx",
+            "timestamp",
+        ]
+    );
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        value["additional_sampling_params_stop"],
+        r#"["END","STOP"]"#
+    );
+    assert_eq!(
+        value["additional_sampling_params_chat_template_kwargs_enable_thinking"],
+        false
+    );
+    assert_eq!(value["team"], "infra");
+    assert_eq!(kit_summary_problems(&value), Vec::<String>::new());
 }

@@ -149,6 +149,7 @@ fn row(num_requests: u32, concurrency: Option<u32>, qps: Option<f64>) -> Row {
         max_sequence_length: None,
         ignore_eos: None,
         min_tokens: None,
+        sampling_params: Default::default(),
     }
 }
 
@@ -177,6 +178,7 @@ fn plan(
             run_name: Some(if identical { "identical" } else { "unique" }.into()),
             output_files_dir: Some(dir.join("out").display().to_string()),
             consolidated_results_dir: Some(dir.join("consolidated").display().to_string()),
+            consolidated_file_names: None,
         },
     }
 }

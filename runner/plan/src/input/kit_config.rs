@@ -5,9 +5,13 @@
 //! `timeout`, `time_delay`, `use_multiple_prompts`. The oldest kit nested them under
 //! `synthetic:`. Keys of later kits that coebench does not need (`concurrency_enabled`,
 //! `max_workers`, the Streamlit keys) are accepted and reported as ignored. coebench's own
-//! optional keys: `seed`, `request_timeout`, `tokenizer`, `run_name`, `warm_up_connections`. Relative paths resolve
+//! optional keys: `seed`, `request_timeout`, `tokenizer`, `run_name`, `warm_up_connections`,
+//! `consolidated_file_names` (`seed`, `kit`, `both`), and the kit evaluator's command-line
+//! options as keys: `save_llm_responses`, `sampling_params` (a mapping, or the kit's JSON
+//! text) and `metadata` (a mapping, or the kit's `k=v,k2=v2` text). Relative paths resolve
 //! against the config file's folder.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -15,8 +19,12 @@ use serde::Deserialize;
 use crate::input::kit_config_types::type_errors;
 use crate::input::model_configs::parse_model_configs_csv;
 use crate::input::ranges::{self, Range};
+use crate::input::sampling;
 use crate::input::{InputError, InputErrors, read_input_file, read_utf8};
-use crate::{ApiKind, EndpointSpec, OutputOptions, Plan, Row, RunOptions};
+use crate::{
+    ApiKind, ConsolidatedFileNames, EndpointSpec, OutputOptions, Plan, Row, RunOptions,
+    SamplingParams,
+};
 
 /// Kit keys that coebench accepts and ignores, with the reason shown to the user.
 const IGNORED_KEYS: [(&str, &str); 6] = [
@@ -54,6 +62,10 @@ struct RawConfig {
     stop_grace: Option<f64>,
     tokenizer: Option<String>,
     run_name: Option<String>,
+    consolidated_file_names: Option<String>,
+    save_llm_responses: Option<bool>,
+    sampling_params: Option<serde_json::Value>,
+    metadata: Option<serde_json::Value>,
     concurrency_enabled: Option<serde_json::Value>,
     max_workers: Option<serde_json::Value>,
     show_results_in_terminal: Option<serde_json::Value>,
@@ -122,12 +134,20 @@ pub fn parse_kit_config(
             warm_up_connections: raw.warm_up_connections.unwrap_or(true),
             tokenizer: raw.tokenizer.as_deref().map(resolve),
             stop_grace_seconds: seconds.stop_grace,
+            save_response_texts: raw.save_llm_responses.unwrap_or(false),
+            sampling_params: sampling_params_of(raw.sampling_params.as_ref(), source, &mut errors),
+            metadata: metadata_of(raw.metadata.as_ref(), source, &mut errors),
             ..RunOptions::default()
         },
         output: OutputOptions {
             run_name: raw.run_name,
             output_files_dir: raw.output_files_dir.as_deref().map(resolve),
             consolidated_results_dir: raw.consolidated_results_dir.as_deref().map(resolve),
+            consolidated_file_names: file_names_of(
+                raw.consolidated_file_names.as_deref(),
+                source,
+                &mut errors,
+            ),
         },
     };
     InputErrors::check(
@@ -154,7 +174,8 @@ fn read_raw(text: &str, source: &str) -> Result<RawConfig, InputErrors> {
             format!("not a valid kit config: {e}"),
             "keys are model_configs_path, llm_api, output_files_dir, consolidated_results_dir, \
              timeout, time_delay, use_multiple_prompts (and coebench's seed, request_timeout, \
-             stop_grace, tokenizer, run_name)",
+             stop_grace, tokenizer, run_name, consolidated_file_names, save_llm_responses, \
+             sampling_params, metadata)",
         ))
     })?;
     Ok(match raw.synthetic {
@@ -210,6 +231,96 @@ fn api_of(name: Option<&str>, source: &str, errors: &mut Vec<InputError>) -> Opt
             }
         },
     }
+}
+
+/// `consolidated_file_names`: `seed`, `kit` or `both`.
+fn file_names_of(
+    name: Option<&str>,
+    source: &str,
+    errors: &mut Vec<InputError>,
+) -> Option<ConsolidatedFileNames> {
+    match name?.trim().to_ascii_lowercase().as_str() {
+        "seed" => Some(ConsolidatedFileNames::Seed),
+        "kit" => Some(ConsolidatedFileNames::Kit),
+        "both" => Some(ConsolidatedFileNames::Both),
+        other => {
+            errors.push(InputError::new(
+                source,
+                "consolidated_file_names",
+                format!("unknown naming {other:?}"),
+                "set consolidated_file_names to seed (consolidated_results_<run_name>.xlsx), \
+                 kit (<run_name>.xlsx) or both",
+            ));
+            None
+        }
+    }
+}
+
+/// `sampling_params`: a mapping, or the kit's `--sampling-params` JSON text.
+fn sampling_params_of(
+    value: Option<&serde_json::Value>,
+    source: &str,
+    errors: &mut Vec<InputError>,
+) -> SamplingParams {
+    let parsed = match value {
+        None | Some(serde_json::Value::Null) => return SamplingParams::new(),
+        Some(serde_json::Value::String(text)) => sampling::parse_sampling_params_text(text),
+        Some(other) => serde_json::from_value::<SamplingParams>(other.clone())
+            .map_err(|_| format!("{other} is not a mapping")),
+    };
+    parsed.unwrap_or_else(|problem| {
+        errors.push(InputError::new(
+            source,
+            "sampling_params",
+            problem,
+            "write sampling_params as a mapping, e.g. {temperature: 0.7, top_p: 0.9}",
+        ));
+        SamplingParams::new()
+    })
+}
+
+/// `metadata`: a mapping of plain values, or the kit's `--metadata` text `k=v,k2=v2`.
+fn metadata_of(
+    value: Option<&serde_json::Value>,
+    source: &str,
+    errors: &mut Vec<InputError>,
+) -> BTreeMap<String, String> {
+    let fix = "write metadata as a mapping of names to plain values, e.g. {team: inference}, \
+               or as k=v,k2=v2";
+    let mut metadata = BTreeMap::new();
+    match value {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(text)) => match sampling::parse_metadata_text(text) {
+            Ok(parsed) => metadata = parsed,
+            Err(problem) => errors.push(InputError::new(source, "metadata", problem, fix)),
+        },
+        Some(serde_json::Value::Object(map)) => {
+            for (k, v) in map {
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    other => {
+                        errors.push(InputError::new(
+                            source,
+                            format!("metadata.{k}"),
+                            format!("{other} is not a plain value"),
+                            fix,
+                        ));
+                        continue;
+                    }
+                };
+                metadata.insert(k.clone(), text);
+            }
+        }
+        Some(other) => errors.push(InputError::new(
+            source,
+            "metadata",
+            format!("{other} is not a mapping"),
+            fix,
+        )),
+    }
+    metadata
 }
 
 /// The config's durations, each defaulted and checked against its documented range.
@@ -346,6 +457,45 @@ mod tests {
         assert_eq!(plan.options.time_delay_seconds, 2.0);
         assert!(plan.options.use_multiple_prompts);
         assert_eq!(config.notes.len(), 2);
+    }
+
+    #[test]
+    fn the_kit_evaluators_options_are_keys() {
+        let config = parse(
+            "model_configs_path: configs.csv\nllm_api: sncloud\nsave_llm_responses: true\n\
+             sampling_params: '{\"temperature\": 0.5}'\nmetadata: team=infra,build=7\n\
+             consolidated_file_names: kit\n",
+        )
+        .unwrap();
+        let options = &config.plan.options;
+        assert!(options.save_response_texts);
+        assert_eq!(options.sampling_params["temperature"], 0.5);
+        assert_eq!(options.metadata["team"], "infra");
+        assert_eq!(options.metadata["build"], "7");
+        assert_eq!(
+            config.plan.output.consolidated_file_names,
+            Some(ConsolidatedFileNames::Kit)
+        );
+        let mapping = parse(
+            "model_configs_path: configs.csv\nllm_api: sncloud\n\
+             sampling_params: {top_k: 5}\nmetadata: {build: 7, nightly: true}\n",
+        )
+        .unwrap();
+        assert_eq!(mapping.plan.options.sampling_params["top_k"], 5);
+        assert_eq!(mapping.plan.options.metadata["nightly"], "true");
+        let err = parse(
+            "model_configs_path: configs.csv\nllm_api: sncloud\nsampling_params: '{oops'\n\
+             metadata: justtext\nconsolidated_file_names: excel\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "sampling_params",
+            "\"justtext\" is not k=v",
+            "unknown naming \"excel\"",
+        ] {
+            assert!(err.contains(needle), "{needle} not in {err}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod kit_config_types;
 pub mod model_configs;
 pub mod plan_file;
 pub mod ranges;
+pub mod sampling;
 pub mod validate;
 
 use std::fmt;

@@ -217,6 +217,7 @@ impl Columns {
             max_sequence_length: None,
             ignore_eos: None,
             min_tokens: None,
+            sampling_params: Default::default(),
         };
         (concurrency.is_some() != qps.is_some()).then_some(row)
     }

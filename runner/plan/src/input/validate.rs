@@ -4,7 +4,7 @@
 //! satisfy: at least one row, exactly one load per row, positive numbers, lengths that fit a
 //! declared sequence length, and sane options.
 
-use crate::input::{InputError, InputErrors, ranges};
+use crate::input::{InputError, InputErrors, ranges, sampling};
 use crate::{ApiKind, Plan, Row};
 
 /// What the engine knows about the endpoint's models, for checks a plan alone cannot make.
@@ -52,6 +52,17 @@ pub fn validate_plan(
                 fix,
             );
         }
+        for (key, problem, fix) in sampling::sampling_problems(&row.sampling_params) {
+            push(
+                format!(
+                    "row {} (model {:?}), field samplingParams.{key}",
+                    i + 1,
+                    row.model
+                ),
+                problem,
+                &fix,
+            );
+        }
     }
     let options = &plan.options;
     for (field, value, range) in [
@@ -83,6 +94,12 @@ pub fn validate_plan(
                 "use a number of seconds in that range",
             );
         }
+    }
+    for (key, problem, fix) in sampling::sampling_problems(&options.sampling_params) {
+        push(format!("options.samplingParams.{key}"), problem, &fix);
+    }
+    for (key, problem, fix) in sampling::metadata_problems(&options.metadata) {
+        push(format!("options.metadata.{key}"), problem, &fix);
     }
     let endpoint = &plan.endpoint;
     if let Some(url) = &endpoint.url
@@ -225,6 +242,7 @@ mod tests {
             max_sequence_length: None,
             ignore_eos: None,
             min_tokens: None,
+            sampling_params: Default::default(),
         }
     }
 
@@ -271,6 +289,10 @@ mod tests {
         ]);
         p.options.timeout_seconds = 0.0;
         p.endpoint.url = Some("ftp://x".into());
+        p.rows[1]
+            .sampling_params
+            .insert("top_p".into(), serde_json::json!(2));
+        p.options.metadata.insert("timestamp".into(), "now".into());
         let err = validate_plan(&p, "plan.yaml", &Catalog)
             .unwrap_err()
             .to_string();
@@ -283,10 +305,12 @@ mod tests {
             "row 6 (model \"m\"), field inputTokens, outputTokens: 100 input + 10 output = 110 tokens exceed the sequence length 50",
             "options.timeoutSeconds",
             "endpoint.url",
+            "row 2 (model \"m\"), field samplingParams.top_p: top_p is 2, not a number from 0 to 1",
+            "options.metadata.timestamp: metadata key \"timestamp\" is a key coebench writes itself",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in\n{err}");
         }
-        assert!(err.starts_with("8 problems"), "{err}");
+        assert!(err.starts_with("10 problems"), "{err}");
     }
 
     #[test]

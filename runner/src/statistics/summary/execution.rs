@@ -2,6 +2,7 @@
 //! digests, estimating switching time and batch sizes, and computing the [`RowSummary`]. The full
 //! records stay in the row's spool until its files are written.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,9 +11,10 @@ use super::RowSummary;
 use crate::statistics::batching;
 use crate::statistics::record::RequestRecord;
 use crate::statistics::record_digest::RecordDigest;
+use crate::statistics::response_texts::ResponseTextSpool;
 use crate::statistics::spool::{RecordSpool, SpoolError};
 use crate::statistics::switching::{self, SwitchingEstimate};
-use coebench_plan::Row;
+use coebench_plan::{Row, SamplingParams};
 
 /// How healthy the client was while it ran the row, as the engine measured it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -39,6 +41,8 @@ pub struct RowNames {
     pub individual_responses_file: String,
     /// File name of the row's summary file.
     pub summary_file: String,
+    /// File name of the row's generated texts (written when `saveResponseTexts` is on).
+    pub response_texts_file: String,
 }
 
 /// Everything the engine knows about a row that has finished.
@@ -69,6 +73,12 @@ pub struct RowExecution {
     /// Prompt tokens the server's chat template adds to a user message, measured by a probe
     /// after the row (see [`super::server_checks`]); `None` when not measured.
     pub template_overhead: Option<i64>,
+    /// The sampling parameters the row's requests sent (the run's with the row's on top).
+    pub sampling_params: SamplingParams,
+    /// The run's metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// The row's generated texts, when the run saves them.
+    pub response_texts: Option<Arc<ResponseTextSpool>>,
 }
 
 /// A finished row: its summary, its record digests in `request_idx` order, and the spool of its
@@ -83,6 +93,8 @@ pub struct RowResult {
     pub switching: SwitchingEstimate,
     /// The full records.
     pub spool: Option<Arc<RecordSpool>>,
+    /// The generated texts, when the run saves them.
+    pub response_texts: Option<Arc<ResponseTextSpool>>,
 }
 
 impl RowResult {
@@ -151,6 +163,9 @@ impl RowExecution {
             not_sent: 0,
             client_health: ClientHealth::default(),
             template_overhead: None,
+            sampling_params: SamplingParams::new(),
+            metadata: BTreeMap::new(),
+            response_texts: None,
         }
     }
 
@@ -182,6 +197,7 @@ impl RowExecution {
             digests: self.digests,
             switching,
             spool: self.spool,
+            response_texts: self.response_texts,
         }
     }
 }

@@ -220,6 +220,12 @@ pub struct RowSummary {
     /// What the records say about the server: stale connections, early stops, server timings,
     /// prefix-cache share, tokenizer check.
     pub server_checks: ServerChecks,
+    /// The sampling parameters the row's requests sent.
+    pub sampling_params: coebench_plan::SamplingParams,
+    /// The run's metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// File name of the row's generated texts, when the run saves them.
+    pub response_texts_file: Option<String>,
 }
 
 impl RowSummary {
@@ -339,6 +345,12 @@ impl RowSummary {
             load_accuracy: load_accuracy(load, records),
             client_health: exec.client_health,
             server_checks: ServerChecks::of(exec),
+            sampling_params: exec.sampling_params.clone(),
+            metadata: exec.metadata.clone(),
+            response_texts_file: exec
+                .response_texts
+                .as_ref()
+                .map(|_| exec.names.response_texts_file.clone()),
         }
     }
 

@@ -177,12 +177,14 @@ mod tests {
             max_sequence_length: None,
             ignore_eos: None,
             min_tokens: None,
+            sampling_params: Default::default(),
         };
         let names = RowNames {
             uuid: uuid::Uuid::nil(),
             base: "row".into(),
             individual_responses_file: "row_individual_responses.json".into(),
             summary_file: "row_summary.json".into(),
+            response_texts_file: "row_response_texts.jsonl".into(),
         };
         let mut exec =
             RowExecution::new(0, row, "run", names, Instant::now(), jiff::Timestamp::now());

@@ -24,12 +24,32 @@ const MAX_FIXUPS: usize = 24;
 /// A prompt text cut to an exact number of tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuiltPrompt {
-    /// The template's name, recorded with each request as `prompt_name`.
+    /// The name recorded with each request as `prompt_name` ([`recorded_name`]).
     pub name: &'static str,
     /// The text sent as the user message.
     pub text: Arc<str>,
-    /// Its length in tokens, as the run's tokenizer counts it (always the requested length).
+    /// Its length in tokens as the model counts it: the text's tokens plus the special tokens
+    /// the tokenizer adds ([`text_tokens_for`]); always the requested length.
     pub tokens: u32,
+}
+
+/// The `prompt_name` a request of `template` records: its name, except the vision prompt's,
+/// which is `default` as in the kit (its vision prompt file names its one prompt `default`).
+pub fn recorded_name(template: &PromptTemplate) -> &'static str {
+    if template.name == VISION.name {
+        DEFAULT.name
+    } else {
+        template.name
+    }
+}
+
+/// How many text tokens a prompt of `tokens` tokens has with `tokenizer`: `tokens` less the
+/// special tokens the tokenizer adds to every text (a BOS for Llama 3), so that the prompt as
+/// the model's tokenizer encodes it, and as a server counts it, is `tokens` long, exactly as
+/// the kit's prompts (`input_tokens - 1` text tokens plus the BOS). At least 1.
+pub fn text_tokens_for(tokenizer: &Tokenizer, tokens: u32) -> u32 {
+    let special = u32::try_from(tokenizer.special_tokens_added()).unwrap_or(u32::MAX);
+    tokens.saturating_sub(special).max(1)
 }
 
 /// A prompt that cannot be built.
@@ -184,9 +204,10 @@ impl PromptBuilder {
         if let Some(built) = cache.get(&(template.name, tokens)) {
             return Ok(Arc::clone(built));
         }
-        let text = exact_prompt(&self.tokenizer, template.name, template.text, tokens)?;
+        let text_tokens = text_tokens_for(&self.tokenizer, tokens);
+        let text = exact_prompt(&self.tokenizer, template.name, template.text, text_tokens)?;
         let built = Arc::new(BuiltPrompt {
-            name: template.name,
+            name: recorded_name(template),
             text: text.into(),
             tokens,
         });
@@ -205,7 +226,8 @@ impl PromptBuilder {
         tag: u64,
     ) -> Result<Arc<BuiltPrompt>, PromptError> {
         let prefix = tag_prefix(tag);
-        if self.tokenizer.count_tokens(&prefix) >= tokens as usize {
+        let text_tokens = text_tokens_for(&self.tokenizer, tokens);
+        if self.tokenizer.count_tokens(&prefix) >= text_tokens as usize {
             return self.build(template, tokens);
         }
         let text = exact_prompt_after(
@@ -213,10 +235,10 @@ impl PromptBuilder {
             template.name,
             &prefix,
             template.text,
-            tokens,
+            text_tokens,
         )?;
         Ok(Arc::new(BuiltPrompt {
-            name: template.name,
+            name: recorded_name(template),
             text: text.into(),
             tokens,
         }))
@@ -383,6 +405,22 @@ mod tests {
             let found = search_char_prefixes(&tok, &text, n).unwrap();
             assert_eq!(tok.count_tokens(&found), n);
         }
+    }
+
+    #[test]
+    fn vision_prompts_are_recorded_as_the_kits_default() {
+        let builder = PromptBuilder::new(Arc::new(Tokenizer::embedded()));
+        let vision = builder.build(&VISION, 40).unwrap();
+        let text = builder.build(&DEFAULT, 40).unwrap();
+        assert_eq!(vision.name, "default");
+        assert_ne!(
+            vision.text, text.text,
+            "the cache keeps the two prompts apart"
+        );
+        let tagged = builder
+            .build_tagged(&VISION, 40, request_tag(1, 2))
+            .unwrap();
+        assert_eq!(tagged.name, "default");
     }
 
     #[test]
