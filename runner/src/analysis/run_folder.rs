@@ -21,6 +21,44 @@ pub struct Samples {
     pub failed: usize,
 }
 
+/// One request of a row, as the report draws it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Request {
+    /// When it was sent, seconds since the Unix epoch (`start_timestamp`).
+    pub start_unix_s: Option<f64>,
+    /// From send to its end, seconds.
+    pub duration_s: Option<f64>,
+    /// Server-reported time to first token.
+    pub server_ttft_s: Option<f64>,
+    /// Server-reported end-to-end latency.
+    pub server_e2e_s: Option<f64>,
+    /// The batch size the server reported.
+    pub batch_size: Option<u32>,
+    /// Whether the server reported switching models for it.
+    pub switched: bool,
+    /// How late the client sent it against its schedule (open loop).
+    pub dispatch_delay_s: Option<f64>,
+    /// Whether it failed.
+    pub failed: bool,
+}
+
+/// The client's health and the row-level numbers of a row's summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowHealth {
+    /// Estimated switching time of the row.
+    pub switching_time_s: Option<f64>,
+    /// 99th percentile of the client's event-loop lag.
+    pub event_loop_lag_p99_s: Option<f64>,
+    /// The client's CPU use (1 = one core).
+    pub cpu_utilization: Option<f64>,
+    /// Whether the client could not keep up (its numbers are then suspect).
+    pub saturated: Option<bool>,
+    /// Requests per second achieved (open loop).
+    pub achieved_qps: Option<f64>,
+    /// The row's duration.
+    pub duration_s: Option<f64>,
+}
+
 /// One row of a run: as planned, and what was measured.
 #[derive(Debug, Clone)]
 pub struct RowData {
@@ -30,6 +68,10 @@ pub struct RowData {
     pub row: Row,
     /// Its requests' numbers (empty when the row did not run).
     pub samples: Samples,
+    /// Its requests, in file order.
+    pub requests: Vec<Request>,
+    /// Its summary's health and row-level numbers.
+    pub health: RowHealth,
 }
 
 /// A run read back from its folder.
@@ -41,6 +83,10 @@ pub struct RunFolder {
     pub run_name: String,
     /// Every planned row, in plan order.
     pub rows: Vec<RowData>,
+    /// The endpoint's description and the plan's options, as `run.json` holds them.
+    pub inputs: serde_json::Value,
+    /// How the run ended (`run.json`'s `exit`).
+    pub exit: serde_json::Value,
 }
 
 /// Why a run folder cannot be read.
@@ -77,9 +123,13 @@ pub enum ReadError {
 #[derive(Deserialize)]
 struct Manifest {
     run_name: String,
+    #[serde(default)]
+    endpoint: serde_json::Value,
     inputs: ManifestInputs,
     #[serde(default)]
     rows: Vec<ManifestRow>,
+    #[serde(default)]
+    exit: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +140,8 @@ struct ManifestInputs {
 #[derive(Deserialize)]
 struct ManifestPlan {
     rows: Vec<Row>,
+    #[serde(default)]
+    options: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +149,8 @@ struct ManifestRow {
     row_index: usize,
     #[serde(default)]
     individual_responses_file: Option<String>,
+    #[serde(default)]
+    summary_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +165,38 @@ struct Record {
     client_end_to_end_latency_s: Option<f64>,
     #[serde(default)]
     client_output_token_per_s_per_request: Option<f64>,
+    #[serde(default)]
+    start_timestamp: Option<String>,
+    #[serde(default)]
+    actual_send_s: Option<f64>,
+    #[serde(default)]
+    end_s: Option<f64>,
+    #[serde(default)]
+    server_ttft_s: Option<f64>,
+    #[serde(default)]
+    server_end_to_end_latency_s: Option<f64>,
+    #[serde(default)]
+    server_switching_time: Option<f64>,
+    #[serde(default)]
+    batch_size_used: Option<f64>,
+    #[serde(default)]
+    dispatch_delay_s: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+struct Summary {
+    #[serde(default)]
+    results_switching_time_s: Option<f64>,
+    #[serde(default)]
+    results_client_event_loop_lag_p99_s: Option<f64>,
+    #[serde(default)]
+    results_client_cpu_utilization: Option<f64>,
+    #[serde(default)]
+    results_client_saturated: Option<bool>,
+    #[serde(default)]
+    results_achieved_qps: Option<f64>,
+    #[serde(default)]
+    results_row_duration_s: Option<f64>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
@@ -144,34 +230,65 @@ pub fn read_run_folder(folder: &Path) -> Result<RunFolder, ReadError> {
             index,
             row,
             samples: Samples::default(),
+            requests: Vec::new(),
+            health: RowHealth::default(),
         })
         .collect();
     for entry in manifest.rows {
         let Some(file) = entry.individual_responses_file else {
             continue;
         };
+        let rows_planned = rows.len();
         let Some(row) = rows.get_mut(entry.row_index) else {
             return Err(ReadError::Format {
                 path: manifest_path.display().to_string(),
                 what: "run manifest",
                 message: format!(
-                    "row_index {} is past the plan's {} rows",
+                    "row_index {} is past the plan's {rows_planned} rows",
                     entry.row_index,
-                    rows.len()
                 ),
             });
         };
-        row.samples = read_samples(&folder.join(&file))?;
+        (row.samples, row.requests) = read_requests(&folder.join(&file))?;
+        if let Some(summary) = entry.summary_file {
+            row.health = read_health(&folder.join(summary))?;
+        }
     }
+    let inputs = serde_json::json!({
+        "endpoint": manifest.endpoint,
+        "options": manifest.inputs.plan.options,
+    });
     Ok(RunFolder {
         path: folder.to_path_buf(),
         run_name: manifest.run_name,
         rows,
+        inputs,
+        exit: manifest.exit,
+    })
+}
+
+/// The row-level numbers of one `*_summary.json` (a missing file is no error: an old run).
+fn read_health(path: &Path) -> Result<RowHealth, ReadError> {
+    if !path.is_file() {
+        return Ok(RowHealth::default());
+    }
+    let summary: Summary = serde_json::from_slice(&read(path)?).map_err(|e| ReadError::Format {
+        path: path.display().to_string(),
+        what: "row summary",
+        message: e.to_string(),
+    })?;
+    Ok(RowHealth {
+        switching_time_s: summary.results_switching_time_s,
+        event_loop_lag_p99_s: summary.results_client_event_loop_lag_p99_s,
+        cpu_utilization: summary.results_client_cpu_utilization,
+        saturated: summary.results_client_saturated,
+        achieved_qps: summary.results_achieved_qps,
+        duration_s: summary.results_row_duration_s,
     })
 }
 
 /// The numbers of one `*_individual_responses.json`.
-fn read_samples(path: &Path) -> Result<Samples, ReadError> {
+fn read_requests(path: &Path) -> Result<(Samples, Vec<Request>), ReadError> {
     let records: Vec<Record> =
         serde_json::from_slice(&read(path)?).map_err(|e| ReadError::Format {
             path: path.display().to_string(),
@@ -179,6 +296,7 @@ fn read_samples(path: &Path) -> Result<Samples, ReadError> {
             message: e.to_string(),
         })?;
     let mut samples = Samples::default();
+    let mut requests = Vec::with_capacity(records.len());
     for record in records {
         let errored = record.error_code.as_ref().is_some_and(|c| !c.is_null())
             || record.error_msg.as_deref().is_some_and(|m| !m.is_empty());
@@ -187,16 +305,41 @@ fn read_samples(path: &Path) -> Result<Samples, ReadError> {
             record.client_end_to_end_latency_s,
             record.client_output_token_per_s_per_request,
         );
-        match measured {
+        let ok = match measured {
             (Some(ttft), Some(e2e), tokens_per_s) if !errored => {
                 samples.ttft_s.push(ttft);
                 samples.e2e_s.push(e2e);
                 if let Some(rate) = tokens_per_s.filter(|r| r.is_finite()) {
                     samples.output_tokens_per_s.push(rate);
                 }
+                true
             }
-            _ => samples.failed += 1,
-        }
+            _ => {
+                samples.failed += 1;
+                false
+            }
+        };
+        let start_unix_s = record
+            .start_timestamp
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_microsecond() as f64 / 1e6);
+        requests.push(Request {
+            start_unix_s,
+            duration_s: record
+                .end_s
+                .zip(record.actual_send_s)
+                .map(|(end, sent)| (end - sent).max(0.0)),
+            server_ttft_s: record.server_ttft_s,
+            server_e2e_s: record.server_end_to_end_latency_s,
+            batch_size: record
+                .batch_size_used
+                .filter(|b| *b >= 1.0 && b.is_finite())
+                .map(|b| b as u32),
+            switched: record.server_switching_time.is_some_and(|t| t > 0.0),
+            dispatch_delay_s: record.dispatch_delay_s,
+            failed: !ok,
+        });
     }
-    Ok(samples)
+    Ok((samples, requests))
 }
