@@ -389,6 +389,7 @@ pub(crate) mod tests {
             max_sequence_length: None,
             ignore_eos: None,
             min_tokens: None,
+            dataset: None,
         };
         let mut run = CoeBenchmarkRun::new(
             "bench-1",

@@ -38,6 +38,7 @@ fn exported_names() -> BTreeSet<String> {
         max_sequence_length: None,
         ignore_eos: None,
         min_tokens: None,
+        dataset: None,
     };
     runner.row_started(0, &row, "b");
     let mut names: BTreeSet<String> = sample_names(&runner.encode(None).unwrap().body)

@@ -268,6 +268,7 @@ pub fn run_client() {
         max_sequence_length: None,
         ignore_eos: None,
         min_tokens: None,
+        dataset: None,
     };
     let rows = vec![
         row(job.warmup_requests, job.concurrency.clamp(1, 50), None),

@@ -143,9 +143,11 @@ pub struct RunArgs {
     /// Draw prompts from the varied prompt set.
     #[arg(long, help_heading = "Overrides")]
     pub use_multiple_prompts: bool,
-    /// A Hugging Face tokenizer.json to size prompts and count tokens with.
-    #[arg(long, value_name = "FILE", help_heading = "Overrides")]
-    pub tokenizer: Option<PathBuf>,
+    /// The tokenizer of every model options.tokenizers does not map: a tokenizer.json path, a
+    /// Hugging Face repository name (downloaded once into the Hugging Face cache; HF_TOKEN,
+    /// HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE apply), or `embedded`.
+    #[arg(long, value_name = "FILE|REPO", help_heading = "Overrides")]
+    pub tokenizer: Option<String>,
     /// Send every request of a row the same prompt (default: each its own seeded prefix, so
     /// prefix caches do not hit).
     #[arg(long, help_heading = "Overrides")]

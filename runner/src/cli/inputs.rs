@@ -80,6 +80,7 @@ fn quick_plan(row: &QuickRowArgs) -> Result<LoadedPlan, InputErrors> {
             max_sequence_length: None,
             ignore_eos: None,
             min_tokens: None,
+            dataset: None,
         }],
         options: RunOptions::default(),
         output: OutputOptions::default(),
@@ -115,7 +116,7 @@ pub fn apply_overrides(plan: &mut Plan, args: &RunArgs) {
         options.use_multiple_prompts = true;
     }
     if let Some(t) = &args.tokenizer {
-        options.tokenizer = Some(path(t));
+        options.tokenizer = Some(t.clone());
     }
     if args.identical_prompts {
         options.identical_prompts = true;

@@ -21,20 +21,16 @@ use crate::statistics::record_digest::RecordDigest;
 use crate::statistics::spool::{RecordSpool, SpoolError};
 use crate::statistics::summary::{RowExecution, RowResult};
 use crate::workload::image::ImageSet;
-use crate::workload::prompt::{
-    BuiltPrompt, PromptBuilder, PromptError, PromptSelection, request_tag,
-};
+use crate::workload::prompt::{BuiltPrompt, PromptError, PromptSelection, request_tag};
+use crate::workload::tokenizers::ModelTokenizers;
 use coebench_plan::{Load, Row, RunOptions};
-use coebench_support::tokenizer::Tokenizer;
 
 /// What every row of a run shares.
 pub struct RunShared {
     /// The endpoint client.
     pub client: EndpointClient,
-    /// The tokenizer prompts are sized and tokens counted with.
-    pub tokenizer: Arc<Tokenizer>,
-    /// Prompt cache.
-    pub prompts: PromptBuilder,
+    /// Each model's tokenizer (prompts are sized and tokens counted with it) and prompt cache.
+    pub tokenizers: ModelTokenizers,
     /// Image cache.
     pub images: ImageSet,
     /// Run options.
@@ -93,6 +89,7 @@ impl PreparedRow {
     /// opening with its own seeded tag (the default).
     fn build(shared: &RunShared, row: &Row, seed: u64) -> Result<PreparedRow, RowSetupError> {
         let options = &shared.options;
+        let prompts = &shared.tokenizers.for_model(&row.model).prompts;
         let selection =
             PromptSelection::for_row(options.use_multiple_prompts, row.image_size.is_some(), seed);
         let image = match row.image_size {
@@ -120,9 +117,9 @@ impl PreparedRow {
                 continue;
             }
             let prompt = if options.identical_prompts {
-                shared.prompts.build(template, row.input_tokens)
+                prompts.build(template, row.input_tokens)
             } else {
-                shared.prompts.build_tagged(
+                prompts.build_tagged(
                     template,
                     row.input_tokens,
                     request_tag(seed ^ shared.prompt_nonce, index),
@@ -206,16 +203,19 @@ pub async fn run_row(
     );
     execution.spool = Some(Arc::clone(&spool));
     let timeout = saturating_duration(shared.options.request_timeout_seconds);
+    let tokenizer = Arc::clone(&shared.tokenizers.for_model(&row.model).tokenizer);
     let send = {
         let shared = Arc::clone(shared);
         let prepared = Arc::clone(&prepared);
         let model = row.model.clone();
+        let tokenizer = Arc::clone(&tokenizer);
         let max_tokens = row.output_tokens;
         move |index: u32, intended: Option<Instant>| {
             let shared = Arc::clone(&shared);
             let prepared = Arc::clone(&prepared);
             let spool = Arc::clone(&spool);
             let model = model.clone();
+            let tokenizer = Arc::clone(&tokenizer);
             let request_id = format!("{request_tag}-{row_index}-{index}");
             async move {
                 let (request, prompt) = prepared.request(index);
@@ -243,12 +243,8 @@ pub async fn run_row(
                     intended_send: intended,
                     max_tokens,
                 };
-                let record = RequestRecord::from_measurement(
-                    &context,
-                    &measurement,
-                    &*shared.tokenizer,
-                    started,
-                );
+                let record =
+                    RequestRecord::from_measurement(&context, &measurement, &*tokenizer, started);
                 shared.observer.request_finished(row_index, &record);
                 let spooled = match spool.append(&record) {
                     Ok(at) => Some(at),
@@ -292,7 +288,7 @@ pub async fn run_row(
     if server_counted && !shared.stop.is_stopped() {
         execution.template_overhead = shared
             .template_overheads
-            .of(&shared.client, &shared.tokenizer, &row.model)
+            .of(&shared.client, &tokenizer, &row.model)
             .await;
     }
     execution.digests = outcome.finished;

@@ -1,4 +1,4 @@
-//! Running a whole plan: set up the endpoint, client, tokenizer and output folders, run the rows
+//! Running a whole plan: set up the endpoint, client, tokenizers and output folders, run the rows
 //! in order, write each row's files as it finishes, keep the consolidated table and manifest
 //! current, and decide how the run ended.
 
@@ -19,12 +19,12 @@ use crate::output::naming::{self, default_run_name};
 use crate::output::row_files::{run_dir, write_row_files};
 use crate::statistics::summary::{RowOutcome, RowResult, RowSummary};
 use crate::workload::image::ImageSet;
-use crate::workload::prompt::PromptBuilder;
-use coebench_plan::Plan;
+use crate::workload::tokenizers::hub::HubSettings;
+use crate::workload::tokenizers::{ModelTokenizers, TokenizerSetupError};
 use coebench_plan::input::InputErrors;
 use coebench_plan::input::validate::validate_plan;
 use coebench_plan::report::{RowReport, RunOutcome, RunReport};
-use coebench_support::tokenizer::{Tokenizer, TokenizerError};
+use coebench_plan::{ApiKind, Plan};
 
 /// Default folder of per-row files when the plan names none.
 pub const DEFAULT_OUTPUT_FILES_DIR: &str = "coebench-results/output_files";
@@ -71,9 +71,9 @@ pub enum RunError {
     /// The client could not be built.
     #[error(transparent)]
     Client(#[from] ClientError),
-    /// The tokenizer could not be loaded.
+    /// A tokenizer the plan names could not be loaded.
     #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
+    Tokenizer(#[from] TokenizerSetupError),
     /// An output folder could not be created or written.
     #[error(transparent)]
     Output(#[from] OutputError),
@@ -150,10 +150,14 @@ pub async fn run_plan(
     )
     .await?;
     validate_plan(&plan, &settings.source.description, ready.catalog())?;
-    let tokenizer = Arc::new(match &plan.options.tokenizer {
-        Some(path) => Tokenizer::from_file(path)?,
-        None => Tokenizer::embedded(),
-    });
+    let models: Vec<String> = plan.rows.iter().map(|r| r.model.clone()).collect();
+    let tokenizers = ModelTokenizers::resolve(
+        &models,
+        &plan.options,
+        plan.endpoint.api == ApiKind::Simulator,
+        &HubSettings::from_env(&*settings.env),
+    )
+    .await?;
     let client = EndpointClient::new(ready.resolved().clone(), settings.client.clone())?;
     let started_wall = jiff::Timestamp::now();
     let run_name = plan
@@ -184,8 +188,7 @@ pub async fn run_plan(
     });
     let shared = Arc::new(RunShared {
         client,
-        prompts: PromptBuilder::new(Arc::clone(&tokenizer)),
-        tokenizer,
+        tokenizers,
         images: ImageSet::new(),
         options: plan.options.clone(),
         run_name: run_name.clone(),

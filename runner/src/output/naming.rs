@@ -184,6 +184,7 @@ mod tests {
                 max_sequence_length: None,
                 ignore_eos: None,
                 min_tokens: None,
+                dataset: None,
             }
             .effective_load(),
             Load::Concurrency(4),

@@ -380,6 +380,7 @@ mod tests {
             max_sequence_length: None,
             ignore_eos: None,
             min_tokens: None,
+            dataset: None,
         }
     }
 

@@ -133,6 +133,7 @@ pub fn concurrency_row(model: &str, input: u32, output: u32, n: u32, c: u32) -> 
         max_sequence_length: None,
         ignore_eos: None,
         min_tokens: None,
+        dataset: None,
     }
 }
 

@@ -152,6 +152,7 @@ pub fn concurrency_row(model: &str, concurrency: u32, num_requests: u32) -> Row 
         max_sequence_length: None,
         ignore_eos: None,
         min_tokens: None,
+        dataset: None,
     }
 }
 
@@ -169,6 +170,7 @@ pub fn rate_row(model: &str, qps: f64, image: Option<ImageSize>) -> Row {
         max_sequence_length: None,
         ignore_eos: None,
         min_tokens: None,
+        dataset: None,
     }
 }
 

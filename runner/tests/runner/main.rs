@@ -2,7 +2,8 @@
 //! the client against scripted servers, the engine end to end against the simulator over real
 //! loopback HTTP (ground truth, health, scale), output files, Prometheus metrics, the crate's
 //! layering rule, hostile servers, inputs, signals and disks (`hardening`), fuzzing of every
-//! parser of outside input (`fuzz_parsers`), and the engine against a real llama.cpp server.
+//! parser of outside input (`fuzz_parsers`), per-model tokenizers downloaded from a loopback
+//! Hugging Face hub (`tokenizer_hub`), and the engine against a real llama.cpp server.
 
 mod cli;
 mod client_http;
@@ -16,3 +17,4 @@ mod output_files;
 mod output_records;
 mod prometheus;
 mod real_server;
+mod tokenizer_hub;

@@ -149,6 +149,7 @@ fn row(num_requests: u32, concurrency: Option<u32>, qps: Option<f64>) -> Row {
         max_sequence_length: None,
         ignore_eos: None,
         min_tokens: None,
+        dataset: None,
     }
 }
 

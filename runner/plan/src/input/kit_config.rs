@@ -16,6 +16,7 @@ use crate::input::kit_config_types::type_errors;
 use crate::input::model_configs::parse_model_configs_csv;
 use crate::input::ranges::{self, Range};
 use crate::input::{InputError, InputErrors, read_input_file, read_utf8};
+use crate::tokenizers::resolve_tokenizer_path;
 use crate::{ApiKind, EndpointSpec, OutputOptions, Plan, Row, RunOptions};
 
 /// Kit keys that coebench accepts and ignores, with the reason shown to the user.
@@ -120,7 +121,10 @@ pub fn parse_kit_config(
             use_multiple_prompts: raw.use_multiple_prompts.unwrap_or(false),
             seed: raw.seed.unwrap_or(0),
             warm_up_connections: raw.warm_up_connections.unwrap_or(true),
-            tokenizer: raw.tokenizer.as_deref().map(resolve),
+            tokenizer: raw
+                .tokenizer
+                .as_deref()
+                .map(|t| resolve_tokenizer_path(t, base)),
             stop_grace_seconds: seconds.stop_grace,
             ..RunOptions::default()
         },

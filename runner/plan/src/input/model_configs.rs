@@ -217,6 +217,7 @@ impl Columns {
             max_sequence_length: None,
             ignore_eos: None,
             min_tokens: None,
+            dataset: None,
         };
         (concurrency.is_some() != qps.is_some()).then_some(row)
     }

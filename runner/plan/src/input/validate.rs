@@ -5,7 +5,8 @@
 //! declared sequence length, and sane options.
 
 use crate::input::{InputError, InputErrors, ranges};
-use crate::{ApiKind, Plan, Row};
+use crate::tokenizers::TokenizerSource;
+use crate::{ApiKind, Plan, Row, RunOptions};
 
 /// What the engine knows about the endpoint's models, for checks a plan alone cannot make.
 pub trait ModelCatalog {
@@ -84,6 +85,26 @@ pub fn validate_plan(
             );
         }
     }
+    for (location, value) in tokenizer_values(options) {
+        if let Err(problem) = TokenizerSource::parse(value) {
+            push(
+                location,
+                problem,
+                "write a tokenizer.json path (ending in .json, or starting with ./ or /), a \
+                 Hugging Face repository name such as unsloth/Llama-3.3-70B-Instruct, or \
+                 `embedded`",
+            );
+        }
+    }
+    for (i, rule) in options.tokenizers.iter().enumerate() {
+        if rule.model.trim().is_empty() {
+            push(
+                format!("options.tokenizers[{i}].model"),
+                "the model name or pattern is empty".into(),
+                "write a model name, or a pattern such as Meta-Llama-3.3-*",
+            );
+        }
+    }
     let endpoint = &plan.endpoint;
     if let Some(url) = &endpoint.url
         && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -105,6 +126,22 @@ pub fn validate_plan(
         );
     }
     InputErrors::check((), errors)
+}
+
+/// Every tokenizer value of `options`, with its location.
+fn tokenizer_values(options: &RunOptions) -> Vec<(String, &str)> {
+    let mut values: Vec<(String, &str)> = options
+        .tokenizer
+        .iter()
+        .map(|t| ("options.tokenizer".to_string(), t.as_str()))
+        .collect();
+    for (i, rule) in options.tokenizers.iter().enumerate() {
+        values.push((
+            format!("options.tokenizers[{i}] (model {:?}).tokenizer", rule.model),
+            rule.tokenizer.as_str(),
+        ));
+    }
+    values
 }
 
 /// (field, problem, fix) for each problem of one row.
@@ -171,6 +208,17 @@ fn row_problems(
             "use a whole number in that range",
         ));
     }
+    if row
+        .dataset
+        .as_ref()
+        .is_some_and(|d| d.path.trim().is_empty())
+    {
+        problems.push((
+            "dataset.path",
+            "the dataset path is empty".into(),
+            "name a jsonl file of {\"prompt\": ...} lines",
+        ));
+    }
     if row.qps.is_none() && row.qps_distribution.is_some() {
         problems.push((
             "qpsDistribution",
@@ -225,6 +273,7 @@ mod tests {
             max_sequence_length: None,
             ignore_eos: None,
             min_tokens: None,
+            dataset: None,
         }
     }
 

@@ -177,6 +177,7 @@ mod tests {
             max_sequence_length: None,
             ignore_eos: None,
             min_tokens: None,
+            dataset: None,
         };
         let names = RowNames {
             uuid: uuid::Uuid::nil(),
