@@ -21,9 +21,11 @@ use crate::statistics::record_digest::RecordDigest;
 use crate::statistics::spool::{RecordSpool, SpoolError};
 use crate::statistics::summary::{RowExecution, RowResult};
 use crate::workload::image::ImageSet;
+use crate::workload::prompt::dataset::{DATASET_PROMPT_NAME, DatasetPrompts};
 use crate::workload::prompt::{BuiltPrompt, PromptError, PromptSelection, request_tag};
 use crate::workload::tokenizers::ModelTokenizers;
-use coebench_plan::{Load, Row, RunOptions};
+use coebench_plan::{Dataset, Load, Row, RunOptions};
+use coebench_support::tokenizer::TokenCounter;
 
 /// What every row of a run shares.
 pub struct RunShared {
@@ -31,6 +33,8 @@ pub struct RunShared {
     pub client: EndpointClient,
     /// Each model's tokenizer (prompts are sized and tokens counted with it) and prompt cache.
     pub tokenizers: ModelTokenizers,
+    /// The rows' datasets, read before the run, by `dataset.path`.
+    pub datasets: HashMap<String, Arc<DatasetPrompts>>,
     /// Image cache.
     pub images: ImageSet,
     /// Run options.
@@ -71,6 +75,9 @@ pub enum RowSetupError {
     /// The request body could not be built.
     #[error("cannot build the request: {0}")]
     Request(String),
+    /// The row's dataset was not loaded before the run (a plan that skipped the run's set-up).
+    #[error("the dataset {0} was not loaded")]
+    Dataset(String),
     /// The row's record spool could not be created.
     #[error(transparent)]
     Spool(#[from] SpoolError),
@@ -88,6 +95,9 @@ impl PreparedRow {
     /// One request per prompt template (`identicalPrompts`), or one per request, each prompt
     /// opening with its own seeded tag (the default).
     fn build(shared: &RunShared, row: &Row, seed: u64) -> Result<PreparedRow, RowSetupError> {
+        if let Some(dataset) = &row.dataset {
+            return PreparedRow::build_from_dataset(shared, row, dataset, seed);
+        }
         let options = &shared.options;
         let prompts = &shared.tokenizers.for_model(&row.model).prompts;
         let selection =
@@ -140,6 +150,64 @@ impl PreparedRow {
             let at = u32::try_from(built.len()).unwrap_or(u32::MAX);
             built.push((request, prompt));
             by_template.insert(template.name, at);
+            by_request.push(at);
+        }
+        Ok(PreparedRow { built, by_request })
+    }
+
+    /// One request per dataset line the row sends, each line's prompt as it is, with the
+    /// line's image, else the row's.
+    fn build_from_dataset(
+        shared: &RunShared,
+        row: &Row,
+        spec: &Dataset,
+        seed: u64,
+    ) -> Result<PreparedRow, RowSetupError> {
+        let options = &shared.options;
+        let dataset = shared
+            .datasets
+            .get(&spec.path)
+            .ok_or_else(|| RowSetupError::Dataset(spec.path.clone()))?;
+        let tokenizer = &shared.tokenizers.for_model(&row.model).tokenizer;
+        let row_image = match row.image_size {
+            Some(size) => Some(
+                shared
+                    .images
+                    .get(size)
+                    .map_err(|e| RowSetupError::Image(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut built = Vec::new();
+        let mut by_request = Vec::with_capacity(row.num_requests as usize);
+        let mut by_position: HashMap<usize, u32> = HashMap::new();
+        for index in 0..u64::from(row.num_requests) {
+            let position = dataset.position(spec.order, seed, index);
+            if let Some(&at) = by_position.get(&position) {
+                by_request.push(at);
+                continue;
+            }
+            let line = dataset.line(position);
+            let prompt = Arc::new(BuiltPrompt {
+                name: DATASET_PROMPT_NAME,
+                text: Arc::clone(&line.prompt),
+                tokens: u32::try_from(tokenizer.count_tokens(&line.prompt)).unwrap_or(u32::MAX),
+            });
+            let image = line.image.as_ref().or(row_image.as_ref());
+            let request = shared
+                .client
+                .prepare(&RequestSpec {
+                    model: &row.model,
+                    prompt: &prompt.text,
+                    image: image.map(|i| &**i),
+                    max_tokens: row.output_tokens,
+                    ignore_eos: row.ignore_eos.or(options.ignore_eos),
+                    min_tokens: row.min_tokens.or(options.min_tokens),
+                })
+                .map_err(|e| RowSetupError::Request(e.to_string()))?;
+            let at = u32::try_from(built.len()).unwrap_or(u32::MAX);
+            built.push((request, prompt));
+            by_position.insert(position, at);
             by_request.push(at);
         }
         Ok(PreparedRow { built, by_request })

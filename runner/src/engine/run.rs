@@ -9,7 +9,7 @@ use crate::client::{ClientError, ClientOptions, EndpointClient};
 use crate::engine::endpoint::{EndpointError, ReadyEndpoint, prepare_endpoint};
 use crate::engine::load::{StopSignal, saturating_duration};
 use crate::engine::observer::{RunObserver, RunStarted};
-use crate::engine::preflight::{check_output_folders, output_folders};
+use crate::engine::preflight::{check_output_folders, output_folders, read_datasets};
 use crate::engine::row::{RowSetupError, RunShared, run_row};
 use crate::engine::template_probe::TemplateOverheads;
 use crate::output::OutputError;
@@ -158,6 +158,7 @@ pub async fn run_plan(
         &HubSettings::from_env(&*settings.env),
     )
     .await?;
+    let datasets = read_datasets(&plan)?;
     let client = EndpointClient::new(ready.resolved().clone(), settings.client.clone())?;
     let started_wall = jiff::Timestamp::now();
     let run_name = plan
@@ -189,6 +190,7 @@ pub async fn run_plan(
     let shared = Arc::new(RunShared {
         client,
         tokenizers,
+        datasets,
         images: ImageSet::new(),
         options: plan.options.clone(),
         run_name: run_name.clone(),

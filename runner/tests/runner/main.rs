@@ -1,12 +1,13 @@
 //! The engine's integration tests, in one test binary: the `coebench` binary as users run it,
 //! the client against scripted servers, the engine end to end against the simulator over real
 //! loopback HTTP (ground truth, health, scale), output files, Prometheus metrics, the crate's
-//! layering rule, hostile servers, inputs, signals and disks (`hardening`), fuzzing of every
+//! layering rule, jsonl datasets, hostile servers, inputs, signals and disks (`hardening`), fuzzing of every
 //! parser of outside input (`fuzz_parsers`), per-model tokenizers downloaded from a loopback
 //! Hugging Face hub (`tokenizer_hub`), and the engine against a real llama.cpp server.
 
 mod cli;
 mod client_http;
+mod datasets;
 mod engine_health;
 mod engine_run;
 mod engine_scale;

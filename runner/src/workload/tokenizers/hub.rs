@@ -4,7 +4,8 @@
 //! - `HF_ENDPOINT`: the hub or a mirror (default `https://huggingface.co`);
 //! - `HF_TOKEN`: the token of gated or private repositories (else the token file that
 //!   `huggingface-cli login` writes beside the cache);
-//! - `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`: the cache;
+//! - `HF_HUB_CACHE`, else `HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
+//!   `~/.cache/huggingface/hub`: the cache;
 //! - `HF_HUB_OFFLINE=1`: never connect; only the cache is read.
 //!
 //! A file already in the cache is used without connecting. The token is sent only as the
@@ -48,10 +49,22 @@ impl HubSettings {
     /// The settings `env` describes (see the module docs).
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> HubSettings {
         let non_empty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-        let cache_dir = match (non_empty("HF_HUB_CACHE"), non_empty("HF_HOME")) {
-            (Some(cache), _) => PathBuf::from(cache),
-            (None, Some(home)) => Path::new(&home).join("hub"),
-            (None, None) => Cache::default().path().clone(),
+        // As huggingface_hub: HF_HUB_CACHE, else HF_HOME/hub, else
+        // $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub (the temporary
+        // folder when there is no home).
+        let cache_dir = if let Some(cache) = non_empty("HF_HUB_CACHE") {
+            PathBuf::from(cache)
+        } else if let Some(home) = non_empty("HF_HOME") {
+            Path::new(&home).join("hub")
+        } else if let Some(xdg) = non_empty("XDG_CACHE_HOME") {
+            Path::new(&xdg).join("huggingface").join("hub")
+        } else {
+            non_empty("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir)
+                .join(".cache")
+                .join("huggingface")
+                .join("hub")
         };
         let offline = non_empty("HF_HUB_OFFLINE").is_some_and(|v| {
             matches!(
