@@ -15,7 +15,9 @@
 //! - [`output`]: every file a run writes;
 //! - [`engine`]: the run, its rows and their load loops;
 //! - [`prometheus`]: live Prometheus metrics of a run (served, pushed), fed by the engine's
-//!   observer hooks.
+//!   observer hooks;
+//! - [`results_api`]: each finished row written to the run's results ConfigMaps through the
+//!   Kubernetes API (the operator's results channel), fed by the same hooks.
 //!
 //! The `coebench` binary (`main.rs`, `cli/`) sits on top.
 
@@ -24,5 +26,6 @@ pub mod credentials;
 pub mod engine;
 pub mod output;
 pub mod prometheus;
+pub mod results_api;
 pub mod statistics;
 pub mod workload;

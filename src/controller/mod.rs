@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -204,6 +204,8 @@ pub async fn run_controllers(
         watcher::Config::default(),
     )
     .owns(api::<Job>(&client, &namespace), managed.clone())
+    // The runner patches its results ConfigMaps as each row finishes: each patch is a reconcile.
+    .owns(api::<ConfigMap>(&client, &namespace), managed.clone())
     .watches(
         api::<Pod>(&client, &namespace),
         watcher::Config::default().labels(LABEL_RUN),

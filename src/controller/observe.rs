@@ -266,18 +266,19 @@ fn observe_pod(pod: &Pod, now: Timestamp, limits: &Limits) -> Observation {
             }
         }
         "CreateContainerConfigError" | "CreateContainerError" => {
+            let (reason, fix) = container_config_problem(&detail);
             if elapsed(&since, now) > limits.container_config {
                 Observation::Stuck {
-                    reason: "ContainerConfigError",
+                    reason,
                     message: format!(
-                        "the runner container could not be created for {} s: {detail}; check the Secret named by endpoint.apiKeySecretRef and runner.env",
+                        "the runner container could not be created for {} s: {detail}; {fix}",
                         limits.container_config.as_secs()
                     ),
                 }
             } else {
                 Observation::Waiting {
-                    reason: "ContainerConfigError",
-                    message: format!("the runner container cannot be created yet: {detail}"),
+                    reason,
+                    message: format!("the runner container cannot be created yet: {detail}; {fix}"),
                 }
             }
         }
@@ -286,6 +287,38 @@ fn observe_pod(pod: &Pod, now: Timestamp, limits: &Limits) -> Observation {
             message: "the runner container is being created".into(),
         }),
     }
+}
+
+/// The reason and the fix of a container the kubelet cannot create, from its message: the
+/// kubelet names a missing Secret (`secret "sn-key" not found`) or key (`couldn't find key
+/// apiKey in Secret team-a/sn-key`), so the operator needs no read access to Secrets to say so.
+fn container_config_problem(detail: &str) -> (&'static str, String) {
+    if let Some(name) = detail
+        .strip_prefix("secret \"")
+        .and_then(|rest| rest.strip_suffix("\" not found"))
+    {
+        return (
+            "SecretNotFound",
+            format!(
+                "create it: `kubectl create secret generic {name} --from-literal=<key>=<api key>` in the run's namespace (endpoint.apiKeySecretRef, or runner.env)"
+            ),
+        );
+    }
+    if let Some((key, secret)) = detail
+        .strip_prefix("couldn't find key ")
+        .and_then(|rest| rest.split_once(" in Secret "))
+    {
+        return (
+            "SecretKeyNotFound",
+            format!(
+                "add key {key:?} to Secret {secret}, or fix endpoint.apiKeySecretRef.key (or runner.env)"
+            ),
+        );
+    }
+    (
+        "ContainerConfigError",
+        "check the Secret named by endpoint.apiKeySecretRef and runner.env".into(),
+    )
 }
 
 /// A Pod scheduled at `since` whose container is still being created past the start-up limit:

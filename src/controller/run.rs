@@ -3,8 +3,9 @@
 //!
 //! Steps, each idempotent (a restarted operator repeats them without duplicating anything):
 //! 1. validate the plan (`Valid`); an invalid plan fails the run, since its spec is immutable;
-//! 2. before the Job exists, check the Secret, its key and the PersistentVolumeClaim; wait for
-//!    them at most `dependencyTimeout` (`JobCreated=False` meanwhile), then fail;
+//! 2. before the Job exists, check the PersistentVolumeClaim; wait for it at most
+//!    `dependencyTimeout` (`JobCreated=False` meanwhile), then fail (a missing Secret or key is
+//!    reported by the kubelet on the Pod and read in step 4);
 //! 3. create the ConfigMap and the Job under deterministic names (AlreadyExists is success);
 //! 4. read the Job and its Pods ([`observe`](super::observe)) into phase, conditions and, at the
 //!    end, the per-row summary of the runner's report; a stuck run fails and its Job is deleted.
@@ -16,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coebench_plan::input::validate::{UnknownCatalog, validate_plan};
+use coebench_plan::report::{RowReport, row_index_of_key};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
@@ -33,6 +35,7 @@ use crate::crd::{CoeBenchmarkRun, CoeBenchmarkRunStatus, LABEL_RUN, RunPhase};
 use crate::error::{Error, Result};
 use crate::resources::configmap::build_config_map;
 use crate::resources::job::build_job;
+use crate::resources::results::{build_results_channel, results_config_map_names};
 use crate::resources::{job_name, plan_config_map_name, results_relative_dir};
 use crate::status::{Outcome, row_status, ttft_display};
 
@@ -392,6 +395,8 @@ async fn follow_job(
             Ok(poll)
         }
         Observation::Running { started } => {
+            let published = published_rows(run, namespace, ctx).await?;
+            show_published(step, &published, run.spec.rows.len());
             step.status.phase = Some(RunPhase::Running);
             if step.status.start_time.is_none() {
                 step.status.start_time = started;
@@ -422,10 +427,22 @@ async fn follow_job(
             finished_at,
         } => {
             step.status.exit_code = exit_code;
-            if let Some(report) = &report {
-                step.status.rows = report.rows.iter().map(row_status).collect();
-                step.status.rows_omitted = (report.rows_omitted > 0).then_some(report.rows_omitted);
-                step.status.ttft_p50 = ttft_display(&step.status.rows);
+            // Every row the runner published; the termination report (cut to 4 KiB) only when
+            // it has more (a runner that could not reach the API).
+            let published = published_rows(run, namespace, ctx).await?;
+            let planned = run.spec.rows.len();
+            match &report {
+                Some(report) if report.rows.len() > published.len() => {
+                    step.status.rows = report.rows.iter().map(row_status).collect();
+                    step.status.rows_omitted =
+                        (report.rows_omitted > 0).then_some(report.rows_omitted);
+                    step.status.ttft_p50 = ttft_display(&step.status.rows);
+                    let finished = report.rows.iter().filter(|r| r.completed + r.errors > 0);
+                    let finished = finished.count() + report.rows_omitted as usize;
+                    step.status.rows_finished = Some(finished as u32);
+                    step.status.progress = Some(format!("{finished}/{planned}"));
+                }
+                _ => show_published(step, &published, planned),
             }
             step.finish(&outcome, finished_at);
             results_written(step, run, report.is_some());
@@ -471,48 +488,14 @@ fn results_written(step: &mut Step, run: &CoeBenchmarkRun, reported: bool) {
     step.set(types::RESULTS_WRITTEN, status, reason, &message);
 }
 
-/// The first missing Secret, Secret key or claim, as (reason, message).
+/// A missing results claim, as (reason, message). A missing Secret or key is not checked here:
+/// the kubelet reports it on the Pod (`CreateContainerConfigError`, read by
+/// [`observe`](super::observe)), so the operator needs no access to Secrets.
 async fn missing_dependency(
     run: &CoeBenchmarkRun,
     namespace: &str,
     ctx: &Context,
 ) -> Result<Option<(&'static str, String)>> {
-    if let Some(secret_ref) = &run.spec.endpoint.api_key_secret_ref {
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-        let secret = secrets
-            .get_opt(&secret_ref.name)
-            .await
-            .map_err(Error::kube(format!(
-                "read Secret {namespace}/{}",
-                secret_ref.name
-            )))?;
-        let Some(secret) = secret else {
-            return Ok(Some((
-                "SecretNotFound",
-                format!(
-                    "Secret {namespace}/{} (endpoint.apiKeySecretRef) does not exist; create it with `kubectl create secret generic {} -n {namespace} --from-literal={}=<api key>`",
-                    secret_ref.name, secret_ref.name, secret_ref.key
-                ),
-            )));
-        };
-        let has_key = secret
-            .data
-            .as_ref()
-            .is_some_and(|d| d.contains_key(&secret_ref.key))
-            || secret
-                .string_data
-                .as_ref()
-                .is_some_and(|d| d.contains_key(&secret_ref.key));
-        if !has_key {
-            return Ok(Some((
-                "SecretKeyNotFound",
-                format!(
-                    "Secret {namespace}/{} has no key {:?} (endpoint.apiKeySecretRef.key); add it or fix the key name",
-                    secret_ref.name, secret_ref.key
-                ),
-            )));
-        }
-    }
     if let Some(results) = &run.spec.results {
         let claim = &results.persistent_volume_claim.claim_name;
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
@@ -586,50 +569,107 @@ async fn missing_runner_volume(
     Ok(None)
 }
 
-/// Creates the plan ConfigMap and the Job; an existing one (same deterministic name) is kept.
+/// Creates the plan ConfigMap, the results channel (ConfigMaps, ServiceAccount, Role,
+/// RoleBinding) and then the Job; an existing object of the same deterministic name is kept
+/// when it is this run's.
 async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) -> Result<()> {
     let run_uid = run.uid().unwrap_or_default();
-    let config_map = build_config_map(run)?;
-    let cm_name = config_map.name_any();
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    match config_maps
-        .create(&PostParams::default(), &config_map)
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if is_conflict(&e) => {
-            // Ours from an earlier attempt, or an earlier run's of the same name: not adopted.
-            if let Some(existing) = config_maps
-                .get_opt(&cm_name)
-                .await
-                .map_err(Error::kube(format!("read ConfigMap {namespace}/{cm_name}")))?
-            {
-                check_owner(&existing, &run_uid)?;
-            }
-        }
-        Err(e) => {
-            return Err(Error::kube(format!(
-                "create ConfigMap {namespace}/{cm_name}"
-            ))(e));
-        }
+    let client = &ctx.client;
+    create_owned(client, namespace, &build_config_map(run)?, &run_uid).await?;
+    let channel = build_results_channel(run, &ctx.settings.job)?;
+    for config_map in &channel.config_maps {
+        create_owned(client, namespace, config_map, &run_uid).await?;
     }
+    if let Some(account) = &channel.service_account {
+        create_owned(client, namespace, account, &run_uid).await?;
+    }
+    create_owned(client, namespace, &channel.role, &run_uid).await?;
+    create_owned(client, namespace, &channel.role_binding, &run_uid).await?;
     let job = build_job(run, &ctx.settings.job)?;
-    let job_name = job.name_any();
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-    match jobs.create(&PostParams::default(), &job).await {
-        Ok(_) => tracing::info!(job = %job_name, "created the runner Job"),
-        Err(e) if is_conflict(&e) => {
-            if let Some(existing) = jobs
-                .get_opt(&job_name)
-                .await
-                .map_err(Error::kube(format!("read Job {namespace}/{job_name}")))?
-            {
-                check_owner(&existing, &run_uid)?;
-            }
-        }
-        Err(e) => return Err(Error::kube(format!("create Job {namespace}/{job_name}"))(e)),
+    if create_owned(client, namespace, &job, &run_uid).await? {
+        tracing::info!(job = %job.name_any(), "created the runner Job");
     }
     Ok(())
+}
+
+/// Creates `object`; true when it was created. On AlreadyExists the existing object must be
+/// owned by the run (ours from an earlier attempt); an earlier run's of the same name is never
+/// adopted ([`check_owner`]).
+async fn create_owned<K>(
+    client: &kube::Client,
+    namespace: &str,
+    object: &K,
+    run_uid: &str,
+) -> Result<bool>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = object.name_any();
+    let what = || format!("{} {namespace}/{name}", K::kind(&()));
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_conflict(&e) => {
+            if let Some(existing) = api
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube(format!("read {}", what())))?
+            {
+                check_owner(&existing, run_uid)?;
+            }
+            Ok(false)
+        }
+        Err(e) => Err(Error::kube(format!("create {}", what()))(e)),
+    }
+}
+
+/// The rows the runner has published so far (row index and numbers), in plan order, from the
+/// run's results ConfigMaps; ConfigMaps that are missing or not the run's are skipped, and so
+/// are entries that do not parse (logged).
+async fn published_rows(
+    run: &CoeBenchmarkRun,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Vec<(usize, RowReport)>> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let run_uid = run.uid().unwrap_or_default();
+    let mut rows = Vec::new();
+    for name in results_config_map_names(run) {
+        let found = config_maps
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("read ConfigMap {namespace}/{name}")))?;
+        let Some(found) = found.filter(|cm| controller_uid(cm) == Some(run_uid.as_str())) else {
+            continue;
+        };
+        for (key, value) in found.data.unwrap_or_default() {
+            let Some(index) = row_index_of_key(&key) else {
+                continue;
+            };
+            match serde_json::from_str::<RowReport>(&value) {
+                Ok(row) => rows.push((index, row)),
+                Err(e) => {
+                    tracing::warn!(config_map = %name, %key, "ignoring a results entry that is not a row report: {e}")
+                }
+            }
+        }
+    }
+    rows.sort_by_key(|(index, _)| *index);
+    rows.dedup_by_key(|(index, _)| *index);
+    Ok(rows)
+}
+
+/// Puts the published rows into the status: rows, progress and the TTFT column.
+fn show_published(step: &mut Step, rows: &[(usize, RowReport)], planned: usize) {
+    step.status.rows = rows.iter().map(|(_, row)| row_status(row)).collect();
+    step.status.rows_omitted = None;
+    step.status.rows_finished = Some(rows.len() as u32);
+    step.status.progress = Some(format!("{}/{planned}", rows.len()));
+    step.status.ttft_p50 = ttft_display(&step.status.rows);
 }
 
 /// Every problem, joined; at most 10, then how many more.

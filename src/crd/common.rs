@@ -101,8 +101,9 @@ pub struct RunnerSpec {
     /// Affinity of the runner Pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
-    /// Service account of the runner Pod. Default: the namespace's `default`; the runner never
-    /// calls the Kubernetes API, so its token is not mounted.
+    /// Service account of the runner Pod. Default: the operator's `--runner-service-account`,
+    /// else one created for the run (`<run>-runner`). Its token is mounted: the run binds it a
+    /// Role that may get and patch the run's results ConfigMaps, nothing else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,

@@ -25,6 +25,7 @@ use super::common::{Endpoint, ResultsSpec, RowStatus, RunPhase, RunnerSpec};
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Benchmark", type_ = "string", json_path = ".spec.benchmark"),
     printcolumn(name = "Rows", type_ = "integer", json_path = ".status.rowCount"),
+    printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress", description = "Rows finished / rows in the plan"),
     printcolumn(name = "P50 TTFT", type_ = "string", json_path = ".status.ttftP50", description = "Client-side median time to first token (range over rows)"),
     printcolumn(name = "Started", type_ = "date", json_path = ".status.startTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -127,7 +128,15 @@ pub struct CoeBenchmarkRunStatus {
     /// Client-side median time to first token (one value or the range over rows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttft_p50: Option<String>,
-    /// Per-row numbers from the runner's report.
+    /// Rows the runner has finished so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_finished: Option<u32>,
+    /// `finished/planned` rows, e.g. `12/40`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// Per-row numbers of every finished row, in plan order, as the runner published them to
+    /// the run's results ConfigMaps (`<run>-results-<n>`) while it ran; from its termination
+    /// report when it could not publish.
     #[serde(default)]
     pub rows: Vec<RowStatus>,
     /// Rows left out of the report to fit its size limit.

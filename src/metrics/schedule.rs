@@ -5,8 +5,9 @@
 //!   schedule is set and not suspended, read at scrape time. Deleting the benchmark, removing
 //!   its schedule or suspending it removes its series at the next scrape.
 //! - `coebench_benchmark_missed_schedules_total{namespace,benchmark,reason}` (counter): slots
-//!   that were due and started no run; `reason` is `concurrency_forbid`, `starting_deadline` or
-//!   `too_many_missed`. Like every counter it lives until the operator restarts.
+//!   that were due and started no run (`reason` `concurrency_forbid` or `starting_deadline`),
+//!   and starts after more than 100 missed slots (`too_many_missed`). Like every counter it lives
+//!   until the operator restarts.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

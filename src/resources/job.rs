@@ -24,7 +24,9 @@ use kube::{Resource, ResourceExt};
 use crate::crd::CoeBenchmarkRun;
 use crate::error::{Error, Result};
 use crate::resources::configmap::{API_KEY_ENV, PLAN_DIR, PLAN_KEY, run_dirs};
-use crate::resources::{RESULTS_MOUNT, job_name, plan_config_map_name, run_labels};
+use crate::resources::{
+    RESULTS_MOUNT, job_name, plan_config_map_name, run_labels, runner_service_account_name,
+};
 
 /// Name of the runner container (the operator reads its termination state).
 pub const RUNNER_CONTAINER: &str = "runner";
@@ -54,8 +56,8 @@ pub struct JobDefaults {
     /// Compute resources of runner containers whose run sets none (default:
     /// [`default_runner_resources`]).
     pub runner_resources: ResourceRequirements,
-    /// Service account of runner Pods whose run names none (default: none, so the namespace's
-    /// `default`; the token is never mounted either way).
+    /// Service account of runner Pods whose run names none (default: none, so each run gets
+    /// its own); the run's results Role is bound to it.
     pub runner_service_account: Option<String>,
     /// The claim runner Pods whose run names no `runner.tokenizerCache` use as their Hugging
     /// Face cache (default: none, a folder of the Pod's `/tmp`).
@@ -134,10 +136,28 @@ pub fn runner_args(run: &CoeBenchmarkRun, namespace: &str) -> Vec<String> {
         &format!("0.0.0.0:{RUNNER_METRICS_PORT}"),
         "--metrics-linger",
         &RUNNER_METRICS_LINGER_SECONDS.to_string(),
+        "--publish-results",
+        &run.name_any(),
     ]
     .into_iter()
     .map(str::to_string)
     .collect()
+}
+
+/// The ServiceAccount the runner Pod uses: the run's `runner.serviceAccountName`, else the
+/// operator's `--runner-service-account`, else the run's own (`<run>-runner`).
+pub fn pod_service_account(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> String {
+    run.spec
+        .runner
+        .service_account_name
+        .clone()
+        .or_else(|| defaults.runner_service_account.clone())
+        .unwrap_or_else(|| runner_service_account_name(&run.name_any()))
+}
+
+/// Whether the operator creates the Pod's ServiceAccount (no other one is named).
+pub fn creates_service_account(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> bool {
+    pod_service_account(run, defaults) == runner_service_account_name(&run.name_any())
 }
 
 /// The runner Job of `run`, owned by it.
@@ -404,17 +424,15 @@ fn runner_container(run: &CoeBenchmarkRun, namespace: &str, defaults: &JobDefaul
     }
 }
 
-/// The runner Pod: never restarted, no service-account token, the run's scheduling settings,
-/// the runner's UID and group.
+/// The runner Pod: never restarted, the ServiceAccount that may write the run's results
+/// ConfigMaps (and nothing else, see [`super::results`]) with its token mounted, the run's
+/// scheduling settings, the runner's UID and group.
 fn runner_pod(run: &CoeBenchmarkRun, defaults: &JobDefaults, container: Container) -> PodSpec {
     let runner = &run.spec.runner;
     PodSpec {
         restart_policy: Some("Never".into()),
-        service_account_name: runner
-            .service_account_name
-            .clone()
-            .or_else(|| defaults.runner_service_account.clone()),
-        automount_service_account_token: Some(false),
+        service_account_name: Some(pod_service_account(run, defaults)),
+        automount_service_account_token: Some(true),
         image_pull_secrets: runner.image_pull_secrets.clone(),
         node_selector: runner.node_selector.clone(),
         tolerations: runner.tolerations.clone(),
@@ -543,7 +561,8 @@ pub(crate) mod tests {
         );
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
-        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.automount_service_account_token, Some(true));
+        assert_eq!(pod.service_account_name.as_deref(), Some("bench-1-runner"));
         let c = container(&job);
         assert_eq!(c.image.as_deref(), Some("registry.local/coebench:1"));
         assert_eq!(c.command.as_deref(), Some(&["coebench".to_string()][..]));
@@ -553,7 +572,7 @@ pub(crate) mod tests {
              --output-files-dir /results/perf/team-a/bench \
              --consolidated-results-dir /results/perf/team-a/bench/bench-1 \
              --report-file /dev/termination-log --log-format json --no-progress \
-             --metrics-addr 0.0.0.0:9090 --metrics-linger 20"
+             --metrics-addr 0.0.0.0:9090 --metrics-linger 20 --publish-results bench-1"
         );
         assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
         let labels = spec
@@ -822,7 +841,7 @@ pub(crate) mod tests {
         let job = build_job(&sample_run(), &defaults).unwrap();
         let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         assert_eq!(pod.service_account_name.as_deref(), Some("coebench-runner"));
-        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.automount_service_account_token, Some(true));
         assert_eq!(
             container(&job).resources.as_ref(),
             Some(&defaults.runner_resources)

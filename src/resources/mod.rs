@@ -1,9 +1,10 @@
-//! Pure builders of what a run creates: its plan ConfigMap and its runner Job, plus the names,
-//! labels and paths they share. Nothing here talks to the API server, so every object can be
-//! checked field by field in unit tests.
+//! Pure builders of what a run creates: its plan ConfigMap, its results channel and its runner
+//! Job, plus the names, labels and paths they share. Nothing here talks to the API server, so
+//! every object can be checked field by field in unit tests.
 
 pub mod configmap;
 pub mod job;
+pub mod results;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,16 @@ pub fn scheduled_run_name(benchmark: &str, slot: Timestamp) -> String {
 /// Name of a run's plan ConfigMap: `<run>-plan`.
 pub fn plan_config_map_name(run: &str) -> String {
     format!("{run}-plan")
+}
+
+/// Name of the ServiceAccount the operator creates for a run's Pod: `<run>-runner`.
+pub fn runner_service_account_name(run: &str) -> String {
+    format!("{run}-runner")
+}
+
+/// Name of a run's results Role and RoleBinding: `<run>-results`.
+pub fn results_role_name(run: &str) -> String {
+    format!("{run}-results")
 }
 
 /// Name of a run's Job: the run's own name.

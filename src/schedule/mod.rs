@@ -21,6 +21,7 @@ mod decide;
 
 pub use decide::{
     Decision, MAX_MISSED_SLOTS, Outcome, ScheduleInput, SkipReason, decide, requeue_after,
+    too_many_missed,
 };
 
 use std::str::FromStr;

@@ -278,32 +278,19 @@ fn the_starting_deadline_lets_a_late_slot_start_or_misses_it() {
 }
 
 #[test]
-fn more_than_100_missed_slots_start_nothing() {
+fn more_than_100_missed_slots_start_the_latest_with_a_warning() {
     let s = utc("* * * * *");
     let i = input("2026-03-01T00:00:00Z");
     let o = decide(&s, &i, t("2026-03-01T01:40:00Z")).unwrap();
     assert_eq!(o.decision, start("2026-03-01T01:40:00Z", 99));
+    assert!(!too_many_missed(99));
+    // 101 missed: the latest still starts (the current CronJob controller), with the warning.
     let o = decide(&s, &i, t("2026-03-01T01:41:00Z")).unwrap();
-    assert_eq!(
-        o.decision,
-        Decision::Skip {
-            slot: t("2026-03-01T01:41:00Z"),
-            reason: SkipReason::TooManyMissed
-        }
-    );
-    assert_eq!(
-        SkipReason::TooManyMissed.event_reason(),
-        "TooManyMissedTimes"
-    );
+    assert_eq!(o.decision, start("2026-03-01T01:41:00Z", 100));
+    assert!(too_many_missed(100));
     // A year of missed minutes is decided as fast as 101 of them.
     let o = decide(&s, &i, t("2027-03-01T00:00:00Z")).unwrap();
-    assert!(matches!(
-        o.decision,
-        Decision::Skip {
-            reason: SkipReason::TooManyMissed,
-            ..
-        }
-    ));
+    assert_eq!(o.decision, start("2027-03-01T00:00:00Z", 100));
     // A starting deadline only counts the slots within it, as in CronJob.
     let mut i = input("2026-03-01T00:00:00Z");
     i.starting_deadline_seconds = Some(600);

@@ -9,12 +9,14 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
 use serde_json::json;
 
 use crate::support::*;
 
 mod lease;
 pub(crate) mod rbac;
+mod results_channel;
 mod schedule;
 mod stale_cache;
 
@@ -451,7 +453,8 @@ async fn a_new_benchmark_makes_exactly_the_writes_it_needs() {
     })
     .await;
     operator.stop().await;
-    // One run, its plan and its Job, the two statuses, and Events: nothing deleted, nothing
+    // One run, its plan and results ConfigMaps, its results identity (ServiceAccount, Role,
+    // RoleBinding) and its Job, the two statuses, and Events: nothing deleted, nothing
     // replaced, no Secret or claim written.
     fake.assert_writes_since(
         mark,
@@ -459,6 +462,9 @@ async fn a_new_benchmark_makes_exactly_the_writes_it_needs() {
             "create coebench.dev/coebenchmarkruns",
             "patch coebench.dev/coebenchmarks/status",
             "create /configmaps",
+            "create /serviceaccounts",
+            "create rbac.authorization.k8s.io/roles",
+            "create rbac.authorization.k8s.io/rolebindings",
             "create batch/jobs",
             "patch coebench.dev/coebenchmarkruns/status",
             "create events.k8s.io/events",
@@ -500,7 +506,8 @@ async fn a_restarted_operator_duplicates_nothing() {
     );
     assert_eq!(fake.list::<CoeBenchmarkRun>(NS).len(), 1);
     assert_eq!(fake.list::<Job>(NS).len(), 1);
-    assert_eq!(fake.list::<ConfigMap>(NS).len(), 1);
+    // The plan and the results ConfigMaps.
+    assert_eq!(fake.list::<ConfigMap>(NS).len(), 2);
 
     // And it carries the run to its end.
     fake.terminate_pod(NS, &pod, 0, &report("bench-1", RunOutcome::Succeeded, None));
@@ -603,17 +610,24 @@ async fn a_bad_csv_sets_valid_false_naming_the_line_and_a_fixed_one_runs() {
     operator.stop().await;
 }
 
+/// The kubelet's message for a container whose Secret does not exist.
+const SECRET_MISSING: &str = "secret \"sn-key\" not found";
+
 #[tokio::test]
-async fn a_missing_secret_holds_the_job_back_then_fails_the_run() {
+async fn a_missing_secret_named_by_the_kubelet_fails_the_run_with_its_fix() {
     let fake = FakeApiServer::new();
     put_claim(&fake, "results");
     let operator = Operator::start(&fake, fast_settings()).await;
     put_benchmark(&fake, "bench", json!({}));
-    let run = run_where(&fake, "bench-1", "JobCreated=False", |r| {
-        has_condition(r, "JobCreated", "False", "SecretNotFound")
+    // The operator cannot read Secrets: the Job is created, and the kubelet says what is missing.
+    let job = eventually(WAIT, "the Job", || fake.get::<Job>(NS, "bench-1")).await;
+    let pod = fake.start_job_pod(NS, &job.name_any());
+    fake.set_pod_waiting(NS, &pod, "CreateContainerConfigError", SECRET_MISSING);
+    let run = run_where(&fake, "bench-1", "waiting on the Secret", |r| {
+        has_condition(r, "Running", "False", "SecretNotFound")
     })
     .await;
-    let (_, _, message) = run_condition(&run, "JobCreated").unwrap();
+    let (_, _, message) = run_condition(&run, "Running").unwrap();
     assert!(
         message.contains("kubectl create secret generic sn-key"),
         "{message}"
@@ -624,12 +638,33 @@ async fn a_missing_secret_holds_the_job_back_then_fails_the_run() {
     })
     .await;
     assert_eq!(run_condition(&run, "Failed").unwrap().1, "SecretNotFound");
-    assert!(fake.get::<Job>(NS, "bench-1").is_none());
+    eventually(WAIT, "the stuck Job deleted", || {
+        fake.get::<Job>(NS, "bench-1").is_none().then_some(())
+    })
+    .await;
     assert!(
-        fake.requests()
-            .iter()
-            .all(|r| !(r.method == "POST" && r.path.ends_with("/jobs")))
+        fake.requests().iter().all(|r| !r.path.contains("/secrets")),
+        "the operator read a Secret"
     );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_key_is_named_with_its_fix() {
+    let fake = FakeApiServer::new();
+    put_claim(&fake, "results");
+    let operator = Operator::start(&fake, fast_settings()).await;
+    put_benchmark(&fake, "bench", json!({}));
+    let job = eventually(WAIT, "the Job", || fake.get::<Job>(NS, "bench-1")).await;
+    let pod = fake.start_job_pod(NS, &job.name_any());
+    let kubelet = format!("couldn't find key apiKey in Secret {NS}/sn-key");
+    fake.set_pod_waiting(NS, &pod, "CreateContainerConfigError", &kubelet);
+    let run = run_where(&fake, "bench-1", "waiting on the key", |r| {
+        has_condition(r, "Running", "False", "SecretKeyNotFound")
+    })
+    .await;
+    let (_, _, message) = run_condition(&run, "Running").unwrap();
+    assert!(message.contains("add key \"apiKey\""), "{message}");
     operator.stop().await;
 }
 
@@ -641,13 +676,18 @@ async fn a_secret_created_in_time_lets_the_run_start() {
     settings.dependency_timeout = std::time::Duration::from_secs(30);
     let operator = Operator::start(&fake, settings).await;
     put_benchmark(&fake, "bench", json!({}));
-    run_where(&fake, "bench-1", "JobCreated=False", |r| {
-        has_condition(r, "JobCreated", "False", "SecretNotFound")
+    let job = eventually(WAIT, "the Job", || fake.get::<Job>(NS, "bench-1")).await;
+    let pod = fake.start_job_pod(NS, &job.name_any());
+    fake.set_pod_waiting(NS, &pod, "CreateContainerConfigError", SECRET_MISSING);
+    run_where(&fake, "bench-1", "waiting on the Secret", |r| {
+        has_condition(r, "Running", "False", "SecretNotFound")
     })
     .await;
+    // The Secret appears and the kubelet starts the container.
     put_secret(&fake, "sn-key", "apiKey");
-    eventually(WAIT, "the Job once the Secret exists", || {
-        fake.get::<Job>(NS, "bench-1")
+    fake.set_pod_running(NS, &pod);
+    run_where(&fake, "bench-1", "phase Running", |r| {
+        run_phase(r) == Some(RunPhase::Running)
     })
     .await;
     operator.stop().await;

@@ -375,6 +375,37 @@ async fn suspend_stops_scheduling_and_a_resume_past_the_deadline_misses_the_slot
 }
 
 #[tokio::test]
+async fn after_more_than_100_missed_slots_the_latest_still_starts_with_a_warning() {
+    let (scene, operator) = Scene::new("2026-03-01T00:00:30Z").await;
+    put_benchmark(&scene.fake, "minutely", json!({"schedule": "* * * * *"}));
+    // The operator saw nothing for three hours: 180 slots are due, only the latest runs.
+    scene.tick("minutely", "2026-03-01T03:00:10Z").await;
+    assert_eq!(
+        scene.run_names(),
+        [scheduled_run_name("minutely", t("2026-03-01T03:00:00Z"))]
+    );
+    let notes = scene.event_notes("TooManyMissedTimes");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("more than 100") && n.contains("startingDeadlineSeconds")),
+        "{notes:?}"
+    );
+    let warned = format!(
+        "coebench_benchmark_missed_schedules_total{{namespace=\"{NS}\",benchmark=\"minutely\",reason=\"too_many_missed\"}} 1"
+    );
+    assert!(metric_line(&operator, &warned).is_some());
+    // Once that run ends, the next minute is an ordinary slot again: no warning.
+    scene
+        .finish(&scheduled_run_name("minutely", t("2026-03-01T03:00:00Z")))
+        .await;
+    scene.tick("minutely", "2026-03-01T03:01:05Z").await;
+    assert_eq!(scene.run_names().len(), 2);
+    assert_eq!(scene.event_notes("TooManyMissedTimes").len(), 1);
+    operator.stop().await;
+}
+
+#[tokio::test]
 async fn run_now_on_a_scheduled_benchmark_adds_one_run_and_keeps_the_schedule() {
     let (scene, operator) = Scene::new("2026-03-01T01:00:00Z").await;
     put_benchmark(&scene.fake, "nightly", json!({"schedule": "0 2 * * *"}));

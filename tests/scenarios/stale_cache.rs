@@ -198,3 +198,40 @@ async fn a_failed_run_keeps_its_reason_when_a_stale_reconcile_finds_its_job_gone
     );
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn after_the_history_is_compacted_the_controllers_list_again_and_keep_working() {
+    let fake = FakeApiServer::new();
+    let (operator, _) = started(&fake, "bench", json!({})).await;
+    let pod = fake.start_job_pod(NS, "bench-1");
+    fake.set_pod_running(NS, &pod);
+    run_where(&fake, "bench-1", "phase Running", |r| {
+        run_phase(r) == Some(RunPhase::Running)
+    })
+    .await;
+    // Every watch ends, and the versions the controllers saw are gone: their next watch gets
+    // 410 Gone, and only a fresh list brings them back.
+    fake.compact_and_close_watches();
+    eventually(
+        WAIT,
+        "410 Gone answered to the controllers' watches",
+        || (fake.expired_watches() > 0).then_some(()),
+    )
+    .await;
+    // Changes made after the compaction still reach both controllers.
+    fake.terminate_pod(NS, &pod, 0, &report("bench-1", RunOutcome::Succeeded, None));
+    fake.mark_job(NS, "bench-1", None);
+    run_where(&fake, "bench-1", "phase Succeeded", |r| {
+        run_phase(r) == Some(RunPhase::Succeeded)
+    })
+    .await;
+    fake.modify::<CoeBenchmark>(NS, "bench", |b| {
+        b["metadata"]["annotations"]["coebench.dev/run-now"] = json!("after-compaction")
+    });
+    eventually(WAIT, "the run-now run", || {
+        fake.get::<CoeBenchmarkRun>(NS, "bench-2")
+    })
+    .await;
+    assert_eq!(run_names(&fake), ["bench-1", "bench-2"]);
+    operator.stop().await;
+}

@@ -83,6 +83,21 @@ impl ApiKind {
     }
 }
 
+/// The API route a request is posted to; it fixes how the request and its response are framed.
+/// The client picks it from the endpoint's URL, the simulator from the request's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Route {
+    /// `POST .../chat/completions`, OpenAI-compatible (SambaNova Cloud, OpenAI, SambaStudio's
+    /// OpenAI-compatible URLs, vLLM, llama.cpp, ...); server-sent events when streamed.
+    Chat,
+    /// `POST /api/predict/generic/stream/<project>/<endpoint>` (SambaStudio generic v1): one JSON
+    /// object per line.
+    GenericV1,
+    /// `POST /api/v2/predict/generic/stream/<project>/<endpoint>` (SambaStudio generic v2).
+    GenericV2,
+}
+
 /// One model configuration to benchmark: the kit CSV's row.
 ///
 /// Exactly one of `concurrency` and `qps` is set.

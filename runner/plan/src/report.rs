@@ -5,6 +5,13 @@
 //! until the Pod is deleted, so the operator can read it even if it was down when the run ended.
 //! The full results stay on the results volume. This module defines the format and fits it into
 //! the size limit; it performs no I/O.
+//!
+//! Every row's numbers also reach the API as each row finishes, through the run's *results
+//! ConfigMaps*: the operator creates them empty, the runner adds one key per finished row
+//! ([`results_row_key`], a [`RowReport`] as compact JSON), and the operator copies them into the
+//! run's status. [`ROWS_PER_RESULTS_CONFIG_MAP`] rows share one ConfigMap, so no ConfigMap comes
+//! near the API server's 1 MiB limit; [`results_config_map_name`] names them. Both programs use
+//! these names, so they are defined here once.
 
 use serde::{Deserialize, Serialize};
 
@@ -148,6 +155,37 @@ impl RunReport {
     }
 }
 
+/// Rows whose numbers share one results ConfigMap. A row's entry is at most about 540 bytes of
+/// JSON (a 100-character model name, every number set with full precision), so 1,000 rows stay
+/// under 0.55 MiB, about half the API server's 1 MiB ConfigMap limit.
+pub const ROWS_PER_RESULTS_CONFIG_MAP: usize = 1000;
+
+/// Name of the `shard`-th results ConfigMap of `run` (from 0): `<run>-results-<shard>`.
+pub fn results_config_map_name(run: &str, shard: usize) -> String {
+    format!("{run}-results-{shard}")
+}
+
+/// The results ConfigMaps a run of `rows` rows needs (at least one).
+pub fn results_config_map_count(rows: usize) -> usize {
+    rows.div_ceil(ROWS_PER_RESULTS_CONFIG_MAP).max(1)
+}
+
+/// The results ConfigMap (its shard number) that holds row `row_index`.
+pub fn results_shard_of(row_index: usize) -> usize {
+    row_index / ROWS_PER_RESULTS_CONFIG_MAP
+}
+
+/// The key of row `row_index` (from 0) in its results ConfigMap: `row-00042`. Zero-padded so
+/// `kubectl get configmap -o yaml`, which sorts keys, lists rows in plan order.
+pub fn results_row_key(row_index: usize) -> String {
+    format!("row-{row_index:05}")
+}
+
+/// The row index of a results ConfigMap key, or `None` for a key that is not a row's.
+pub fn row_index_of_key(key: &str) -> Option<usize> {
+    key.strip_prefix("row-")?.parse().ok()
+}
+
 /// Largest `message` kept in a bounded report, in bytes.
 pub const MESSAGE_LIMIT: usize = 1024;
 
@@ -209,6 +247,38 @@ mod tests {
         let back: RunReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, realistic(10), "ten rows fit whole");
         assert_eq!(back.rows[9].server_ttft_p99_s(), Some(0.2987));
+    }
+
+    #[test]
+    fn results_config_maps_hold_their_share_of_rows_under_the_size_limit() {
+        assert_eq!(results_config_map_count(0), 1);
+        assert_eq!(results_config_map_count(1000), 1);
+        assert_eq!(results_config_map_count(1001), 2);
+        assert_eq!(results_shard_of(999), 0);
+        assert_eq!(results_shard_of(1000), 1);
+        assert_eq!(results_config_map_name("b-1", 1), "b-1-results-1");
+        assert_eq!(results_row_key(42), "row-00042");
+        assert_eq!(row_index_of_key("row-00042"), Some(42));
+        assert_eq!(row_index_of_key("plan.json"), None);
+        // The largest row: a 100-character model name, every number set with full precision.
+        let widest = RowReport {
+            model: "m".repeat(100),
+            input_tokens: u32::MAX,
+            output_tokens: u32::MAX,
+            concurrency: Some(u32::MAX),
+            qps: Some(1.0 / 3.0),
+            completed: u32::MAX,
+            errors: u32::MAX,
+            client_ttft_p50_s: Some(1.0 / 3.0),
+            server_ttft_p50_s: Some(1.0 / 3.0),
+            e2e_p50_s: Some(1.0 / 3.0),
+            output_tokens_per_s_p50: Some(1.0 / 3.0),
+            switching_time_s: Some(1.0 / 3.0),
+            ttft_tail_s: Some([Some(1.0 / 3.0); 4]),
+        };
+        let entry = results_row_key(99_999).len() + serde_json::to_string(&widest).unwrap().len();
+        assert!(entry <= 540, "{entry} bytes");
+        assert!(entry * ROWS_PER_RESULTS_CONFIG_MAP < 1024 * 1024 * 55 / 100);
     }
 
     #[test]

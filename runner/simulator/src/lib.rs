@@ -52,7 +52,7 @@ pub use config::{
     ModelConfig, NaturalLength, RateLimitFault, SimulatorConfig, SlowFirstByteFault,
     SpeculativeConfig, StallFault, VisionConfig,
 };
-pub use truth::{FaultKind, Flavour, LagSummary, TruthRecord};
+pub use truth::{FaultKind, LagSummary, TruthRecord};
 pub use validate::{ConfigProblem, ConfigProblems};
 
 use context::Ctx;

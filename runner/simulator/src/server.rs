@@ -27,8 +27,9 @@ use super::faults::{self, Purpose, mix, request_rng};
 use super::image;
 use super::message::{BodyFrame, QueuedRequest};
 use super::request::{self, ParsedRequest};
-use super::truth::{FaultKind, Flavour, TruthRecord};
+use super::truth::{FaultKind, TruthRecord};
 use super::wire::{ApiError, RenderParams, ResponseFormat, ResponseRenderer};
+use coebench_plan::Route;
 use coebench_support::socket_time::TimestampedStream;
 use coebench_support::timer;
 use coebench_support::tokenizer::TokenCounter;
@@ -128,7 +129,7 @@ enum Dispatch {
     /// The model list.
     Models,
     /// A completion on one of the API routes.
-    Api(Flavour),
+    Api(Route),
     /// Nothing the simulator serves; the message says what it does serve.
     NotFound(String),
 }
@@ -139,13 +140,13 @@ fn dispatch(method: &Method, path: &str) -> Dispatch {
             .map(|rest| rest.split('/').filter(|s| !s.is_empty()).count())
     };
     if path.ends_with("/chat/completions") && method == Method::POST {
-        Dispatch::Api(Flavour::Chat)
+        Dispatch::Api(Route::Chat)
     } else if path.ends_with("/models") && method == Method::GET {
         Dispatch::Models
     } else if segments("/api/v2/predict/generic/stream/") == Some(2) && method == Method::POST {
-        Dispatch::Api(Flavour::GenericV2)
+        Dispatch::Api(Route::GenericV2)
     } else if segments("/api/predict/generic/stream/") == Some(2) && method == Method::POST {
-        Dispatch::Api(Flavour::GenericV1)
+        Dispatch::Api(Route::GenericV1)
     } else if path.contains("/predict/generic/") {
         Dispatch::NotFound(format!(
             "{method} {path} is not served; the simulator serves SambaStudio's stream endpoints: POST /api/predict/generic/stream/<project>/<endpoint> (v1) and POST /api/v2/predict/generic/stream/<project>/<endpoint> (v2)"
@@ -165,12 +166,16 @@ async fn handle(
 ) -> Response<SimBody> {
     let arrival = Instant::now();
     let dispatch = dispatch(req.method(), req.uri().path());
-    if let Dispatch::Models = dispatch {
-        return match authorize(&ctx, &req) {
-            Ok(()) => models_response(&ctx),
-            Err(e) => error_response(&e, None),
-        };
-    }
+    let route = match dispatch {
+        Dispatch::Models => {
+            return match authorize(&ctx, &req) {
+                Ok(()) => models_response(&ctx),
+                Err(e) => error_response(&e, None),
+            };
+        }
+        Dispatch::Api(route) => Ok(route),
+        Dispatch::NotFound(message) => Err(message),
+    };
     let ordinal = ctx.ordinal.fetch_add(1, Ordering::Relaxed);
     let request_id = req
         .headers()
@@ -179,22 +184,18 @@ async fn handle(
         .filter(|v| !v.is_empty() && v.len() <= 256)
         .map(str::to_string)
         .unwrap_or_else(|| generated_id(ctx.config.seed, ordinal));
-    let flavour = match dispatch {
-        Dispatch::Api(flavour) => flavour,
-        Dispatch::Models | Dispatch::NotFound(_) => Flavour::Unknown,
-    };
     let mut record = TruthRecord::arrived(
         ordinal,
         request_id.clone(),
-        flavour,
+        route.as_ref().ok().copied(),
         ctx.unix_us(arrival),
         ctx.rel(arrival),
     );
     // A timestamp from before this request's head (an older read) is not its arrival.
     record.received_unix_us = received_unix_us.filter(|&us| us <= record.arrival_unix_us);
-    let result = match dispatch {
-        Dispatch::NotFound(message) => Err(ApiError::not_found("unknown_route", message)),
-        _ => serve(req, &ctx, flavour, &mut record, arrival).await,
+    let result = match route {
+        Ok(route) => serve(req, &ctx, route, &mut record, arrival).await,
+        Err(message) => Err(ApiError::not_found("unknown_route", message)),
     };
     match result {
         Ok(response) => with_request_id(response, &request_id),
@@ -242,11 +243,11 @@ struct Prepared {
     text_tokens: u32,
 }
 
-fn prepare(body: &[u8], flavour: Flavour, ctx: &Ctx) -> Result<Prepared, ApiError> {
-    let parsed = match flavour {
-        Flavour::GenericV1 => request::parse_generic(body, false)?,
-        Flavour::GenericV2 => request::parse_generic(body, true)?,
-        _ => request::parse_chat(body)?,
+fn prepare(body: &[u8], route: Route, ctx: &Ctx) -> Result<Prepared, ApiError> {
+    let parsed = match route {
+        Route::GenericV1 => request::parse_generic(body, false)?,
+        Route::GenericV2 => request::parse_generic(body, true)?,
+        Route::Chat => request::parse_chat(body)?,
     };
     let text_tokens = u32::try_from(ctx.tokenizer.count_tokens(&parsed.prompt)).unwrap_or(u32::MAX);
     Ok(Prepared {
@@ -262,20 +263,20 @@ fn prepare(body: &[u8], flavour: Flavour, ctx: &Ctx) -> Result<Prepared, ApiErro
 async fn serve(
     req: Request<Incoming>,
     ctx: &Arc<Ctx>,
-    flavour: Flavour,
+    route: Route,
     record: &mut TruthRecord,
     arrival: Instant,
 ) -> Result<Response<SimBody>, ApiError> {
     let Prepared {
         parsed,
         text_tokens,
-    } = read_request(req, ctx, flavour).await?;
+    } = read_request(req, ctx, route).await?;
     record.stream = parsed.stream;
     let config = &ctx.config;
     let model_index = resolve_model(&parsed, config)?;
     let model = &config.models[model_index];
     record.model = Some(model.name.clone());
-    let sizing = size_request(&parsed, model, text_tokens, flavour, config)?;
+    let sizing = size_request(&parsed, model, text_tokens, route, config)?;
 
     let now = Instant::now();
     if let Err(retry_after_s) = ctx.limiters.admit(model_index, now) {
@@ -305,7 +306,7 @@ async fn serve(
     record.image_tokens = sizing.image_tokens;
     record.sequence_bucket = Some(sizing.bucket);
 
-    let wire = renderer(&parsed, model, flavour, ctx, ordinal, arrival);
+    let wire = renderer(&parsed, model, route, ctx, ordinal, arrival);
     let content_type = wire.content_type();
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = QueuedRequest {
@@ -337,7 +338,7 @@ async fn serve(
 async fn read_request(
     req: Request<Incoming>,
     ctx: &Arc<Ctx>,
-    flavour: Flavour,
+    route: Route,
 ) -> Result<Prepared, ApiError> {
     authorize(ctx, &req)?;
     let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
@@ -352,11 +353,11 @@ async fn read_request(
         .to_bytes();
     if body.len() > BLOCKING_PARSE_BYTES {
         let ctx2 = ctx.clone();
-        tokio::task::spawn_blocking(move || prepare(&body, flavour, &ctx2))
+        tokio::task::spawn_blocking(move || prepare(&body, route, &ctx2))
             .await
             .map_err(|e| ApiError::internal(format!("request parsing failed: {e}")))?
     } else {
-        prepare(&body, flavour, ctx)
+        prepare(&body, route, ctx)
     }
 }
 
@@ -401,7 +402,7 @@ fn size_request(
     parsed: &ParsedRequest,
     model: &ModelConfig,
     text_tokens: u32,
-    flavour: Flavour,
+    route: Route,
     config: &SimulatorConfig,
 ) -> Result<Sizing, ApiError> {
     let image_tokens: u32 = match (&model.vision, parsed.images.is_empty()) {
@@ -421,7 +422,7 @@ fn size_request(
             .map(|&(w, h)| image::image_tokens(w, h, v.patch_pixels, v.max_tokens_per_image))
             .fold(0u32, u32::saturating_add),
     };
-    let template = if flavour == Flavour::Chat {
+    let template = if route == Route::Chat {
         config.chat_template_tokens
     } else {
         0
@@ -528,20 +529,20 @@ fn record_stream_faults(
 fn renderer(
     parsed: &ParsedRequest,
     model: &ModelConfig,
-    flavour: Flavour,
+    route: Route,
     ctx: &Ctx,
     ordinal: u64,
     arrival: Instant,
 ) -> ResponseRenderer {
     let config = &ctx.config;
-    let kind = match flavour {
-        Flavour::GenericV1 => ResponseFormat::Generic { v2: false },
-        Flavour::GenericV2 => ResponseFormat::Generic { v2: true },
-        _ if parsed.stream => ResponseFormat::ChatStream {
+    let kind = match route {
+        Route::GenericV1 => ResponseFormat::Generic { v2: false },
+        Route::GenericV2 => ResponseFormat::Generic { v2: true },
+        Route::Chat if parsed.stream => ResponseFormat::ChatStream {
             send_usage: !config.omit_usage
                 && (config.api == ApiMode::Sncloud || parsed.include_usage),
         },
-        _ => ResponseFormat::ChatFull,
+        Route::Chat => ResponseFormat::ChatFull,
     };
     let identity = mix(mix(config.seed) ^ ordinal.wrapping_add(0xC0FFEE));
     let created = ctx.unix_us(arrival) / 1_000_000;

@@ -10,23 +10,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use coebench_plan::Route;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
-
-/// Which wire format a request used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Flavour {
-    /// `POST .../chat/completions` (SambaNova Cloud, OpenAI, SambaStudio OpenAI-compatible).
-    Chat,
-    /// `POST /api/predict/generic/stream/<project>/<endpoint>` (SambaStudio generic v1).
-    GenericV1,
-    /// `POST /api/v2/predict/generic/stream/<project>/<endpoint>` (SambaStudio generic v2).
-    GenericV2,
-    /// A path or method the simulator does not serve.
-    Unknown,
-}
 
 /// A fault injected into a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -57,8 +44,10 @@ pub struct TruthRecord {
     pub request_id: String,
     /// The model that served it (resolved name).
     pub model: Option<String>,
-    /// Wire format.
-    pub flavour: Flavour,
+    /// The route it was posted to; `None` for a path or method the simulator does not serve.
+    /// Logged as `"flavour"`: `"chat"`, `"generic-v1"`, `"generic-v2"` or `"unknown"`.
+    #[serde(rename = "flavour", with = "logged_route")]
+    pub route: Option<Route>,
     /// Whether the response was streamed.
     pub stream: bool,
     /// HTTP status answered.
@@ -150,7 +139,7 @@ impl TruthRecord {
     pub(crate) fn arrived(
         ordinal: u64,
         request_id: String,
-        flavour: Flavour,
+        route: Option<Route>,
         arrival_unix_us: i64,
         arrival_s: f64,
     ) -> Self {
@@ -158,7 +147,7 @@ impl TruthRecord {
             ordinal,
             request_id,
             model: None,
-            flavour,
+            route,
             stream: false,
             http_status: 200,
             error: None,
@@ -467,9 +456,59 @@ pub(crate) async fn start_log_writer(
     Ok((tx, task))
 }
 
+/// The truth log's `"flavour"` field: a route's name, or `"unknown"` for an unserved request.
+mod logged_route {
+    use coebench_plan::Route;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    enum Logged {
+        Chat,
+        GenericV1,
+        GenericV2,
+        Unknown,
+    }
+
+    pub(super) fn serialize<S: Serializer>(route: &Option<Route>, s: S) -> Result<S::Ok, S::Error> {
+        match route {
+            Some(Route::Chat) => Logged::Chat,
+            Some(Route::GenericV1) => Logged::GenericV1,
+            Some(Route::GenericV2) => Logged::GenericV2,
+            None => Logged::Unknown,
+        }
+        .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Route>, D::Error> {
+        Ok(match Logged::deserialize(d)? {
+            Logged::Chat => Some(Route::Chat),
+            Logged::GenericV1 => Some(Route::GenericV1),
+            Logged::GenericV2 => Some(Route::GenericV2),
+            Logged::Unknown => None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_names_routes_as_flavours_and_unserved_requests_unknown() {
+        for (route, logged) in [
+            (Some(Route::Chat), "chat"),
+            (Some(Route::GenericV1), "generic-v1"),
+            (Some(Route::GenericV2), "generic-v2"),
+            (None, "unknown"),
+        ] {
+            let record = TruthRecord::arrived(0, "a".into(), route, 0, 0.0);
+            let line = serde_json::to_value(&record).unwrap();
+            assert_eq!(line["flavour"], logged);
+            let back: TruthRecord = serde_json::from_value(line).unwrap();
+            assert_eq!(back.route, route);
+        }
+    }
 
     #[test]
     fn histogram_quantiles_land_in_the_right_bins() {
@@ -494,8 +533,20 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move { store.wait_for("b", Duration::from_secs(5)).await })
         };
-        store.push(TruthRecord::arrived(0, "a".into(), Flavour::Chat, 0, 0.0));
-        store.push(TruthRecord::arrived(1, "b".into(), Flavour::Chat, 0, 0.0));
+        store.push(TruthRecord::arrived(
+            0,
+            "a".into(),
+            Some(Route::Chat),
+            0,
+            0.0,
+        ));
+        store.push(TruthRecord::arrived(
+            1,
+            "b".into(),
+            Some(Route::Chat),
+            0,
+            0.0,
+        ));
         assert_eq!(waiter.await.unwrap().map(|r| r.ordinal), Some(1));
         assert_eq!(store.get("a").map(|r| r.ordinal), Some(0));
         assert_eq!(store.all().len(), 2);

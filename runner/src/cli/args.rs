@@ -162,6 +162,37 @@ pub struct RunArgs {
     /// Write the compact run report here (in a cluster: /dev/termination-log).
     #[arg(long, value_name = "FILE", help_heading = "Reporting")]
     pub report_file: Option<PathBuf>,
+    /// Write each row's headline numbers, as the row finishes, to the results ConfigMaps of
+    /// run RUN (`RUN-results-<n>`) through the Kubernetes API, with the Pod's ServiceAccount
+    /// (the operator sets this; the ConfigMaps must exist).
+    #[arg(long, value_name = "RUN", help_heading = "Reporting")]
+    pub publish_results: Option<String>,
+    /// With --publish-results: the API server's URL (default: the Pod's
+    /// https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT with its ServiceAccount's CA).
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "publish_results",
+        help_heading = "Reporting"
+    )]
+    pub kube_api: Option<String>,
+    /// With --publish-results: the ConfigMaps' namespace (default: the Pod's).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "publish_results",
+        help_heading = "Reporting"
+    )]
+    pub kube_namespace: Option<String>,
+    /// With --publish-results: a file holding the bearer token (default: the Pod's
+    /// ServiceAccount token; none with --kube-api).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "publish_results",
+        help_heading = "Reporting"
+    )]
+    pub kube_token_file: Option<PathBuf>,
     /// Serve Prometheus metrics at /metrics on this address while the run lasts
     /// (e.g. 0.0.0.0:9090).
     #[arg(long, value_name = "ADDR", help_heading = "Reporting")]

@@ -17,6 +17,7 @@ use coebench_runner::engine::observer::{Observers, RunObserver};
 use coebench_runner::engine::preflight::{check_credentials, check_output_folders, read_datasets};
 use coebench_runner::engine::run::{PlanSource, RunError, RunSettings, exit_code, run_plan};
 use coebench_runner::prometheus::{ExportOptions, Exporter, RunLabels};
+use coebench_runner::results_api::{ApiAccess, ResultsPublisher};
 use coebench_simulator::{SimulatorConfig, SimulatorError};
 
 use crate::cli::args::{InputArgs, RunArgs};
@@ -66,6 +67,13 @@ pub fn run(args: &RunArgs) -> ExitCode {
     if let Some(exporter) = &exporter {
         observers.push(exporter.metrics());
     }
+    let publisher = match publisher(args, &runtime) {
+        Ok(publisher) => publisher,
+        Err(message) => return fail_before_start(args, RunOutcome::InvalidInput, &message),
+    };
+    if let Some(publisher) = &publisher {
+        observers.push(publisher.clone());
+    }
     let settings = RunSettings {
         source: plan_source(&args.input, &loaded),
         env: Box::new(|name| std::env::var(name).ok()),
@@ -87,6 +95,14 @@ pub fn run(args: &RunArgs) -> ExitCode {
         .await;
         if let Some(exporter) = exporter {
             exporter.finish(&stop).await;
+        }
+        if let Some(publisher) = publisher {
+            let published = publisher.finish().await;
+            tracing::info!(
+                rows = published.rows,
+                failed = published.failed,
+                "published the rows' results to the API"
+            );
         }
         result
     });
@@ -181,6 +197,27 @@ fn export_options(args: &RunArgs) -> Result<Option<ExportOptions>, String> {
         linger,
         labels,
     }))
+}
+
+/// The results publisher, with `--publish-results`: `Err` says why it cannot start.
+fn publisher(
+    args: &RunArgs,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<Arc<ResultsPublisher>>, String> {
+    let Some(run) = &args.publish_results else {
+        return Ok(None);
+    };
+    let access = ApiAccess::resolve(
+        &|name| std::env::var(name).ok(),
+        args.kube_api.as_deref(),
+        args.kube_namespace.as_deref(),
+        args.kube_token_file.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    let _inside = runtime.enter();
+    ResultsPublisher::start(access, run)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 fn plan_source(input: &InputArgs, loaded: &LoadedPlan) -> PlanSource {

@@ -9,22 +9,7 @@ use serde::Serialize;
 
 use super::{ClientError, ClientOptions, RequestSpec};
 use crate::credentials::ResolvedEndpoint;
-use coebench_plan::ApiKind;
-
-/// How requests and responses are framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wire {
-    /// OpenAI-compatible chat completions streamed as server-sent events.
-    Chat {
-        /// Whether bodies carry `"ignore_eos": true`.
-        ignore_eos: bool,
-    },
-    /// SambaStudio generic stream API: one JSON object per line.
-    Generic {
-        /// The v2 API (`/api/v2` in the URL) rather than v1.
-        v2: bool,
-    },
-}
+use coebench_plan::{ApiKind, Route};
 
 /// Where and how an endpoint is called.
 #[derive(Debug, Clone)]
@@ -33,8 +18,11 @@ pub(crate) struct Target {
     pub uri: Uri,
     /// The URL that lists models, for APIs that have one.
     pub models_uri: Option<Uri>,
-    /// The framing.
-    pub wire: Wire,
+    /// The route, which fixes the framing of requests and responses.
+    pub route: Route,
+    /// Whether chat bodies carry `"ignore_eos": true` unless the request says otherwise
+    /// (never on SambaStudio's OpenAI-compatible URLs).
+    pub ignore_eos: bool,
     /// Headers of every request (the request id is added per request).
     pub headers: HeaderMap,
 }
@@ -50,32 +38,29 @@ pub(crate) fn resolve(
     };
     let url = endpoint.url.trim();
     let parsed = parse_url(url, endpoint.api, &redact)?;
-    let (uri, wire) = match endpoint.api {
+    let (uri, route) = match endpoint.api {
         ApiKind::Sncloud | ApiKind::Openai => {
             let uri = if url.contains("chat/completions") {
                 parsed.clone()
             } else {
                 with_path_suffix(&parsed, "chat/completions", &redact)?
             };
-            (
-                uri,
-                Wire::Chat {
-                    ignore_eos: options.ignore_eos,
-                },
-            )
+            (uri, Route::Chat)
         }
         ApiKind::Sambastudio => sambastudio_url(url, &parsed, &redact)?,
         ApiKind::Simulator => return Err(ClientError::Simulator),
     };
-    let models_uri = match wire {
-        Wire::Chat { .. } => Some(models_url(&uri, &redact)?),
-        Wire::Generic { .. } => None,
+    let models_uri = match route {
+        Route::Chat => Some(models_url(&uri, &redact)?),
+        Route::GenericV1 | Route::GenericV2 => None,
     };
-    let headers = headers(endpoint, wire)?;
+    let ignore_eos = options.ignore_eos && endpoint.api != ApiKind::Sambastudio;
+    let headers = headers(endpoint, route)?;
     Ok(Target {
         uri,
         models_uri,
-        wire,
+        route,
+        ignore_eos,
         headers,
     })
 }
@@ -111,16 +96,20 @@ fn sambastudio_url(
     url: &str,
     parsed: &Uri,
     redact: &dyn Fn(&str) -> String,
-) -> Result<(Uri, Wire), ClientError> {
-    let v2 = url.contains("/api/v2");
+) -> Result<(Uri, Route), ClientError> {
+    let generic = if url.contains("/api/v2") {
+        Route::GenericV2
+    } else {
+        Route::GenericV1
+    };
     if url.contains("chat/completions") {
-        Ok((parsed.clone(), Wire::Chat { ignore_eos: false }))
+        Ok((parsed.clone(), Route::Chat))
     } else if url.contains("stream") {
-        Ok((parsed.clone(), Wire::Generic { v2 }))
+        Ok((parsed.clone(), generic))
     } else if url.contains("generic") {
         let rewritten = url.replace("generic", "generic/stream");
         let uri = parse_url(&rewritten, ApiKind::Sambastudio, redact)?;
-        Ok((uri, Wire::Generic { v2 }))
+        Ok((uri, generic))
     } else {
         Err(ClientError::UnsupportedSambaStudioUrl { url: redact(url) })
     }
@@ -168,7 +157,7 @@ fn rebuild(uri: &Uri, path: &str, redact: &dyn Fn(&str) -> String) -> Result<Uri
     })
 }
 
-fn headers(endpoint: &ResolvedEndpoint, wire: Wire) -> Result<HeaderMap, ClientError> {
+fn headers(endpoint: &ResolvedEndpoint, route: Route) -> Result<HeaderMap, ClientError> {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let key = endpoint.api_key.as_ref().map(|k| k.expose());
@@ -177,8 +166,8 @@ fn headers(endpoint: &ResolvedEndpoint, wire: Wire) -> Result<HeaderMap, ClientE
         value.set_sensitive(true);
         Ok(value)
     };
-    match wire {
-        Wire::Chat { .. } => {
+    match route {
+        Route::Chat => {
             headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
             headers.insert(
                 USER_AGENT,
@@ -188,7 +177,7 @@ fn headers(endpoint: &ResolvedEndpoint, wire: Wire) -> Result<HeaderMap, ClientE
                 headers.insert(AUTHORIZATION, secret(format!("Bearer {key}"))?);
             }
         }
-        Wire::Generic { .. } => {
+        Route::GenericV1 | Route::GenericV2 => {
             // The kit sent only `key` (plus the JSON content type its HTTP library adds).
             if let Some(key) = key {
                 headers.insert(HeaderName::from_static("key"), secret(key.to_string())?);
@@ -199,9 +188,13 @@ fn headers(endpoint: &ResolvedEndpoint, wire: Wire) -> Result<HeaderMap, ClientE
 }
 
 /// The request body for `spec`, serialised once.
-pub(crate) fn body(wire: Wire, spec: &RequestSpec<'_>, url: &str) -> Result<Vec<u8>, ClientError> {
-    let json = match wire {
-        Wire::Chat { ignore_eos } => {
+pub(crate) fn body(
+    target: &Target,
+    spec: &RequestSpec<'_>,
+    url: &str,
+) -> Result<Vec<u8>, ClientError> {
+    let json = match target.route {
+        Route::Chat => {
             let content = match spec.image {
                 None => Content::Text(spec.prompt),
                 Some(image) => Content::Parts([
@@ -220,7 +213,7 @@ pub(crate) fn body(wire: Wire, spec: &RequestSpec<'_>, url: &str) -> Result<Vec<
                 }],
                 model: spec.model,
                 max_tokens: spec.max_tokens,
-                ignore_eos: spec.ignore_eos.unwrap_or(ignore_eos).then_some(true),
+                ignore_eos: spec.ignore_eos.unwrap_or(target.ignore_eos).then_some(true),
                 min_tokens: spec.min_tokens,
                 stream: true,
                 stream_options: StreamOptions {
@@ -228,14 +221,14 @@ pub(crate) fn body(wire: Wire, spec: &RequestSpec<'_>, url: &str) -> Result<Vec<
                 },
             })
         }
-        Wire::Generic { v2 } => {
+        Route::GenericV1 | Route::GenericV2 => {
             if spec.image.is_some() {
                 return Err(ClientError::ImageNotSupported {
                     url: url.to_string(),
                 });
             }
             let params = generic_params(spec);
-            if v2 {
+            if target.route == Route::GenericV2 {
                 let raw: serde_json::Map<String, serde_json::Value> = params
                     .into_iter()
                     .map(|(name, param)| (name.to_string(), param.raw()))
@@ -365,7 +358,7 @@ mod tests {
         let t = target(ApiKind::Sncloud, "https://api.example.com/v1/");
         assert_eq!(t.uri, "https://api.example.com/v1/chat/completions");
         assert_eq!(t.models_uri.unwrap(), "https://api.example.com/v1/models");
-        assert_eq!(t.wire, Wire::Chat { ignore_eos: true });
+        assert_eq!((t.route, t.ignore_eos), (Route::Chat, true));
         let t = target(ApiKind::Openai, "http://h:8000/v1?api-version=2");
         assert_eq!(t.uri, "http://h:8000/v1/chat/completions?api-version=2");
         assert_eq!(
@@ -381,20 +374,20 @@ mod tests {
     fn sambastudio_rules() {
         let t = target(ApiKind::Sambastudio, "https://h/api/predict/generic/p/e");
         assert_eq!(t.uri, "https://h/api/predict/generic/stream/p/e");
-        assert_eq!(t.wire, Wire::Generic { v2: false });
+        assert_eq!(t.route, Route::GenericV1);
         assert!(t.models_uri.is_none());
         assert_eq!(t.headers.get("key").unwrap(), "k");
         assert!(t.headers.get("key").unwrap().is_sensitive());
         let t = target(ApiKind::Sambastudio, "https://h/api/v2/predict/generic/p/e");
         assert_eq!(t.uri, "https://h/api/v2/predict/generic/stream/p/e");
-        assert_eq!(t.wire, Wire::Generic { v2: true });
+        assert_eq!(t.route, Route::GenericV2);
         let t = target(
             ApiKind::Sambastudio,
             "https://h/api/v2/predict/generic/stream/p/e",
         );
         assert_eq!(t.uri, "https://h/api/v2/predict/generic/stream/p/e");
         let t = target(ApiKind::Sambastudio, "https://h/v1/p/chat/completions");
-        assert_eq!(t.wire, Wire::Chat { ignore_eos: false });
+        assert_eq!((t.route, t.ignore_eos), (Route::Chat, false));
     }
 
     #[test]

@@ -33,11 +33,12 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use self::decode::{Decoder, Recorder};
-use self::endpoint::{Target, Wire};
+use self::endpoint::Target;
 use crate::client::measurement::{ErrorKind, Measurement, RequestError, ServerMetrics};
 use crate::credentials::ResolvedEndpoint;
 use crate::credentials::redaction::{MIN_SECRET_LEN, Redactor};
 use crate::workload::image::EncodedImage;
+use coebench_plan::Route;
 
 /// Client settings. Defaults are stated on each field.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,7 +210,7 @@ impl EndpointClient {
 
     /// Serialises the body of `spec` once, for every request of a row.
     pub fn prepare(&self, spec: &RequestSpec<'_>) -> Result<PreparedRequest, ClientError> {
-        let body = endpoint::body(self.inner.target.wire, spec, &self.request_url())?;
+        let body = endpoint::body(&self.inner.target, spec, &self.request_url())?;
         Ok(PreparedRequest {
             body: body.into(),
             max_tokens: spec.max_tokens,
@@ -255,9 +256,10 @@ impl EndpointClient {
                 .headers_mut()
                 .insert(HeaderName::from_static("x-request-id"), id);
         }
-        let (decoder, generic) = match inner.target.wire {
-            Wire::Chat { .. } => (Decoder::chat(), false),
-            Wire::Generic { v2 } => (Decoder::generic(v2), true),
+        let (decoder, generic) = match inner.target.route {
+            Route::Chat => (Decoder::chat(), false),
+            Route::GenericV1 => (Decoder::generic(false), true),
+            Route::GenericV2 => (Decoder::generic(true), true),
         };
         let mut rec = Recorder::with_capacity(request.max_tokens);
         let start_wall = jiff::Timestamp::now();

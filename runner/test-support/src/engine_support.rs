@@ -8,7 +8,7 @@ use std::sync::Arc;
 use coebench_plan::{ApiKind, EndpointSpec, OutputOptions, Plan, Row, RunOptions};
 use coebench_runner::client::ClientOptions;
 use coebench_runner::engine::load::StopSignal;
-use coebench_runner::engine::observer::Observers;
+use coebench_runner::engine::observer::{Observers, RunObserver};
 use coebench_runner::engine::run::{PlanSource, RunError, RunResult, RunSettings, run_plan};
 use coebench_simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 
@@ -161,6 +161,15 @@ pub fn plan_against(sim: &SimulatorHandle, rows: Vec<Row>, dir: &Path) -> Plan {
 
 /// Runs `plan` with the engine, its environment holding only `env`.
 pub async fn run_with_env(plan: Plan, env: &[(&str, &str)]) -> Result<RunResult, RunError> {
+    run_observed(plan, env, Arc::new(Observers::default())).await
+}
+
+/// Runs `plan` with the engine, its environment holding only `env`, reporting to `observer`.
+pub async fn run_observed(
+    plan: Plan,
+    env: &[(&str, &str)],
+    observer: Arc<dyn RunObserver>,
+) -> Result<RunResult, RunError> {
     let env: HashMap<String, String> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -174,13 +183,7 @@ pub async fn run_with_env(plan: Plan, env: &[(&str, &str)]) -> Result<RunResult,
         simulator_truth_log: None,
         client: ClientOptions::default(),
     };
-    run_plan(
-        plan,
-        settings,
-        Arc::new(Observers::default()),
-        Arc::new(StopSignal::default()),
-    )
-    .await
+    run_plan(plan, settings, observer, Arc::new(StopSignal::default())).await
 }
 
 /// Runs `plan` with the test key in `SAMBANOVA_API_KEY`.

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The library's top-level modules, lowest first.
-const LAYERS: [&str; 7] = [
+const LAYERS: [&str; 8] = [
     "credentials",
     "workload",
     "client",
@@ -15,6 +15,7 @@ const LAYERS: [&str; 7] = [
     "output",
     "engine",
     "prometheus",
+    "results_api",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

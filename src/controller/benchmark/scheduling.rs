@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::resources::scheduled_run_name;
 use crate::schedule::{
     Decision, MAX_MISSED_SLOTS, Schedule, ScheduleInput, SkipReason, decide, requeue_after,
+    too_many_missed,
 };
 
 /// What the step leaves for the rest of the reconcile.
@@ -243,6 +244,9 @@ impl Act<'_> {
         let api: Api<CoeBenchmarkRun> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         if let Some(created) = create_or_adopt(&api, &run).await? {
             tracing::info!(run = %run_name, slot = %scheduled_at, "created a scheduled run");
+            if too_many_missed(superseded) {
+                self.warn_too_many_missed(&scheduled_at, since).await;
+            }
             let mut note = format!(
                 "created run {run_name} for the slot at {scheduled_at} ({:?} in {})",
                 self.schedule.expression(),
@@ -271,6 +275,29 @@ impl Act<'_> {
         status.run_count = Some(n);
         record(&mut status.last_schedule_time, slot);
         Ok(())
+    }
+
+    /// The `TooManyMissedTimes` warning (an Event and the metric) of a start after more than
+    /// [`MAX_MISSED_SLOTS`] missed slots.
+    async fn warn_too_many_missed(&self, scheduled_at: &str, since: Timestamp) {
+        let note = format!(
+            "too many missed start times (more than {MAX_MISSED_SLOTS}) since {}: only the latest, {scheduled_at}, was started; set or decrease spec.startingDeadlineSeconds, or check the operator's clock and why it was down",
+            self.at(since)
+        );
+        tracing::warn!(slot = %scheduled_at, "more than {MAX_MISSED_SLOTS} slots were missed");
+        publish(
+            self.ctx,
+            self.bench,
+            true,
+            "TooManyMissedTimes",
+            "Schedule",
+            note,
+            CONTROLLER,
+        )
+        .await;
+        self.ctx
+            .metrics
+            .missed_schedule(self.namespace, self.name, "too_many_missed");
     }
 
     /// Records `slot` as missed and reports it (an Event and the metric), unless the
@@ -329,11 +356,6 @@ impl Act<'_> {
                 } else {
                     missed.to_string()
                 },
-                self.at(since),
-                self.next()
-            ),
-            SkipReason::TooManyMissed => format!(
-                "too many missed start times (more than {MAX_MISSED_SLOTS}) since {}: the latest, {at}, is not started; set or decrease spec.startingDeadlineSeconds, or check the operator's clock; {}",
                 self.at(since),
                 self.next()
             ),

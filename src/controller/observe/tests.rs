@@ -109,17 +109,32 @@ fn container_config_errors_and_unschedulable_pods_are_bounded() {
         json!({"waiting": {"reason": "CreateContainerConfigError",
         "message": "secret \"sn-key\" not found"}}),
     ));
+    // The kubelet names the missing Secret: so does the reason.
     assert!(matches!(
         observe(&j, std::slice::from_ref(&config), at(10), &limits()),
         Observation::Waiting {
-            reason: "ContainerConfigError",
+            reason: "SecretNotFound",
             ..
         }
     ));
     match observe(&j, &[config], at(40), &limits()) {
         Observation::Stuck { reason, message } => {
+            assert_eq!(reason, "SecretNotFound");
+            assert!(
+                message.contains("kubectl create secret generic sn-key"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let other = pod(container(
+        json!({"waiting": {"reason": "CreateContainerConfigError",
+        "message": "configmap \"proxy\" not found"}}),
+    ));
+    match observe(&j, &[other], at(40), &limits()) {
+        Observation::Stuck { reason, message } => {
             assert_eq!(reason, "ContainerConfigError");
-            assert!(message.contains("sn-key"), "{message}");
+            assert!(message.contains("proxy"), "{message}");
         }
         other => panic!("{other:?}"),
     }

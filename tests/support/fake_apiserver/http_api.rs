@@ -328,8 +328,22 @@ fn watch(inner: &Arc<Inner>, route: &Route, params: &BTreeMap<String, String>) -
         .get("allowWatchBookmarks")
         .is_some_and(|v| v == "true");
     // Snapshot the history and subscribe under one lock: no event is missed or repeated.
-    let (backlog, receiver, current_rv, delay) = {
-        let state = inner.state.lock().expect("lock");
+    let (backlog, receiver, closes, current_rv, delay) = {
+        let mut state = inner.state.lock().expect("lock");
+        if since != 0 && since < state.compacted_rv {
+            // As the real API server: 200, then one ERROR event carrying a 410 Status.
+            state.expired_watches += 1;
+            let gone = status_body(
+                410,
+                "Expired",
+                format!("too old resource version: {since} ({})", state.compacted_rv),
+            );
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Full::new(line("ERROR", &gone)).boxed_unsync())
+                .expect("valid response");
+        }
         let delay = state.watch_delays.get(&route.resource).copied();
         let backlog: VecDeque<StoredEvent> = state
             .history
@@ -337,7 +351,13 @@ fn watch(inner: &Arc<Inner>, route: &Route, params: &BTreeMap<String, String>) -
             .filter(|e| e.rv > since)
             .cloned()
             .collect();
-        (backlog, inner.events.subscribe(), state.rv, delay)
+        (
+            backlog,
+            inner.events.subscribe(),
+            inner.closes.subscribe(),
+            state.rv,
+            delay,
+        )
     };
     let mut first: VecDeque<Bytes> = backlog
         .into_iter()
@@ -352,21 +372,28 @@ fn watch(inner: &Arc<Inner>, route: &Route, params: &BTreeMap<String, String>) -
         });
         first.push_back(line("BOOKMARK", &bookmark));
     }
-    let live = futures::stream::unfold((receiver, filter), move |(mut rx, filter)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(e) if filter.matches(&e.resource, &e.namespace, &e.object) => {
-                    if let Some(delay) = delay {
-                        tokio::time::sleep_until((e.emitted + delay).into()).await;
+    let live = futures::stream::unfold(
+        (receiver, closes, filter),
+        move |(mut rx, mut closes, filter)| async move {
+            loop {
+                let event = tokio::select! {
+                    event = rx.recv() => event,
+                    _ = closes.recv() => return None,
+                };
+                match event {
+                    Ok(e) if filter.matches(&e.resource, &e.namespace, &e.object) => {
+                        if let Some(delay) = delay {
+                            tokio::time::sleep_until((e.emitted + delay).into()).await;
+                        }
+                        return Some((line(e.type_, &e.object), (rx, closes, filter)));
                     }
-                    return Some((line(e.type_, &e.object), (rx, filter)));
+                    Ok(_) => continue,
+                    // Lagging or closed: end the watch; the client re-lists.
+                    Err(_) => return None,
                 }
-                Ok(_) => continue,
-                // Lagging or closed: end the watch; the client re-lists.
-                Err(_) => return None,
             }
-        }
-    });
+        },
+    );
     let stream = futures::stream::iter(first)
         .chain(live)
         .map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));

@@ -7,7 +7,9 @@
 //! - GET one object; LIST with `labelSelector` (`k=v`, `k!=v`, `k`, `!k`, `k in (a,b)`) and
 //!   `fieldSelector` (`metadata.name`, `metadata.namespace`), across namespaces too;
 //! - WATCH (`?watch=true`): newline-delimited ADDED/MODIFIED/DELETED events after the requested
-//!   `resourceVersion` (replayed from history, then live), plus a BOOKMARK when asked;
+//!   `resourceVersion` (replayed from history, then live), plus a BOOKMARK when asked; after
+//!   [`FakeApiServer::compact_and_close_watches`], a watch from a compacted version gets one
+//!   ERROR event with a 410 Gone Status, as from a real API server;
 //! - POST (409 AlreadyExists on a duplicate; sets uid, resourceVersion, creationTimestamp,
 //!   generation; ignores `status` of kinds with a status subresource; `generateName`);
 //! - PATCH merge / strategic (as merge) / apply (as merge, creating when missing) / JSON patch,
@@ -139,11 +141,18 @@ struct State {
     gc_delay: Option<std::time::Duration>,
     /// Owners deleted whose dependents are due for collection: (when, owner uid).
     pending_gc: Vec<(std::time::Instant, String)>,
+    /// History at or before this resourceVersion is gone (etcd compaction): a watch from an
+    /// older version gets 410 Gone.
+    compacted_rv: u64,
+    /// Watches answered 410 Gone.
+    expired_watches: usize,
 }
 
 struct Inner {
     state: Mutex<State>,
     events: broadcast::Sender<StoredEvent>,
+    /// A message on it ends every open watch (as an API server restart or a watch timeout does).
+    closes: broadcast::Sender<()>,
 }
 
 /// The fake API server. Cheap to clone; clones share the store.
@@ -365,10 +374,12 @@ impl FakeApiServer {
     /// An empty API server.
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(16_384);
+        let (closes, _) = broadcast::channel(16);
         FakeApiServer {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 events,
+                closes,
             }),
         }
     }
@@ -394,6 +405,43 @@ impl FakeApiServer {
             async move { Ok::<_, Infallible>(handle(&inner, req).await) }
         });
         kube::Client::new(service, "default")
+    }
+
+    /// Serves this API server over HTTP on a loopback port as well, for clients other than
+    /// [`FakeApiServer::client`] (the runner's results publisher); returns its base URL. Call it
+    /// inside the test's runtime; it serves until the runtime ends.
+    pub async fn serve_http(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let inner = inner.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let bytes = http_body_util::BodyExt::collect(body)
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let req =
+                                    Request::from_parts(parts, kube::client::Body::from(bytes));
+                                Ok::<_, Infallible>(handle(&inner, req).await)
+                            }
+                        });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        format!("http://{addr}")
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -429,6 +477,23 @@ impl FakeApiServer {
                 state.collect_due_garbage(&inner.events);
             }
         });
+    }
+
+    /// Compacts the history as etcd does (every version so far expires) and ends every open
+    /// watch: a client that watches again from a version it saw gets 410 Gone and must list
+    /// afresh, as on a real API server after compaction or a restart.
+    pub fn compact_and_close_watches(&self) {
+        {
+            let mut state = self.state();
+            state.compacted_rv = state.rv;
+            state.history.clear();
+        }
+        let _ = self.inner.closes.send(());
+    }
+
+    /// How many watches were answered 410 Gone.
+    pub fn expired_watches(&self) -> usize {
+        self.state().expired_watches
     }
 
     /// A mark in the request log, for [`FakeApiServer::assert_writes_since`].

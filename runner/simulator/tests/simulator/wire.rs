@@ -2,7 +2,8 @@
 //! plain OpenAI, SambaStudio generic v1/v2, the model list, and error answers.
 
 use crate::support::*;
-use coebench_simulator::{Flavour, SimulatorConfig};
+use coebench_plan::Route;
+use coebench_simulator::SimulatorConfig;
 use coebench_support::tokenizer::{TokenCounter, Tokenizer};
 use serde_json::{Value, json};
 
@@ -88,7 +89,7 @@ async fn sambanova_stream_parses_like_the_kit_with_every_usage_field() {
 
     // Usage agrees with the ground truth, exactly.
     let truth = sim.truth_for("req-1").expect("a truth record");
-    assert_eq!(truth.flavour, Flavour::Chat);
+    assert_eq!(truth.route, Some(Route::Chat));
     assert!(truth.stream);
     assert_eq!(usage["time_to_first_token"].as_f64(), truth.server_ttft_s);
     assert_eq!(usage["total_latency"].as_f64(), truth.server_e2e_s);
@@ -237,12 +238,12 @@ async fn sambastudio_generic_v1_and_v2_with_key_header_and_bundle_experts() {
         let truth = sim.truth_for(&id).unwrap();
         assert_eq!(truth.model.as_deref(), Some("alpha"));
         assert_eq!(
-            truth.flavour,
-            if is_v2 {
-                Flavour::GenericV2
+            truth.route,
+            Some(if is_v2 {
+                Route::GenericV2
             } else {
-                Flavour::GenericV1
-            }
+                Route::GenericV1
+            })
         );
         assert_eq!(last["time_to_first_token"].as_f64(), truth.server_ttft_s);
         assert_eq!(last["model_execution_time"].as_f64(), truth.server_e2e_s);
