@@ -285,6 +285,15 @@ pub struct RunOptions {
     /// Seconds to wait between rows (kit `time_delay`). Default 0.
     #[serde(default)]
     pub time_delay_seconds: f64,
+    /// Rows that run at once (the kit's `max_workers` with `concurrency_enabled`): rows start
+    /// in plan order as earlier ones finish, so up to this many models take traffic together,
+    /// each row with its own load and its own files (a per-model breakdown); set it to the
+    /// number of rows for mixed traffic of every model at once. Under mixed traffic switches
+    /// recur inside a row, while a row's `switching_time` still compares its first request
+    /// with the others only. Default 1: one row after another.
+    #[serde(default = "default_parallel_rows")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub parallel_rows: u32,
     /// Seconds one request may take, headers to last byte, before it fails as `timeout`.
     /// Default 600.
     #[serde(default = "default_request_timeout_seconds")]
@@ -351,6 +360,7 @@ impl Default for RunOptions {
         RunOptions {
             timeout_seconds: default_timeout_seconds(),
             time_delay_seconds: 0.0,
+            parallel_rows: 1,
             request_timeout_seconds: default_request_timeout_seconds(),
             use_multiple_prompts: false,
             seed: 0,
@@ -384,6 +394,10 @@ pub struct OutputOptions {
 
 fn default_timeout_seconds() -> f64 {
     3600.0
+}
+
+fn default_parallel_rows() -> u32 {
+    1
 }
 
 fn default_true() -> bool {

@@ -24,7 +24,7 @@ use crate::workload::tokenizers::{ModelTokenizers, TokenizerSetupError};
 use coebench_plan::input::InputErrors;
 use coebench_plan::input::validate::validate_plan;
 use coebench_plan::report::{RowReport, RunOutcome, RunReport};
-use coebench_plan::{ApiKind, Plan};
+use coebench_plan::{ApiKind, Plan, Row};
 
 /// Default folder of per-row files when the plan names none.
 pub const DEFAULT_OUTPUT_FILES_DIR: &str = "coebench-results/output_files";
@@ -211,37 +211,28 @@ pub async fn run_plan(
         run_dir: run_dir.clone(),
         consolidated_dir,
     };
-    for (row_index, row) in plan.rows.iter().enumerate() {
-        let delay = plan.options.time_delay_seconds;
-        if row_index > 0 && delay > 0.0 && !stop.is_stopped() {
-            tokio::select! {
-                () = tokio::time::sleep(saturating_duration(delay)) => {}
-                () = stop.stopped() => {}
-            }
-        }
-        let not_run = || {
-            let names = naming::row_names(row_index, row);
-            RowSummary::not_run(row_index, row, &run_name, names, jiff::Timestamp::now())
-        };
-        if stop.is_stopped() || files.write_failure.is_some() {
-            // Interrupted, the credentials were rejected, or a write failed: the row keeps
-            // its line in the table and the manifest, as not run.
-            files.add(not_run());
-            continue;
-        }
-        match run_row(&shared, row_index, row).await {
-            Ok(result) => files.add_ran(result, &*observer, &shared.write_failure),
-            Err(e) => {
-                tracing::error!(row = row_index, model = %row.model, "row not run: {e}");
-                let summary = not_run();
-                observer.row_finished(&summary, None);
-                if let RowSetupError::Spool(e) = &e {
-                    files.write_failure = Some(e.to_string());
+    let width = plan.options.parallel_rows.max(1) as usize;
+    if width > 1 {
+        run_rows_in_parallel(&plan, &shared, &mut files, width).await;
+    } else {
+        for (row_index, row) in plan.rows.iter().enumerate() {
+            let delay = plan.options.time_delay_seconds;
+            if row_index > 0 && delay > 0.0 && !stop.is_stopped() {
+                tokio::select! {
+                    () = tokio::time::sleep(saturating_duration(delay)) => {}
+                    () = stop.stopped() => {}
                 }
-                files.add(summary);
             }
+            if stop.is_stopped() || files.write_failure.is_some() {
+                // Interrupted, the credentials were rejected, or a write failed: the row keeps
+                // its line in the table and the manifest, as not run.
+                files.add(not_run(row_index, row, &run_name));
+                continue;
+            }
+            let result = run_row(&shared, row_index, row).await;
+            files.finish_row(row_index, row, result, &shared);
+            files.write_table_and_manifest();
         }
-        files.write_table_and_manifest();
     }
     if stop.is_stopped() || files.write_failure.is_some() {
         // Rows skipped after the stop are in the table as not run: write it once more. After
@@ -283,6 +274,81 @@ pub async fn run_plan(
     })
 }
 
+/// The summary of a row that did not run.
+fn not_run(row_index: usize, row: &Row, run_name: &str) -> RowSummary {
+    let names = naming::row_names(row_index, row);
+    RowSummary::not_run(row_index, row, run_name, names, jiff::Timestamp::now())
+}
+
+/// Runs the rows `width` at a time (`options.parallelRows`, the kit's `concurrency_enabled` and
+/// `max_workers`): rows start in plan order as slots free up, so up to `width` models take
+/// traffic at once, each with its own load; a slot waits `timeDelaySeconds` before its next
+/// row, as the kit's workers do. Each row's files are written as it finishes.
+async fn run_rows_in_parallel(
+    plan: &Plan,
+    shared: &Arc<RunShared>,
+    files: &mut RunFiles,
+    width: usize,
+) {
+    let mut running = tokio::task::JoinSet::new();
+    let mut by_task = std::collections::HashMap::new();
+    let mut next = 0usize;
+    loop {
+        while running.len() < width && next < plan.rows.len() {
+            let row_index = next;
+            next += 1;
+            let row = plan.rows[row_index].clone();
+            if shared.stop.is_stopped() || files.write_failure.is_some() {
+                files.add(not_run(row_index, &row, &shared.run_name));
+                continue;
+            }
+            let delay = if row_index >= width {
+                plan.options.time_delay_seconds
+            } else {
+                0.0
+            };
+            let task_shared = Arc::clone(shared);
+            let task_row = row.clone();
+            let handle = running.spawn(async move {
+                if delay > 0.0 {
+                    tokio::select! {
+                        () = tokio::time::sleep(saturating_duration(delay)) => {}
+                        () = task_shared.stop.stopped() => {}
+                    }
+                }
+                if task_shared.stop.is_stopped() {
+                    return None;
+                }
+                Some(run_row(&task_shared, row_index, &task_row).await)
+            });
+            by_task.insert(handle.id(), (row_index, row));
+        }
+        let Some(joined) = running.join_next_with_id().await else {
+            break;
+        };
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let Some((row_index, row)) = by_task.remove(&id) else {
+            continue;
+        };
+        match joined {
+            Ok((_, Some(result))) => files.finish_row(row_index, &row, result, shared),
+            Ok((_, None)) => files.add(not_run(row_index, &row, &shared.run_name)),
+            Err(e) => {
+                tracing::error!(row = row_index, model = %row.model, "row stopped: {e}");
+                let summary = not_run(row_index, &row, &shared.run_name);
+                shared.observer.row_finished(&summary, None);
+                files.add(summary);
+            }
+        }
+        files.write_table_and_manifest();
+    }
+    // Finished in any order; reports list rows in plan order.
+    files.summaries.sort_by_key(|s| s.row_index);
+}
+
 /// What a run has written so far: its consolidated table, its manifest and the rows'
 /// summaries, and the first write that failed (the run stops there, keeping what was written
 /// before).
@@ -297,6 +363,28 @@ struct RunFiles {
 }
 
 impl RunFiles {
+    /// A row that ran, or could not be prepared: its files and line, or its line as not run.
+    fn finish_row(
+        &mut self,
+        row_index: usize,
+        row: &Row,
+        result: Result<RowResult, RowSetupError>,
+        shared: &RunShared,
+    ) {
+        match result {
+            Ok(result) => self.add_ran(result, &*shared.observer, &shared.write_failure),
+            Err(e) => {
+                tracing::error!(row = row_index, model = %row.model, "row not run: {e}");
+                let summary = not_run(row_index, row, &shared.run_name);
+                shared.observer.row_finished(&summary, None);
+                if let RowSetupError::Spool(e) = &e {
+                    self.write_failure = Some(e.to_string());
+                }
+                self.add(summary);
+            }
+        }
+    }
+
     /// A row with no files of its own (not run): its line in the table and the manifest.
     fn add(&mut self, summary: RowSummary) {
         self.table.insert(&summary);

@@ -1,7 +1,7 @@
 //! The engine's integration tests, in one test binary: the `coebench` binary as users run it,
 //! the client against scripted servers, the engine end to end against the simulator over real
 //! loopback HTTP (ground truth, health, scale), output files, Prometheus metrics, the crate's
-//! layering rule, jsonl datasets, hostile servers, inputs, signals and disks (`hardening`), fuzzing of every
+//! layering rule, jsonl datasets, rows in parallel, hostile servers, inputs, signals and disks (`hardening`), fuzzing of every
 //! parser of outside input (`fuzz_parsers`), per-model tokenizers downloaded from a loopback
 //! Hugging Face hub (`tokenizer_hub`), and the engine against a real llama.cpp server.
 
@@ -16,6 +16,7 @@ mod hardening;
 mod layering;
 mod output_files;
 mod output_records;
+mod parallel_rows;
 mod prometheus;
 mod real_server;
 mod tokenizer_hub;

@@ -85,6 +85,13 @@ pub fn validate_plan(
             );
         }
     }
+    if options.parallel_rows == 0 {
+        push(
+            "options.parallelRows".into(),
+            "0 rows at once would run nothing".into(),
+            "set parallelRows to 1 (one row after another) or more",
+        );
+    }
     for (location, value) in tokenizer_values(options) {
         if let Err(problem) = TokenizerSource::parse(value) {
             push(
