@@ -289,8 +289,10 @@ pub struct RunOptions {
     /// in plan order as earlier ones finish, so up to this many models take traffic together,
     /// each row with its own load and its own files (a per-model breakdown); set it to the
     /// number of rows for mixed traffic of every model at once. Under mixed traffic switches
-    /// recur inside a row, while a row's `switching_time` still compares its first request
-    /// with the others only. Default 1: one row after another.
+    /// recur inside a row: a row's `switching_time` still compares its first request with the
+    /// others only, and `mixed_traffic_switching.json` in the run's folder attributes switches
+    /// per request. The chat-template probe (and so the tokenizer check) is skipped, since it
+    /// would inject a switch into the other rows' traffic. Default 1: one row after another.
     #[serde(default = "default_parallel_rows")]
     #[schemars(range(min = 1, max = 1000))]
     pub parallel_rows: u32,

@@ -2,7 +2,7 @@
 //! a record, and summarise the row. Writing files is the caller's job.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::client::measurement::ErrorKind;
@@ -56,6 +56,8 @@ pub struct RunShared {
     pub prompt_nonce: u64,
     /// Set once, by the first record that could not be spooled (the run then stops).
     pub write_failure: Arc<OnceLock<String>>,
+    /// When each row started, by row index, to place parallel rows on one clock.
+    pub row_starts: Mutex<HashMap<usize, Instant>>,
 }
 
 /// Why a row could not be prepared.
@@ -257,6 +259,11 @@ pub async fn run_row(
     }
     let started_wall = jiff::Timestamp::now();
     let started = Instant::now();
+    shared
+        .row_starts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(row_index, started);
     let names = naming::row_names(row_index, row);
     let spool = Arc::new(RecordSpool::create(&shared.run_dir, &names.base)?);
     shared.observer.row_started(row_index, row, &names.base);
@@ -353,7 +360,9 @@ pub async fn run_row(
         .finished
         .iter()
         .any(|r| r.is_success() && r.server_number_input_tokens.is_some());
-    if server_counted && !shared.stop.is_stopped() {
+    // Not under parallel rows: the probe would load this model in the middle of the other
+    // rows' traffic and inject a switch into their measurements.
+    if server_counted && !shared.stop.is_stopped() && shared.options.parallel_rows <= 1 {
         execution.template_overhead = shared
             .template_overheads
             .of(&shared.client, &tokenizer, &row.model)

@@ -15,8 +15,11 @@ use crate::engine::template_probe::TemplateOverheads;
 use crate::output::OutputError;
 use crate::output::consolidated::{ConsolidatedPaths, ConsolidatedTable};
 use crate::output::manifest::{ManifestExit, RunManifest, write_manifest};
+use crate::output::mixed_switching::write_mixed_switching;
 use crate::output::naming::{self, default_run_name};
 use crate::output::row_files::{run_dir, write_row_files};
+use crate::statistics::mixed_switching::{TimedRow, attribute};
+use crate::statistics::record_digest::RecordDigest;
 use crate::statistics::summary::{RowOutcome, RowResult, RowSummary};
 use crate::workload::image::ImageSet;
 use crate::workload::tokenizers::hub::HubSettings;
@@ -201,6 +204,7 @@ pub async fn run_plan(
         template_overheads: TemplateOverheads::default(),
         prompt_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
         write_failure: Arc::new(OnceLock::new()),
+        row_starts: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     let mut files = RunFiles {
         table: ConsolidatedTable::new(&run_name),
@@ -292,6 +296,7 @@ async fn run_rows_in_parallel(
 ) {
     let mut running = tokio::task::JoinSet::new();
     let mut by_task = std::collections::HashMap::new();
+    let mut ran: Vec<(usize, String, Vec<RecordDigest>)> = Vec::new();
     let mut next = 0usize;
     loop {
         while running.len() < width && next < plan.rows.len() {
@@ -334,7 +339,12 @@ async fn run_rows_in_parallel(
             continue;
         };
         match joined {
-            Ok((_, Some(result))) => files.finish_row(row_index, &row, result, shared),
+            Ok((_, Some(result))) => {
+                if let Ok(ran_row) = &result {
+                    ran.push((row_index, row.model.clone(), ran_row.digests.clone()));
+                }
+                files.finish_row(row_index, &row, result, shared);
+            }
             Ok((_, None)) => files.add(not_run(row_index, &row, &shared.run_name)),
             Err(e) => {
                 tracing::error!(row = row_index, model = %row.model, "row stopped: {e}");
@@ -347,6 +357,44 @@ async fn run_rows_in_parallel(
     }
     // Finished in any order; reports list rows in plan order.
     files.summaries.sort_by_key(|s| s.row_index);
+    write_mixed_switching_file(shared, files, &ran);
+}
+
+/// Attributes switches per request over the rows that ran at once, and writes the attribution
+/// beside `run.json` (a failure is logged: every row's own files are already written).
+fn write_mixed_switching_file(
+    shared: &RunShared,
+    files: &RunFiles,
+    ran: &[(usize, String, Vec<RecordDigest>)],
+) {
+    let starts = shared
+        .row_starts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(origin) = starts.values().min().copied() else {
+        return;
+    };
+    let rows: Vec<TimedRow> = ran
+        .iter()
+        .filter_map(|(row_index, model, digests)| {
+            Some(TimedRow {
+                row_index: *row_index,
+                model,
+                started_s: starts.get(row_index)?.duration_since(origin).as_secs_f64(),
+                digests,
+            })
+        })
+        .collect();
+    let attribution = attribute(&rows);
+    match write_mixed_switching(&files.run_dir, &attribution) {
+        Ok(path) => tracing::info!(
+            switches = attribution.switches.len(),
+            "per-request switching under mixed traffic: {}",
+            path.display()
+        ),
+        Err(e) => tracing::error!("cannot write the mixed-traffic switching: {e}"),
+    }
 }
 
 /// What a run has written so far: its consolidated table, its manifest and the rows'

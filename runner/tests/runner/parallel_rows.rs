@@ -3,7 +3,7 @@
 //! its own files, and under mixed traffic the simulator's truth log shows the switches that
 //! sequential rows never cause.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use coebench_plan::input::kit_config::read_kit_config;
 use coebench_plan::report::RunOutcome;
@@ -101,7 +101,86 @@ async fn parallel_rows_overlap_and_switch_under_mixed_traffic_where_sequential_r
             && switches.get("expert-b").copied().unwrap_or(0) >= 2,
         "mixed traffic switches both experts repeatedly: {switches:?}"
     );
+
     sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_mixed_traffic_switches_are_attributed_to_the_requests_the_truth_log_names() {
+    // expert-a busy at concurrency 2; expert-b arriving now and then: each expert-b request
+    // evicts expert-a, whose next requests wait for it to load again.
+    let sim = start_simulator(&bundle_yaml("")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let busy = concurrency_row("expert-a", 60, 64, 24, 2);
+    let mut sparse = concurrency_row("expert-b", 60, 8, 4, 1);
+    sparse.concurrency = None;
+    sparse.qps = Some(4.0);
+    let mut plan = plan_against(&sim, vec![busy, sparse], dir.path());
+    plan.options.parallel_rows = 2;
+    let result = run_with_env(plan, &[("SAMBANOVA_API_KEY", KEY)])
+        .await
+        .unwrap();
+    assert_eq!(
+        result.outcome,
+        RunOutcome::Succeeded,
+        "{:?}",
+        result.message
+    );
+    let truth = sim.truth();
+    let truth_switched = |row: usize| -> BTreeSet<u32> {
+        truth
+            .iter()
+            .filter(|t| t.request_id != PROBE_ID && t.switching_s.is_some_and(|s| s > 0.0))
+            .map(|t| row_and_index(&t.request_id))
+            .filter(|(r, _)| *r == row)
+            .map(|(_, i)| i)
+            .collect()
+    };
+    let file = result.run_dir.join("mixed_traffic_switching.json");
+    let attribution: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let reported = |row: usize| -> BTreeSet<u32> {
+        attribution["switches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["row_index"] == row)
+            .map(|s| s["request_idx"].as_u64().unwrap() as u32)
+            .collect()
+    };
+    // expert-a switched back several times, and exactly those requests are reported.
+    assert!(truth_switched(0).len() >= 2, "{:?}", truth_switched(0));
+    assert_eq!(reported(0), truth_switched(0));
+    // Each reported switch is about the size the simulator injected (50 GB at 250 GB/s).
+    for s in attribution["switches"].as_array().unwrap() {
+        assert_eq!(s["row_index"], 0, "{s}");
+        assert!(
+            s["after_model"] == "expert-b" || s["after_model"].is_null(),
+            "{s}"
+        );
+        let time = s["switching_time_s"].as_f64().unwrap();
+        assert!(time > 0.1, "{s}");
+    }
+    // expert-b was never served twice in a row, so it has no warm baseline: its requests are
+    // counted as served after expert-a, but no switching time is claimed for them.
+    let b = attribution["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "expert-b")
+        .unwrap();
+    assert!(b["warm_ttft_median_s"].is_null(), "{b}");
+    assert_eq!(b["after_other_model"], 4, "{b}");
+    assert!(reported(1).is_empty());
+    sim.shutdown().await.unwrap();
+}
+
+/// (row, request index) of a request id `<tag>-<row>-<index>`.
+fn row_and_index(request_id: &str) -> (usize, u32) {
+    let mut parts = request_id.rsplit('-');
+    let index = parts.next().unwrap().parse().unwrap();
+    let row = parts.next().unwrap().parse().unwrap();
+    (row, index)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
