@@ -1,70 +1,69 @@
-//! End-to-end on a real cluster (ignored by default). Needs `KUBECONFIG` pointing at a cluster
-//! with the CRDs applied (`kubectl apply -f crds/`) and the operator running (in the cluster,
-//! or `cargo run --bin coebench-operator` beside it), and a runner image the cluster can pull
-//! (`COEBENCH_E2E_IMAGE`, default the operator's). Run:
-//! `cargo nextest run -p coebench-operator --run-ignored only e2e`.
+//! The end-to-end suite: each scenario of [`scenarios`] runs twice, written once against a
+//! `kube::Client` ([`cluster::Cluster`]):
+//! - `<scenario>::on_the_fake_api_server`, in CI: the in-process fake API server, the operator's
+//!   real controllers in this process, and the suite playing the Job controller and the kubelet
+//!   through the API, with the runner really running the run's plan;
+//! - `<scenario>::on_a_real_cluster`, ignored by default: the cluster of `KUBECONFIG` with the
+//!   CRDs applied (`kubectl apply -f crds/`), the operator's controllers in this process (stop an
+//!   operator running in the cluster first, or use a cluster without one). What runs beside the
+//!   API server is read from the cluster: with Nodes the runner Pods really run (kind, k3d: load
+//!   the runner image and set `COEBENCH_E2E_IMAGE`); without them (envtest: kube-apiserver and
+//!   etcd, with or without kube-controller-manager) the suite plays the kubelet by patching Pod
+//!   status, and the Job controller too when kube-controller-manager does not run. Garbage
+//!   collection is checked where kube-controller-manager runs.
+//!
+//! Run against a cluster (one namespace `coebench-e2e-<pid>` is created, or
+//! `COEBENCH_E2E_NAMESPACE`):
+//! `KUBECONFIG=... cargo nextest run -p coebench-operator --run-ignored only -E 'test(/^e2e::/)'`.
 
-use std::time::Duration;
+mod cluster;
+mod kubelet;
+mod scenarios;
 
-use coebench_operator::crd::{CoeBenchmark, CoeBenchmarkRun, RunPhase};
-use kube::api::{DeleteParams, PostParams};
-use kube::{Api, Client};
-use serde_json::json;
+/// For each scenario, a module with its two tests.
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_the_fake_api_server() {
+                let cluster = super::cluster::Cluster::fake("e2e").await;
+                super::scenarios::$scenario(&cluster).await;
+            }
 
-#[tokio::test]
-#[ignore = "needs a cluster (KUBECONFIG) with the CRDs and the operator running"]
-async fn a_simulator_benchmark_runs_to_success_on_a_real_cluster() {
-    let client = Client::try_default().await.expect("a kubeconfig");
-    let ns = std::env::var("COEBENCH_E2E_NAMESPACE").unwrap_or_else(|_| "default".into());
-    let image = std::env::var("COEBENCH_E2E_IMAGE").ok();
-    let benchmarks: Api<CoeBenchmark> = Api::namespaced(client.clone(), &ns);
-    let runs: Api<CoeBenchmarkRun> = Api::namespaced(client, &ns);
-    let name = "coebench-e2e";
-    let _ = benchmarks.delete(name, &DeleteParams::default()).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let bench: CoeBenchmark = serde_json::from_value(json!({
-        "apiVersion": "coebench.dev/v1alpha1", "kind": "CoeBenchmark",
-        "metadata": {"name": name},
-        "spec": {
-            "endpoint": {"api": "simulator"},
-            "rows": [{"model": "Meta-Llama-3.3-70B-Instruct", "inputTokens": 100, "outputTokens": 20,
-                      "numRequests": 4, "concurrency": 2}],
-            "options": {"timeoutSeconds": 60, "requestTimeoutSeconds": 30},
-            "runner": image.map(|i| json!({"image": i})).unwrap_or(json!({}))
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs a cluster: KUBECONFIG with the CRDs applied (see tests/e2e/mod.rs)"]
+            async fn on_a_real_cluster() {
+                let cluster = super::cluster::Cluster::from_env().await;
+                super::scenarios::$scenario(&cluster).await;
+            }
         }
-    }))
-    .unwrap();
-    benchmarks
-        .create(&PostParams::default(), &bench)
-        .await
-        .expect("create the benchmark");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-    let run = loop {
-        if let Ok(run) = runs.get(&format!("{name}-1")).await
-            && run
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(RunPhase::is_finished)
-        {
-            break run;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the run did not finish in 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    };
-    let status = run.status.unwrap();
-    assert_eq!(
-        status.phase,
-        Some(RunPhase::Succeeded),
-        "{:?}",
-        status.conditions
-    );
-    assert_eq!(status.rows.len(), 1);
-    benchmarks
-        .delete(name, &DeleteParams::default())
-        .await
-        .expect("clean up");
+    )*};
+}
+
+on_both!(
+    the_first_benchmark_with_40_rows_reports_every_row,
+    run_now_twice_in_quick_succession_makes_exactly_two_runs,
+    a_killed_and_restarted_operator_duplicates_nothing,
+    two_replicas_elect_one_leader_on_the_lease,
+    deleting_a_benchmark_collects_what_it_made_but_not_the_volume,
+    invalid_specs_are_refused_or_named,
+    a_missing_secret_and_a_stuck_image_pull_fail_in_bounded_time,
+);
+
+/// The schedule scenario waits for real minutes, so its fake twin is ignored too (run it with
+/// the same command).
+mod forbid_then_replace_on_a_minutely_schedule {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "takes three minutes of wall time: the schedule is minutely"]
+    async fn on_the_fake_api_server() {
+        let cluster = super::cluster::Cluster::fake("e2e").await;
+        super::scenarios::forbid_then_replace_on_a_minutely_schedule(&cluster).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs a cluster: KUBECONFIG with the CRDs applied (see tests/e2e/mod.rs)"]
+    async fn on_a_real_cluster() {
+        let cluster = super::cluster::Cluster::from_env().await;
+        super::scenarios::forbid_then_replace_on_a_minutely_schedule(&cluster).await;
+    }
 }

@@ -1,0 +1,282 @@
+//! Plays, through the API only, what a control plane without nodes lacks: the Job controller's
+//! Pod (when kube-controller-manager does not run), the kubelet's Pod status, and the runner
+//! itself, which really runs: the run's plan, read from its plan ConfigMap, against the engine's
+//! embedded simulator, publishing each row to the run's results ConfigMaps as the run's own
+//! ServiceAccount (a token from the TokenRequest API: the Role the operator made must suffice),
+//! then the container ends with the runner's own report and exit code.
+
+use std::time::Duration;
+
+use coebench_operator::resources::configmap::PLAN_KEY;
+use coebench_operator::resources::plan_config_map_name;
+use coebench_plan::Plan;
+use coebench_runner::engine::run::RunResult;
+use coebench_runner::results_api::{ApiAccess, ResultsPublisher};
+use coebench_test_support::engine_support::run_observed;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use super::cluster::{Cluster, ControlPlane};
+
+/// How long the Job controller gets to create a Pod before the suite creates it.
+const JOB_CONTROLLER_GRACE: Duration = Duration::from_secs(20);
+
+/// The suite's stand-in for the missing node components.
+pub struct Kubelet<'c> {
+    cluster: &'c Cluster,
+}
+
+fn now() -> String {
+    Timestamp::now().to_string()
+}
+
+impl<'c> Kubelet<'c> {
+    /// A player on `cluster`.
+    pub fn new(cluster: &'c Cluster) -> Self {
+        Kubelet { cluster }
+    }
+
+    /// The runner Pod of Job `job`: the Job controller's, or one made here from the Job's
+    /// template when no Job controller runs.
+    pub async fn pod_of(&self, job: &str) -> Pod {
+        let jobs = self.cluster.api::<Job>();
+        let job = self
+            .cluster
+            .until(&format!("Job {job}"), || async {
+                jobs.get_opt(job).await.ok()?
+            })
+            .await;
+        let uid = job.uid().expect("a stored Job has a uid");
+        let pods = self.cluster.api::<Pod>();
+        let mine = |pods: Vec<Pod>| {
+            pods.into_iter().find(|p| {
+                p.owner_references()
+                    .iter()
+                    .any(|o| o.uid == uid && o.controller == Some(true))
+            })
+        };
+        // The Pod made earlier (by the Job controller or by this player), if any; with a Job
+        // controller, the one it is about to make.
+        let grace = match self.cluster.plane {
+            ControlPlane::ApiServerOnly => Duration::ZERO,
+            _ => JOB_CONTROLLER_GRACE,
+        };
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let listed = pods.list(&ListParams::default()).await.expect("list Pods");
+            if let Some(pod) = mine(listed.items) {
+                return pod;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let template = job.spec.as_ref().expect("a Job spec").template.clone();
+        let mut labels = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        labels.insert("job-name".into(), job.name_any());
+        labels.insert("controller-uid".into(), uid.clone());
+        labels.insert("batch.kubernetes.io/controller-uid".into(), uid.clone());
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": format!("{}-e2e", job.name_any()),
+                "namespace": self.cluster.namespace,
+                "labels": labels,
+                "ownerReferences": [{
+                    "apiVersion": "batch/v1", "kind": "Job", "name": job.name_any(),
+                    "uid": uid, "controller": true, "blockOwnerDeletion": true
+                }]
+            },
+            "spec": template.spec,
+        }))
+        .expect("a Pod");
+        let created = pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create the Job's Pod");
+        let started = json!({"status": {"startTime": now(), "active": 1}});
+        jobs.patch_status(
+            &job.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&started),
+        )
+        .await
+        .expect("mark the Job started");
+        created
+    }
+
+    /// The container runs (without running anything: see [`Kubelet::run_runner`]).
+    pub async fn start(&self, pod: &Pod) {
+        self.set_container(pod, "Running", json!({"running": {"startedAt": now()}}))
+            .await;
+    }
+
+    async fn set_container(&self, pod: &Pod, phase: &str, state: Value) {
+        let container = &pod.spec.as_ref().expect("a Pod spec").containers[0];
+        let patch = json!({"status": {
+            "phase": phase,
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}],
+            "containerStatuses": [{
+                "name": container.name, "image": container.image, "imageID": "",
+                "ready": phase == "Running", "restartCount": 0, "state": state
+            }]
+        }});
+        self.cluster
+            .api::<Pod>()
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .expect("set the Pod's status");
+    }
+
+    /// The container waits, as the kubelet says when it cannot start it.
+    pub async fn wait_with(&self, pod: &Pod, reason: &str, message: &str) {
+        self.set_container(
+            pod,
+            "Pending",
+            json!({"waiting": {"reason": reason, "message": message}}),
+        )
+        .await;
+    }
+
+    /// Runs the runner of run `run` for real (see the module docs) and ends its container and
+    /// Job as the kubelet and the Job controller would.
+    pub async fn run_runner(&self, run: &str) -> RunResult {
+        let pod = self.pod_of(run).await;
+        self.start(&pod).await;
+        let plan_map = self
+            .cluster
+            .api::<ConfigMap>()
+            .get(&plan_config_map_name(run))
+            .await
+            .expect("the plan ConfigMap");
+        let mut plan: Plan =
+            serde_json::from_str(&plan_map.data.unwrap_or_default()[PLAN_KEY]).expect("a plan");
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        plan.output.output_files_dir = Some(dir.path().join("out").display().to_string());
+        plan.output.consolidated_results_dir =
+            Some(dir.path().join("consolidated").display().to_string());
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .expect("the runner Pod names its ServiceAccount");
+        let (access, _token_dir) = self.access_as(&account).await;
+        let publisher = ResultsPublisher::start(access, run).expect("the publisher starts");
+        let result = run_observed(plan, &[], publisher.clone())
+            .await
+            .expect("the runner starts");
+        let published = publisher.finish().await;
+        assert_eq!(published.failed, 0, "rows the runner could not publish");
+        let code = i32::from(result.exit_code());
+        let (phase, reason) = if code == 0 {
+            ("Succeeded", "Completed")
+        } else {
+            ("Failed", "Error")
+        };
+        self.set_container(
+            &pod,
+            phase,
+            json!({"terminated": {
+                "exitCode": code, "reason": reason,
+                "message": result.report().to_bounded_json(),
+                "startedAt": now(), "finishedAt": now()
+            }}),
+        )
+        .await;
+        if self.cluster.plane == ControlPlane::ApiServerOnly {
+            self.finish_job(run, code == 0).await;
+        }
+        result
+    }
+
+    /// How the runner reaches the API as ServiceAccount `account` (and the folder holding its
+    /// token and CA files, to keep alive while it runs).
+    async fn access_as(&self, account: &str) -> (ApiAccess, Option<tempfile::TempDir>) {
+        if let Some(access) = &self.cluster.fake_api {
+            return (access.clone(), None);
+        }
+        let accounts = self.cluster.api::<ServiceAccount>();
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        };
+        let token = self
+            .cluster
+            .until(&format!("a token of ServiceAccount {account}"), || async {
+                accounts
+                    .create_token_request(account, &PostParams::default(), &request)
+                    .await
+                    .ok()
+                    .and_then(|t| t.status)
+                    .and_then(|s| s.token)
+            })
+            .await;
+        let config = kube::Config::infer().await.expect("the kubeconfig");
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, token).expect("write the token");
+        let ca_file = config.root_cert.as_ref().map(|certs| {
+            let pem: String = certs.iter().map(|der| pem_certificate(der)).collect();
+            let path = dir.path().join("ca.crt");
+            std::fs::write(&path, pem).expect("write the CA");
+            path
+        });
+        let access = ApiAccess {
+            base: config.cluster_url,
+            namespace: self.cluster.namespace.clone(),
+            token_file: Some(token_file),
+            ca_file,
+        };
+        (access, Some(dir))
+    }
+
+    /// Ends Job `job` as its controller would, when none runs.
+    async fn finish_job(&self, job: &str, succeeded: bool) {
+        let at = now();
+        let status = if succeeded {
+            json!({"status": {"active": 0, "succeeded": 1, "completionTime": at, "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": at},
+                {"type": "Complete", "status": "True", "lastTransitionTime": at}
+            ]}})
+        } else {
+            json!({"status": {"active": 0, "failed": 1, "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": at},
+                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": at}
+            ]}})
+        };
+        self.cluster
+            .api::<Job>()
+            .patch_status(job, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("finish the Job");
+    }
+}
+
+/// One DER certificate as PEM.
+fn pem_certificate(der: &[u8]) -> String {
+    let body = coebench_support::base64::encode(der, coebench_support::base64::Alphabet::Standard);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
