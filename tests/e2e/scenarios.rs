@@ -427,7 +427,7 @@ pub async fn forbid_then_replace_on_a_minutely_schedule(cluster: &Cluster) {
         .await;
     assert_eq!(
         cluster.run_names().await,
-        [first.clone()],
+        std::slice::from_ref(&first),
         "Forbid started a second run"
     );
     eprintln!("e2e: slot {skipped:?} skipped under Forbid");
