@@ -136,6 +136,9 @@ pub struct RunArgs {
     /// Seconds to wait between rows.
     #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]
     pub time_delay: Option<f64>,
+    /// Rows that run at once (options.parallelRows; default 1, one after another).
+    #[arg(long, value_name = "N", help_heading = "Overrides")]
+    pub parallel_rows: Option<u32>,
     /// Seconds requests in flight may take to finish after SIGTERM or Ctrl-C before they are
     /// cut off as `interrupted` (default 10; a second signal cuts them off at once).
     #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]

@@ -109,6 +109,9 @@ pub fn apply_overrides(plan: &mut Plan, args: &RunArgs) {
     if let Some(t) = args.time_delay {
         options.time_delay_seconds = t;
     }
+    if let Some(n) = args.parallel_rows {
+        options.parallel_rows = n;
+    }
     if let Some(t) = args.stop_grace {
         options.stop_grace_seconds = t;
     }

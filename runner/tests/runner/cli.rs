@@ -161,6 +161,24 @@ fn validate_reports_every_problem_with_its_line_and_exits_2() {
 }
 
 #[test]
+fn parallel_rows_from_the_command_line_are_checked_before_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let zero = coebench()
+        .args(["run", "--no-progress", "--plan", "examples/quickstart.yaml"])
+        .args(["--parallel-rows", "0", "--output-files-dir"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(zero.status.code(), Some(2), "{}", describe(&zero));
+    assert!(
+        text(&zero.stderr).contains("options.parallelRows"),
+        "{}",
+        describe(&zero)
+    );
+    assert!(!dir.path().join("out").exists(), "nothing was written");
+}
+
+#[test]
 fn validate_reads_each_rows_dataset_and_names_its_bad_lines() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
