@@ -51,6 +51,11 @@ pub struct Cli {
     /// benchmark's namespace (default: the namespace's `default`). Its token is never mounted.
     #[arg(long, value_name = "NAME")]
     pub runner_service_account: Option<String>,
+    /// PersistentVolumeClaim runner Pods whose benchmark sets no `runner.tokenizerCache` use
+    /// as their Hugging Face cache, so tokenizers are downloaded once; it must exist in the
+    /// benchmark's namespace (default: none, a folder of the Pod's `/tmp`).
+    #[arg(long, value_name = "NAME")]
+    pub runner_tokenizer_cache_claim: Option<String>,
     /// Seconds a runner image may fail to pull before its run fails.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub image_pull_timeout: u64,
@@ -111,6 +116,7 @@ impl Cli {
                     .clone()
                     .unwrap_or_else(default_runner_resources),
                 runner_service_account: self.runner_service_account.clone(),
+                runner_tokenizer_cache_claim: self.runner_tokenizer_cache_claim.clone(),
                 ttl_seconds_after_finished: self.job_ttl,
                 ..JobDefaults::default()
             },

@@ -511,6 +511,61 @@ async fn missing_dependency(
             )));
         }
     }
+    missing_runner_volume(run, namespace, ctx).await
+}
+
+/// The first ConfigMap or claim of `runner.files` and `runner.tokenizerCache` that is missing.
+async fn missing_runner_volume(
+    run: &CoeBenchmarkRun,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Option<(&'static str, String)>> {
+    let runner = &run.spec.runner;
+    let mut claims: Vec<(String, String)> = Vec::new();
+    for (i, files) in runner.files.iter().flatten().enumerate() {
+        if let Some(config_map) = &files.config_map {
+            let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+            let found = api
+                .get_opt(&config_map.name)
+                .await
+                .map_err(Error::kube(format!(
+                    "read ConfigMap {namespace}/{}",
+                    config_map.name
+                )))?;
+            if found.is_none() {
+                return Ok(Some((
+                    "ConfigMapNotFound",
+                    format!(
+                        "ConfigMap {namespace}/{} (runner.files[{i}].configMap) does not exist; create it with `kubectl create configmap {} -n {namespace} --from-file=<file>`",
+                        config_map.name, config_map.name
+                    ),
+                )));
+            }
+        }
+        if let Some(claim) = &files.persistent_volume_claim {
+            claims.push((
+                claim.claim_name.clone(),
+                format!("runner.files[{i}].persistentVolumeClaim"),
+            ));
+        }
+    }
+    if let Some(cache) = &runner.tokenizer_cache {
+        claims.push((cache.claim_name.clone(), "runner.tokenizerCache".into()));
+    }
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    for (claim, field) in claims {
+        let found = api.get_opt(&claim).await.map_err(Error::kube(format!(
+            "read PersistentVolumeClaim {namespace}/{claim}"
+        )))?;
+        if found.is_none() {
+            return Ok(Some((
+                "VolumeClaimNotFound",
+                format!(
+                    "PersistentVolumeClaim {namespace}/{claim} ({field}) does not exist; create it, or remove {field}"
+                ),
+            )));
+        }
+    }
     Ok(None)
 }
 

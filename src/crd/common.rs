@@ -128,6 +128,40 @@ pub struct RunnerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 2147483647))]
     pub fs_group: Option<i64>,
+    /// Files the plan reads (`tokenizer.json` files for `options.tokenizers`, jsonl datasets
+    /// for rows' `dataset.path`), each from a ConfigMap or a claim, mounted read-only at
+    /// `/files/<name>/`: refer to them by that absolute path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(f, self.exists_one(g, g.name == f.name))").message("runner.files names must be unique"))]
+    pub files: Option<Vec<RunnerFiles>>,
+    /// The Hugging Face cache (`HF_HOME`) the runner downloads tokenizers into, so each
+    /// repository is downloaded once and later runs (or `HF_HUB_OFFLINE=1` in `env`) reuse
+    /// it. Default: the operator's `--runner-tokenizer-cache-claim`, else a folder of the Pod's
+    /// `/tmp` (downloaded again by every run). `HF_TOKEN` for gated models and `HF_ENDPOINT`
+    /// for a mirror go in `env` (the token from a Secret, with `valueFrom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_cache: Option<PersistentVolumeClaimRef>,
+}
+
+/// A volume of files for the runner, mounted read-only at `/files/<name>/`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.configMap) != has(self.persistentVolumeClaim)").message("each runner.files entry sets exactly one of configMap and persistentVolumeClaim"))]
+pub struct RunnerFiles {
+    /// The folder name under `/files/` (a DNS label of at most 40 characters).
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// A ConfigMap of the run's namespace: each key is a file (`binaryData` keys too, for
+    /// files that are not UTF-8; a ConfigMap holds at most 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<LocalObjectReference>,
+    /// A claim of the run's namespace (any size), mounted read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PersistentVolumeClaimRef>,
 }
 
 /// Where results are kept.

@@ -18,7 +18,7 @@ pub use benchmark::{
 };
 pub use common::{
     ConfigMapKeyRef, Endpoint, ImagePullPolicy, PersistentVolumeClaimRef, ResultsSpec, RowStatus,
-    RunPhase, RunnerSpec, SecretKeyRef,
+    RunPhase, RunnerFiles, RunnerSpec, SecretKeyRef,
 };
 pub use run::{
     CoeBenchmarkRun, CoeBenchmarkRunSpec, CoeBenchmarkRunStatus, RunTrigger, TriggerKind,

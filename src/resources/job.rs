@@ -41,6 +41,10 @@ pub const RUNNER_UID: i64 = 65532;
 /// Default `ttlSecondsAfterFinished`: one day, so the Pod (and the report in its termination
 /// message) outlives any reasonable operator downtime.
 pub const DEFAULT_TTL_SECONDS_AFTER_FINISHED: i32 = 86_400;
+/// Where `runner.files` volumes are mounted: `/files/<name>/`.
+pub const FILES_DIR: &str = "/files";
+/// Where a tokenizer cache claim is mounted, and the runner's `HF_HOME` then.
+pub const TOKENIZER_CACHE_DIR: &str = "/var/cache/huggingface";
 /// Default start-up margin of the deadline, in seconds.
 pub const DEFAULT_DEADLINE_MARGIN_SECONDS: i64 = 300;
 
@@ -55,6 +59,9 @@ pub struct JobDefaults {
     /// Service account of runner Pods whose run names none (default: none, so each run gets
     /// its own); the run's results Role is bound to it.
     pub runner_service_account: Option<String>,
+    /// The claim runner Pods whose run names no `runner.tokenizerCache` use as their Hugging
+    /// Face cache (default: none, a folder of the Pod's `/tmp`).
+    pub runner_tokenizer_cache_claim: Option<String>,
     /// `ttlSecondsAfterFinished` when the run sets none.
     pub ttl_seconds_after_finished: i32,
     /// Start-up margin added to the deadline.
@@ -67,6 +74,7 @@ impl Default for JobDefaults {
             runner_image: default_runner_image(),
             runner_resources: default_runner_resources(),
             runner_service_account: None,
+            runner_tokenizer_cache_claim: None,
             ttl_seconds_after_finished: DEFAULT_TTL_SECONDS_AFTER_FINISHED,
             deadline_margin_seconds: DEFAULT_DEADLINE_MARGIN_SECONDS,
         }
@@ -201,9 +209,10 @@ pub fn build_job(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Result<Job> {
     })
 }
 
-/// The runner's environment: the user's variables, then `HOME`, the metric labels and the API
-/// key from its Secret (user variables of those names are replaced).
-fn runner_env(run: &CoeBenchmarkRun, namespace: &str) -> Vec<EnvVar> {
+/// The runner's environment: the user's variables, then `HOME`, `HF_HOME` when a tokenizer
+/// cache claim is mounted, the metric labels and the API key from its Secret (user variables
+/// of those names are replaced).
+fn runner_env(run: &CoeBenchmarkRun, namespace: &str, defaults: &JobDefaults) -> Vec<EnvVar> {
     let name = run.name_any();
     let mut env: Vec<EnvVar> = run.spec.runner.env.clone().unwrap_or_default();
     env.retain(|e| e.name != API_KEY_ENV);
@@ -214,6 +223,10 @@ fn runner_env(run: &CoeBenchmarkRun, namespace: &str) -> Vec<EnvVar> {
         ..EnvVar::default()
     };
     env.push(plain("HOME", "/tmp"));
+    if tokenizer_cache_claim(run, defaults).is_some() {
+        env.retain(|e| e.name != "HF_HOME");
+        env.push(plain("HF_HOME", TOKENIZER_CACHE_DIR));
+    }
     // The runner's metric labels: which benchmark in which namespace.
     env.push(plain("COEBENCH_NAMESPACE", namespace));
     env.push(plain(
@@ -237,8 +250,74 @@ fn runner_env(run: &CoeBenchmarkRun, namespace: &str) -> Vec<EnvVar> {
     env
 }
 
-/// The Pod's volumes: the plan's ConfigMap, the results (the claim, or an emptyDir), `/tmp`.
-fn runner_volumes(run: &CoeBenchmarkRun) -> Vec<Volume> {
+/// The claim of the run's Hugging Face cache: its own, else the operator's default.
+fn tokenizer_cache_claim<'a>(
+    run: &'a CoeBenchmarkRun,
+    defaults: &'a JobDefaults,
+) -> Option<&'a str> {
+    run.spec
+        .runner
+        .tokenizer_cache
+        .as_ref()
+        .map(|c| c.claim_name.as_str())
+        .or(defaults.runner_tokenizer_cache_claim.as_deref())
+}
+
+/// The volume name of a `runner.files` entry.
+fn files_volume_name(name: &str) -> String {
+    format!("files-{name}")
+}
+
+/// The `runner.files` volumes and the tokenizer cache, with their mounts.
+fn file_volumes(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Vec<(Volume, VolumeMount)> {
+    let mount = |name: &str, path: String, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path,
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    };
+    let mut volumes = Vec::new();
+    for files in run.spec.runner.files.iter().flatten() {
+        let name = files_volume_name(&files.name);
+        let volume = Volume {
+            name: name.clone(),
+            config_map: files.config_map.as_ref().map(|c| ConfigMapVolumeSource {
+                name: c.name.clone(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            persistent_volume_claim: files.persistent_volume_claim.as_ref().map(|c| {
+                PersistentVolumeClaimVolumeSource {
+                    claim_name: c.claim_name.clone(),
+                    read_only: Some(true),
+                }
+            }),
+            ..Volume::default()
+        };
+        volumes.push((
+            volume,
+            mount(&name, format!("{FILES_DIR}/{}", files.name), true),
+        ));
+    }
+    if let Some(claim) = tokenizer_cache_claim(run, defaults) {
+        let volume = Volume {
+            name: "tokenizer-cache".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.to_string(),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        };
+        volumes.push((
+            volume,
+            mount("tokenizer-cache", TOKENIZER_CACHE_DIR.to_string(), false),
+        ));
+    }
+    volumes
+}
+
+/// The Pod's volumes: the plan's ConfigMap, the results (the claim, or an emptyDir), `/tmp`,
+/// then the `runner.files` volumes and the tokenizer cache.
+fn runner_volumes(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Vec<Volume> {
     let results_volume = match &run.spec.results {
         Some(results) => Volume {
             name: "results".into(),
@@ -278,6 +357,9 @@ fn runner_volumes(run: &CoeBenchmarkRun) -> Vec<Volume> {
             ..Volume::default()
         },
     ]
+    .into_iter()
+    .chain(file_volumes(run, defaults).into_iter().map(|(v, _)| v))
+    .collect()
 }
 
 /// The runner container: image, arguments, environment, the metrics port, resources, mounts,
@@ -302,7 +384,7 @@ fn runner_container(run: &CoeBenchmarkRun, namespace: &str, defaults: &JobDefaul
         image_pull_policy: runner.image_pull_policy.map(|p| p.as_str().to_string()),
         command: Some(vec!["coebench".into()]),
         args: Some(runner_args(run, namespace)),
-        env: Some(runner_env(run, namespace)),
+        env: Some(runner_env(run, namespace, defaults)),
         ports: Some(vec![ContainerPort {
             name: Some("metrics".into()),
             container_port: RUNNER_METRICS_PORT,
@@ -315,11 +397,16 @@ fn runner_container(run: &CoeBenchmarkRun, namespace: &str, defaults: &JobDefaul
                 .clone()
                 .unwrap_or_else(|| defaults.runner_resources.clone()),
         ),
-        volume_mounts: Some(vec![
-            mount("plan", PLAN_DIR, true),
-            mount("results", RESULTS_MOUNT, false),
-            mount("tmp", "/tmp", false),
-        ]),
+        volume_mounts: Some(
+            [
+                mount("plan", PLAN_DIR, true),
+                mount("results", RESULTS_MOUNT, false),
+                mount("tmp", "/tmp", false),
+            ]
+            .into_iter()
+            .chain(file_volumes(run, defaults).into_iter().map(|(_, m)| m))
+            .collect(),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -360,7 +447,7 @@ fn runner_pod(run: &CoeBenchmarkRun, defaults: &JobDefaults, container: Containe
             ..PodSecurityContext::default()
         }),
         containers: vec![container],
-        volumes: Some(runner_volumes(run)),
+        volumes: Some(runner_volumes(run, defaults)),
         termination_grace_period_seconds: Some(termination_grace_seconds(run)),
         ..PodSpec::default()
     }
@@ -408,6 +495,7 @@ pub(crate) mod tests {
             ignore_eos: None,
             min_tokens: None,
             sampling_params: Default::default(),
+            dataset: None,
         };
         let mut run = CoeBenchmarkRun::new(
             "bench-1",
@@ -605,6 +693,98 @@ pub(crate) mod tests {
         );
         run.spec.runner.fs_group = Some(2000);
         assert_eq!(pod_security(&run).fs_group, Some(2000));
+    }
+
+    #[test]
+    fn runner_files_and_the_tokenizer_cache_are_mounted_where_the_plan_reads_them() {
+        use crate::crd::RunnerFiles;
+        use k8s_openapi::api::core::v1::LocalObjectReference;
+        let mut run = sample_run();
+        run.spec.runner.files = Some(vec![
+            RunnerFiles {
+                name: "tokenizers".into(),
+                config_map: Some(LocalObjectReference {
+                    name: "llama-tokenizer".into(),
+                }),
+                persistent_volume_claim: None,
+            },
+            RunnerFiles {
+                name: "datasets".into(),
+                config_map: None,
+                persistent_volume_claim: Some(PersistentVolumeClaimRef {
+                    claim_name: "prompts".into(),
+                }),
+            },
+        ]);
+        let defaults = JobDefaults {
+            runner_tokenizer_cache_claim: Some("hf-cache".into()),
+            ..JobDefaults::default()
+        };
+        let job = build_job(&run, &defaults).unwrap();
+        let c = container(&job);
+        let mounts: Vec<(&str, &str, Option<bool>)> = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert_eq!(
+            &mounts[3..],
+            [
+                ("files-tokenizers", "/files/tokenizers", Some(true)),
+                ("files-datasets", "/files/datasets", Some(true)),
+                ("tokenizer-cache", TOKENIZER_CACHE_DIR, Some(false)),
+            ]
+        );
+        let env = c.env.as_ref().unwrap();
+        let hf_home: Vec<_> = env.iter().filter(|e| e.name == "HF_HOME").collect();
+        assert_eq!(hf_home.len(), 1);
+        assert_eq!(hf_home[0].value.as_deref(), Some(TOKENIZER_CACHE_DIR));
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let volumes = pod.volumes.unwrap();
+        let by_name = |n: &str| volumes.iter().find(|v| v.name == n).unwrap();
+        assert_eq!(
+            by_name("files-tokenizers")
+                .config_map
+                .as_ref()
+                .unwrap()
+                .name,
+            "llama-tokenizer"
+        );
+        let prompts = by_name("files-datasets")
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (prompts.claim_name.as_str(), prompts.read_only),
+            ("prompts", Some(true))
+        );
+        assert_eq!(
+            by_name("tokenizer-cache")
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
+            "hf-cache"
+        );
+
+        // The run's own cache claim wins over the operator's; without either, no cache volume
+        // and no HF_HOME (the runner's default cache is under HOME=/tmp).
+        run.spec.runner.tokenizer_cache = Some(PersistentVolumeClaimRef {
+            claim_name: "own-cache".into(),
+        });
+        let job = build_job(&run, &defaults).unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert!(pod.volumes.unwrap().iter().any(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.claim_name == "own-cache")
+        }));
+        let plain = build_job(&sample_run(), &JobDefaults::default()).unwrap();
+        let c = container(&plain);
+        assert_eq!(c.volume_mounts.as_ref().unwrap().len(), 3);
+        assert!(!c.env.as_ref().unwrap().iter().any(|e| e.name == "HF_HOME"));
     }
 
     #[test]

@@ -371,6 +371,24 @@ fn runner_service_accounts_have_no_token_and_are_the_runner_default() {
 }
 
 #[test]
+fn the_tokenizer_cache_claim_value_becomes_the_runner_default() {
+    let rendered = render();
+    for (name, expected) in [
+        ("default", None),
+        (
+            "namespaced",
+            Some("--runner-tokenizer-cache-claim=hf-tokenizers"),
+        ),
+    ] {
+        let case = &rendered.cases[name];
+        let flag = args(&containers(case.get("Deployment", &rendered.release))[0])
+            .into_iter()
+            .find(|a| a.starts_with("--runner-tokenizer-cache-claim"));
+        assert_eq!(flag.as_deref(), expected, "{name}");
+    }
+}
+
+#[test]
 fn notes_say_how_to_run_and_watch_a_first_benchmark() {
     let rendered = render();
     for (name, case) in &rendered.cases {

@@ -39,6 +39,7 @@ fn exported_names() -> BTreeSet<String> {
         ignore_eos: None,
         min_tokens: None,
         sampling_params: Default::default(),
+        dataset: None,
     };
     runner.row_started(0, &row, "b");
     let mut names: BTreeSet<String> = sample_names(&runner.encode(None).unwrap().body)

@@ -269,6 +269,7 @@ pub fn run_client() {
         ignore_eos: None,
         min_tokens: None,
         sampling_params: Default::default(),
+        dataset: None,
     };
     let rows = vec![
         row(job.warmup_requests, job.concurrency.clamp(1, 50), None),

@@ -12,6 +12,7 @@
 pub mod exposition;
 pub mod input;
 pub mod report;
+pub mod tokenizers;
 
 use std::collections::BTreeMap;
 
@@ -154,6 +155,10 @@ pub struct Row {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "schema::any_values")]
     pub sampling_params: SamplingParams,
+    /// Send the prompts of a jsonl dataset (the kit's custom-dataset format) instead of
+    /// synthetic prompts of `inputTokens` tokens. Default: synthetic prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<Dataset>,
 }
 
 impl Row {
@@ -163,6 +168,35 @@ impl Row {
         merged.extend(self.sampling_params.clone());
         merged
     }
+}
+
+/// A jsonl file of prompts, in the kit's custom-dataset format: one JSON object per line,
+/// `{"prompt": "<text>"}` or `{"prompt": "<text>", "image_path": "<local jpg/png/webp>"}`.
+///
+/// Prompts are sent as they are (not cut to `inputTokens`; each request records its prompt's
+/// own token count); `inputTokens` still names the row and bounds `maxSequenceLength`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Dataset {
+    /// Path of the jsonl file, relative to the plan file (in Kubernetes, a file of a volume
+    /// listed in `runner.files`, mounted under `/files/<name>/`). Image paths inside it are
+    /// relative to the file's folder.
+    #[schemars(length(min = 1))]
+    pub path: String,
+    /// Which line each request sends. Default `cycle`.
+    #[serde(default)]
+    pub order: DatasetOrder,
+}
+
+/// Which dataset line request number `i` of a row sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetOrder {
+    /// Line `i mod n`: every line in file order, then again from the top.
+    #[default]
+    Cycle,
+    /// A line drawn at random (with replacement) from the run's seed and `i`.
+    Sample,
 }
 
 /// How a row generates load, derived from [`Row`].
@@ -272,6 +306,17 @@ pub struct RunOptions {
     /// Seconds to wait between rows (kit `time_delay`). Default 0.
     #[serde(default)]
     pub time_delay_seconds: f64,
+    /// Rows that run at once (the kit's `max_workers` with `concurrency_enabled`): rows start
+    /// in plan order as earlier ones finish, so up to this many models take traffic together,
+    /// each row with its own load and its own files (a per-model breakdown); set it to the
+    /// number of rows for mixed traffic of every model at once. Under mixed traffic switches
+    /// recur inside a row: a row's `switching_time` still compares its first request with the
+    /// others only, and `mixed_traffic_switching.json` in the run's folder attributes switches
+    /// per request. The chat-template probe (and so the tokenizer check) is skipped, since it
+    /// would inject a switch into the other rows' traffic. Default 1: one row after another.
+    #[serde(default = "default_parallel_rows")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub parallel_rows: u32,
     /// Seconds one request may take, headers to last byte, before it fails as `timeout`.
     /// Default 600.
     #[serde(default = "default_request_timeout_seconds")]
@@ -288,10 +333,21 @@ pub struct RunOptions {
     /// Default true.
     #[serde(default = "default_true")]
     pub warm_up_connections: bool,
-    /// Path of a Hugging Face `tokenizer.json` used to size prompts and count tokens.
-    /// Default: the embedded `cl100k_base` BPE.
+    /// The tokenizer of every model that `tokenizers` does not map: a `tokenizer.json` path,
+    /// a Hugging Face repository name, or `embedded` (the same values as
+    /// `tokenizers[].tokenizer`). Default: the kit's tokenizer for the model's family (Llama
+    /// 3.x and 4, Qwen, QwQ, DeepSeek, Mistral, gpt-oss, gemma, ALLaM, MiniMax, SOLAR, EEVE;
+    /// downloaded from Hugging Face), else the embedded `cl100k_base` BPE with a warning; the
+    /// embedded simulator's models always use `cl100k_base`, as the simulator counts with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
+    /// Tokenizers by model, checked before `tokenizer`: an entry naming the model exactly
+    /// wins, else the first whose pattern matches. Hugging Face downloads use `HF_TOKEN`
+    /// (gated models), `HF_ENDPOINT` (a mirror), the cache in `HF_HUB_CACHE` or
+    /// `HF_HOME/hub` (default `~/.cache/huggingface/hub`), and only that cache under
+    /// `HF_HUB_OFFLINE=1`. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokenizers: Vec<tokenizers::TokenizerRule>,
     /// Send every request of a row the same prompt text. Default false: each request's prompt
     /// starts with its own seeded tag (same total length), so a server's prefix cache
     /// (llama.cpp, vLLM prefix caching, SGLang's radix cache) cannot reuse one request's prompt
@@ -343,11 +399,13 @@ impl Default for RunOptions {
         RunOptions {
             timeout_seconds: default_timeout_seconds(),
             time_delay_seconds: 0.0,
+            parallel_rows: 1,
             request_timeout_seconds: default_request_timeout_seconds(),
             use_multiple_prompts: false,
             seed: 0,
             warm_up_connections: true,
             tokenizer: None,
+            tokenizers: Vec::new(),
             identical_prompts: false,
             ignore_eos: None,
             min_tokens: None,
@@ -410,6 +468,10 @@ mod schema {
 
 fn default_timeout_seconds() -> f64 {
     3600.0
+}
+
+fn default_parallel_rows() -> u32 {
+    1
 }
 
 fn default_true() -> bool {

@@ -143,6 +143,9 @@ pub struct RunArgs {
     /// Seconds to wait between rows.
     #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]
     pub time_delay: Option<f64>,
+    /// Rows that run at once (options.parallelRows; default 1, one after another).
+    #[arg(long, value_name = "N", help_heading = "Overrides")]
+    pub parallel_rows: Option<u32>,
     /// Seconds requests in flight may take to finish after SIGTERM or Ctrl-C before they are
     /// cut off as `interrupted` (default 10; a second signal cuts them off at once).
     #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]
@@ -150,9 +153,11 @@ pub struct RunArgs {
     /// Draw prompts from the varied prompt set.
     #[arg(long, help_heading = "Overrides")]
     pub use_multiple_prompts: bool,
-    /// A Hugging Face tokenizer.json to size prompts and count tokens with.
-    #[arg(long, value_name = "FILE", help_heading = "Overrides")]
-    pub tokenizer: Option<PathBuf>,
+    /// The tokenizer of every model options.tokenizers does not map: a tokenizer.json path, a
+    /// Hugging Face repository name (downloaded once into the Hugging Face cache; HF_TOKEN,
+    /// HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE apply), or `embedded`.
+    #[arg(long, value_name = "FILE|REPO", help_heading = "Overrides")]
+    pub tokenizer: Option<String>,
     /// Send every request of a row the same prompt (default: each its own seeded prefix, so
     /// prefix caches do not hit).
     #[arg(long, help_heading = "Overrides")]

@@ -81,6 +81,7 @@ fn quick_plan(row: &QuickRowArgs) -> Result<LoadedPlan, InputErrors> {
             ignore_eos: None,
             min_tokens: None,
             sampling_params: Default::default(),
+            dataset: None,
         }],
         options: RunOptions::default(),
         output: OutputOptions::default(),
@@ -109,6 +110,9 @@ pub fn apply_overrides(plan: &mut Plan, args: &RunArgs) {
     if let Some(t) = args.time_delay {
         options.time_delay_seconds = t;
     }
+    if let Some(n) = args.parallel_rows {
+        options.parallel_rows = n;
+    }
     if let Some(t) = args.stop_grace {
         options.stop_grace_seconds = t;
     }
@@ -116,7 +120,7 @@ pub fn apply_overrides(plan: &mut Plan, args: &RunArgs) {
         options.use_multiple_prompts = true;
     }
     if let Some(t) = &args.tokenizer {
-        options.tokenizer = Some(path(t));
+        options.tokenizer = Some(t.clone());
     }
     if args.identical_prompts {
         options.identical_prompts = true;

@@ -14,7 +14,7 @@ use coebench_runner::client::ClientOptions;
 use coebench_runner::engine::endpoint::EndpointError;
 use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::observer::{Observers, RunObserver};
-use coebench_runner::engine::preflight::{check_credentials, check_output_folders};
+use coebench_runner::engine::preflight::{check_credentials, check_output_folders, read_datasets};
 use coebench_runner::engine::run::{PlanSource, RunError, RunSettings, exit_code, run_plan};
 use coebench_runner::prometheus::{ExportOptions, Exporter, RunLabels};
 use coebench_runner::results_api::{ApiAccess, ResultsPublisher};
@@ -150,6 +150,9 @@ pub fn validate(input: &InputArgs) -> ExitCode {
             std::env::var(name).ok()
         }));
         errors.extend(check_output_folders(&loaded.plan, &loaded.source));
+        if let Err(bad) = read_datasets(&loaded.plan) {
+            errors.extend(bad.0);
+        }
         InputErrors::check(loaded, errors)
     });
     match checked {

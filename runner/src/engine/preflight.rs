@@ -1,12 +1,15 @@
 //! Checks a run makes before it sends anything, shared by `coebench validate` so that what
-//! validates also starts: the output folders can be written, and the endpoint's credentials
-//! are set (never shown).
+//! validates also starts: the output folders can be written, the endpoint's credentials are
+//! set (never shown), and the rows' datasets read without a bad line.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::credentials::resolve_endpoint;
 use crate::engine::run::{DEFAULT_CONSOLIDATED_RESULTS_DIR, DEFAULT_OUTPUT_FILES_DIR};
-use coebench_plan::input::InputError;
+use crate::workload::prompt::dataset::DatasetPrompts;
+use coebench_plan::input::{InputError, InputErrors};
 use coebench_plan::{ApiKind, Plan};
 
 /// The folders a run of `plan` writes into: per-row files, then the consolidated table.
@@ -100,6 +103,28 @@ pub fn check_credentials(
         Ok(_) => Vec::new(),
         Err(e) => vec![InputError::new(source, "endpoint", e.to_string(), "")],
     }
+}
+
+/// Every row's dataset, read once per path; every bad line of every dataset is reported.
+pub fn read_datasets(plan: &Plan) -> Result<HashMap<String, Arc<DatasetPrompts>>, InputErrors> {
+    let mut datasets = HashMap::new();
+    let mut errors = Vec::new();
+    let mut paths: Vec<&String> = plan
+        .rows
+        .iter()
+        .filter_map(|r| r.dataset.as_ref().map(|d| &d.path))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    for path in paths {
+        match DatasetPrompts::read(Path::new(path)) {
+            Ok(dataset) => {
+                datasets.insert(path.clone(), Arc::new(dataset));
+            }
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    InputErrors::check(datasets, errors)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! a record, and summarise the row. Writing files is the caller's job.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::client::measurement::ErrorKind;
@@ -22,20 +22,20 @@ use crate::statistics::response_texts::ResponseTextSpool;
 use crate::statistics::spool::{RecordSpool, SpoolError};
 use crate::statistics::summary::{RowExecution, RowResult};
 use crate::workload::image::ImageSet;
-use crate::workload::prompt::{
-    BuiltPrompt, PromptBuilder, PromptError, PromptSelection, request_tag,
-};
-use coebench_plan::{Load, Row, RunOptions};
-use coebench_support::tokenizer::Tokenizer;
+use crate::workload::prompt::dataset::{DATASET_PROMPT_NAME, DatasetPrompts};
+use crate::workload::prompt::{BuiltPrompt, PromptError, PromptSelection, request_tag};
+use crate::workload::tokenizers::ModelTokenizers;
+use coebench_plan::{Dataset, Load, Row, RunOptions};
+use coebench_support::tokenizer::TokenCounter;
 
 /// What every row of a run shares.
 pub struct RunShared {
     /// The endpoint client.
     pub client: EndpointClient,
-    /// The tokenizer prompts are sized and tokens counted with.
-    pub tokenizer: Arc<Tokenizer>,
-    /// Prompt cache.
-    pub prompts: PromptBuilder,
+    /// Each model's tokenizer (prompts are sized and tokens counted with it) and prompt cache.
+    pub tokenizers: ModelTokenizers,
+    /// The rows' datasets, read before the run, by `dataset.path`.
+    pub datasets: HashMap<String, Arc<DatasetPrompts>>,
     /// Image cache.
     pub images: ImageSet,
     /// Run options.
@@ -57,6 +57,8 @@ pub struct RunShared {
     pub prompt_nonce: u64,
     /// Set once, by the first record that could not be spooled (the run then stops).
     pub write_failure: Arc<OnceLock<String>>,
+    /// When each row started, by row index, to place parallel rows on one clock.
+    pub row_starts: Mutex<HashMap<usize, Instant>>,
 }
 
 /// Why a row could not be prepared.
@@ -76,6 +78,9 @@ pub enum RowSetupError {
     /// The request body could not be built.
     #[error("cannot build the request: {0}")]
     Request(String),
+    /// The row's dataset was not loaded before the run (a plan that skipped the run's set-up).
+    #[error("the dataset {0} was not loaded")]
+    Dataset(String),
     /// The row's record spool could not be created.
     #[error(transparent)]
     Spool(#[from] SpoolError),
@@ -93,7 +98,11 @@ impl PreparedRow {
     /// One request per prompt template (`identicalPrompts`), or one per request, each prompt
     /// opening with its own seeded tag (the default).
     fn build(shared: &RunShared, row: &Row, seed: u64) -> Result<PreparedRow, RowSetupError> {
+        if let Some(dataset) = &row.dataset {
+            return PreparedRow::build_from_dataset(shared, row, dataset, seed);
+        }
         let options = &shared.options;
+        let prompts = &shared.tokenizers.for_model(&row.model).prompts;
         let selection =
             PromptSelection::for_row(options.use_multiple_prompts, row.image_size.is_some(), seed);
         let image = match row.image_size {
@@ -122,9 +131,9 @@ impl PreparedRow {
                 continue;
             }
             let prompt = if options.identical_prompts {
-                shared.prompts.build(template, row.input_tokens)
+                prompts.build(template, row.input_tokens)
             } else {
-                shared.prompts.build_tagged(
+                prompts.build_tagged(
                     template,
                     row.input_tokens,
                     request_tag(seed ^ shared.prompt_nonce, index),
@@ -146,6 +155,66 @@ impl PreparedRow {
             let at = u32::try_from(built.len()).unwrap_or(u32::MAX);
             built.push((request, prompt));
             by_template.insert(template.name, at);
+            by_request.push(at);
+        }
+        Ok(PreparedRow { built, by_request })
+    }
+
+    /// One request per dataset line the row sends, each line's prompt as it is, with the
+    /// line's image, else the row's.
+    fn build_from_dataset(
+        shared: &RunShared,
+        row: &Row,
+        spec: &Dataset,
+        seed: u64,
+    ) -> Result<PreparedRow, RowSetupError> {
+        let options = &shared.options;
+        let dataset = shared
+            .datasets
+            .get(&spec.path)
+            .ok_or_else(|| RowSetupError::Dataset(spec.path.clone()))?;
+        let tokenizer = &shared.tokenizers.for_model(&row.model).tokenizer;
+        let row_image = match row.image_size {
+            Some(size) => Some(
+                shared
+                    .images
+                    .get(size)
+                    .map_err(|e| RowSetupError::Image(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let sampling_params = row.effective_sampling_params(options);
+        let mut built = Vec::new();
+        let mut by_request = Vec::with_capacity(row.num_requests as usize);
+        let mut by_position: HashMap<usize, u32> = HashMap::new();
+        for index in 0..u64::from(row.num_requests) {
+            let position = dataset.position(spec.order, seed, index);
+            if let Some(&at) = by_position.get(&position) {
+                by_request.push(at);
+                continue;
+            }
+            let line = dataset.line(position);
+            let prompt = Arc::new(BuiltPrompt {
+                name: DATASET_PROMPT_NAME,
+                text: Arc::clone(&line.prompt),
+                tokens: u32::try_from(tokenizer.count_tokens(&line.prompt)).unwrap_or(u32::MAX),
+            });
+            let image = line.image.as_ref().or(row_image.as_ref());
+            let request = shared
+                .client
+                .prepare(&RequestSpec {
+                    model: &row.model,
+                    prompt: &prompt.text,
+                    image: image.map(|i| &**i),
+                    max_tokens: row.output_tokens,
+                    ignore_eos: row.ignore_eos.or(options.ignore_eos),
+                    min_tokens: row.min_tokens.or(options.min_tokens),
+                    sampling_params: Some(&sampling_params),
+                })
+                .map_err(|e| RowSetupError::Request(e.to_string()))?;
+            let at = u32::try_from(built.len()).unwrap_or(u32::MAX);
+            built.push((request, prompt));
+            by_position.insert(position, at);
             by_request.push(at);
         }
         Ok(PreparedRow { built, by_request })
@@ -195,6 +264,11 @@ pub async fn run_row(
     }
     let started_wall = jiff::Timestamp::now();
     let started = Instant::now();
+    shared
+        .row_starts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(row_index, started);
     let names = naming::row_names(row_index, row);
     let spool = Arc::new(RecordSpool::create(&shared.run_dir, &names.base)?);
     let texts = if shared.options.save_response_texts {
@@ -220,10 +294,12 @@ pub async fn run_row(
     execution.sampling_params = row.effective_sampling_params(&shared.options);
     execution.metadata = shared.options.metadata.clone();
     let timeout = saturating_duration(shared.options.request_timeout_seconds);
+    let tokenizer = Arc::clone(&shared.tokenizers.for_model(&row.model).tokenizer);
     let send = {
         let shared = Arc::clone(shared);
         let prepared = Arc::clone(&prepared);
         let model = row.model.clone();
+        let tokenizer = Arc::clone(&tokenizer);
         let max_tokens = row.output_tokens;
         move |index: u32, intended: Option<Instant>| {
             let shared = Arc::clone(&shared);
@@ -231,6 +307,7 @@ pub async fn run_row(
             let spool = Arc::clone(&spool);
             let texts = texts.clone();
             let model = model.clone();
+            let tokenizer = Arc::clone(&tokenizer);
             let request_id = format!("{request_tag}-{row_index}-{index}");
             async move {
                 let (request, prompt) = prepared.request(index);
@@ -274,12 +351,8 @@ pub async fn run_row(
                     intended_send: intended,
                     max_tokens,
                 };
-                let record = RequestRecord::from_measurement(
-                    &context,
-                    &measurement,
-                    &*shared.tokenizer,
-                    started,
-                );
+                let record =
+                    RequestRecord::from_measurement(&context, &measurement, &*tokenizer, started);
                 shared.observer.request_finished(row_index, &record);
                 let spooled = match spool.append(&record) {
                     Ok(at) => Some(at),
@@ -320,10 +393,12 @@ pub async fn run_row(
         .finished
         .iter()
         .any(|r| r.is_success() && r.server_number_input_tokens.is_some());
-    if server_counted && !shared.stop.is_stopped() {
+    // Not under parallel rows: the probe would load this model in the middle of the other
+    // rows' traffic and inject a switch into their measurements.
+    if server_counted && !shared.stop.is_stopped() && shared.options.parallel_rows <= 1 {
         execution.template_overhead = shared
             .template_overheads
-            .of(&shared.client, &shared.tokenizer, &row.model)
+            .of(&shared.client, &tokenizer, &row.model)
             .await;
     }
     execution.digests = outcome.finished;

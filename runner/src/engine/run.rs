@@ -1,4 +1,4 @@
-//! Running a whole plan: set up the endpoint, client, tokenizer and output folders, run the rows
+//! Running a whole plan: set up the endpoint, client, tokenizers and output folders, run the rows
 //! in order, write each row's files as it finishes, keep the consolidated table and manifest
 //! current, and decide how the run ended.
 
@@ -9,22 +9,25 @@ use crate::client::{ClientError, ClientOptions, EndpointClient};
 use crate::engine::endpoint::{EndpointError, ReadyEndpoint, prepare_endpoint};
 use crate::engine::load::{StopSignal, saturating_duration};
 use crate::engine::observer::{RunObserver, RunStarted};
-use crate::engine::preflight::{check_output_folders, output_folders};
+use crate::engine::preflight::{check_output_folders, output_folders, read_datasets};
 use crate::engine::row::{RowSetupError, RunShared, run_row};
 use crate::engine::template_probe::TemplateOverheads;
 use crate::output::OutputError;
 use crate::output::consolidated::{ConsolidatedPaths, ConsolidatedTable};
 use crate::output::manifest::{ManifestExit, RunManifest, write_manifest};
+use crate::output::mixed_switching::write_mixed_switching;
 use crate::output::naming::{self, default_run_name};
 use crate::output::row_files::{run_dir, write_row_files};
+use crate::statistics::mixed_switching::{TimedRow, attribute};
+use crate::statistics::record_digest::RecordDigest;
 use crate::statistics::summary::{RowOutcome, RowResult, RowSummary};
 use crate::workload::image::ImageSet;
-use crate::workload::prompt::PromptBuilder;
-use coebench_plan::Plan;
+use crate::workload::tokenizers::hub::HubSettings;
+use crate::workload::tokenizers::{ModelTokenizers, TokenizerSetupError};
 use coebench_plan::input::InputErrors;
 use coebench_plan::input::validate::validate_plan;
 use coebench_plan::report::{RowReport, RunOutcome, RunReport};
-use coebench_support::tokenizer::{Tokenizer, TokenizerError};
+use coebench_plan::{ApiKind, Plan, Row};
 
 /// Default folder of per-row files when the plan names none.
 pub const DEFAULT_OUTPUT_FILES_DIR: &str = "coebench-results/output_files";
@@ -71,9 +74,9 @@ pub enum RunError {
     /// The client could not be built.
     #[error(transparent)]
     Client(#[from] ClientError),
-    /// The tokenizer could not be loaded.
+    /// A tokenizer the plan names could not be loaded.
     #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
+    Tokenizer(#[from] TokenizerSetupError),
     /// An output folder could not be created or written.
     #[error(transparent)]
     Output(#[from] OutputError),
@@ -150,10 +153,15 @@ pub async fn run_plan(
     )
     .await?;
     validate_plan(&plan, &settings.source.description, ready.catalog())?;
-    let tokenizer = Arc::new(match &plan.options.tokenizer {
-        Some(path) => Tokenizer::from_file(path)?,
-        None => Tokenizer::embedded(),
-    });
+    let models: Vec<String> = plan.rows.iter().map(|r| r.model.clone()).collect();
+    let tokenizers = ModelTokenizers::resolve(
+        &models,
+        &plan.options,
+        plan.endpoint.api == ApiKind::Simulator,
+        &HubSettings::from_env(&*settings.env),
+    )
+    .await?;
+    let datasets = read_datasets(&plan)?;
     let client = EndpointClient::new(ready.resolved().clone(), settings.client.clone())?;
     let started_wall = jiff::Timestamp::now();
     let run_name = plan
@@ -184,8 +192,8 @@ pub async fn run_plan(
     });
     let shared = Arc::new(RunShared {
         client,
-        prompts: PromptBuilder::new(Arc::clone(&tokenizer)),
-        tokenizer,
+        tokenizers,
+        datasets,
         images: ImageSet::new(),
         options: plan.options.clone(),
         run_name: run_name.clone(),
@@ -196,6 +204,7 @@ pub async fn run_plan(
         template_overheads: TemplateOverheads::default(),
         prompt_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
         write_failure: Arc::new(OnceLock::new()),
+        row_starts: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     let mut files = RunFiles {
         table: ConsolidatedTable::new(&run_name)
@@ -208,37 +217,28 @@ pub async fn run_plan(
         run_dir: run_dir.clone(),
         consolidated_dir,
     };
-    for (row_index, row) in plan.rows.iter().enumerate() {
-        let delay = plan.options.time_delay_seconds;
-        if row_index > 0 && delay > 0.0 && !stop.is_stopped() {
-            tokio::select! {
-                () = tokio::time::sleep(saturating_duration(delay)) => {}
-                () = stop.stopped() => {}
-            }
-        }
-        let not_run = || {
-            let names = naming::row_names(row_index, row);
-            RowSummary::not_run(row_index, row, &run_name, names, jiff::Timestamp::now())
-        };
-        if stop.is_stopped() || files.write_failure.is_some() {
-            // Interrupted, the credentials were rejected, or a write failed: the row keeps
-            // its line in the table and the manifest, as not run.
-            files.add(not_run());
-            continue;
-        }
-        match run_row(&shared, row_index, row).await {
-            Ok(result) => files.add_ran(result, &*observer, &shared.write_failure),
-            Err(e) => {
-                tracing::error!(row = row_index, model = %row.model, "row not run: {e}");
-                let summary = not_run();
-                observer.row_finished(&summary, None);
-                if let RowSetupError::Spool(e) = &e {
-                    files.write_failure = Some(e.to_string());
+    let width = plan.options.parallel_rows.max(1) as usize;
+    if width > 1 {
+        run_rows_in_parallel(&plan, &shared, &mut files, width).await;
+    } else {
+        for (row_index, row) in plan.rows.iter().enumerate() {
+            let delay = plan.options.time_delay_seconds;
+            if row_index > 0 && delay > 0.0 && !stop.is_stopped() {
+                tokio::select! {
+                    () = tokio::time::sleep(saturating_duration(delay)) => {}
+                    () = stop.stopped() => {}
                 }
-                files.add(summary);
             }
+            if stop.is_stopped() || files.write_failure.is_some() {
+                // Interrupted, the credentials were rejected, or a write failed: the row keeps
+                // its line in the table and the manifest, as not run.
+                files.add(not_run(row_index, row, &run_name));
+                continue;
+            }
+            let result = run_row(&shared, row_index, row).await;
+            files.finish_row(row_index, row, result, &shared);
+            files.write_table_and_manifest();
         }
-        files.write_table_and_manifest();
     }
     if stop.is_stopped() || files.write_failure.is_some() {
         // Rows skipped after the stop are in the table as not run: write it once more. After
@@ -280,6 +280,125 @@ pub async fn run_plan(
     })
 }
 
+/// The summary of a row that did not run.
+fn not_run(row_index: usize, row: &Row, run_name: &str) -> RowSummary {
+    let names = naming::row_names(row_index, row);
+    RowSummary::not_run(row_index, row, run_name, names, jiff::Timestamp::now())
+}
+
+/// Runs the rows `width` at a time (`options.parallelRows`, the kit's `concurrency_enabled` and
+/// `max_workers`): rows start in plan order as slots free up, so up to `width` models take
+/// traffic at once, each with its own load; a slot waits `timeDelaySeconds` before its next
+/// row, as the kit's workers do. Each row's files are written as it finishes.
+async fn run_rows_in_parallel(
+    plan: &Plan,
+    shared: &Arc<RunShared>,
+    files: &mut RunFiles,
+    width: usize,
+) {
+    let mut running = tokio::task::JoinSet::new();
+    let mut by_task = std::collections::HashMap::new();
+    let mut ran: Vec<(usize, String, Vec<RecordDigest>)> = Vec::new();
+    let mut next = 0usize;
+    loop {
+        while running.len() < width && next < plan.rows.len() {
+            let row_index = next;
+            next += 1;
+            let row = plan.rows[row_index].clone();
+            if shared.stop.is_stopped() || files.write_failure.is_some() {
+                files.add(not_run(row_index, &row, &shared.run_name));
+                continue;
+            }
+            let delay = if row_index >= width {
+                plan.options.time_delay_seconds
+            } else {
+                0.0
+            };
+            let task_shared = Arc::clone(shared);
+            let task_row = row.clone();
+            let handle = running.spawn(async move {
+                if delay > 0.0 {
+                    tokio::select! {
+                        () = tokio::time::sleep(saturating_duration(delay)) => {}
+                        () = task_shared.stop.stopped() => {}
+                    }
+                }
+                if task_shared.stop.is_stopped() {
+                    return None;
+                }
+                Some(run_row(&task_shared, row_index, &task_row).await)
+            });
+            by_task.insert(handle.id(), (row_index, row));
+        }
+        let Some(joined) = running.join_next_with_id().await else {
+            break;
+        };
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let Some((row_index, row)) = by_task.remove(&id) else {
+            continue;
+        };
+        match joined {
+            Ok((_, Some(result))) => {
+                if let Ok(ran_row) = &result {
+                    ran.push((row_index, row.model.clone(), ran_row.digests.clone()));
+                }
+                files.finish_row(row_index, &row, result, shared);
+            }
+            Ok((_, None)) => files.add(not_run(row_index, &row, &shared.run_name)),
+            Err(e) => {
+                tracing::error!(row = row_index, model = %row.model, "row stopped: {e}");
+                let summary = not_run(row_index, &row, &shared.run_name);
+                shared.observer.row_finished(&summary, None);
+                files.add(summary);
+            }
+        }
+        files.write_table_and_manifest();
+    }
+    // Finished in any order; reports list rows in plan order.
+    files.summaries.sort_by_key(|s| s.row_index);
+    write_mixed_switching_file(shared, files, &ran);
+}
+
+/// Attributes switches per request over the rows that ran at once, and writes the attribution
+/// beside `run.json` (a failure is logged: every row's own files are already written).
+fn write_mixed_switching_file(
+    shared: &RunShared,
+    files: &RunFiles,
+    ran: &[(usize, String, Vec<RecordDigest>)],
+) {
+    let starts = shared
+        .row_starts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(origin) = starts.values().min().copied() else {
+        return;
+    };
+    let rows: Vec<TimedRow> = ran
+        .iter()
+        .filter_map(|(row_index, model, digests)| {
+            Some(TimedRow {
+                row_index: *row_index,
+                model,
+                started_s: starts.get(row_index)?.duration_since(origin).as_secs_f64(),
+                digests,
+            })
+        })
+        .collect();
+    let attribution = attribute(&rows);
+    match write_mixed_switching(&files.run_dir, &attribution) {
+        Ok(path) => tracing::info!(
+            switches = attribution.switches.len(),
+            "per-request switching under mixed traffic: {}",
+            path.display()
+        ),
+        Err(e) => tracing::error!("cannot write the mixed-traffic switching: {e}"),
+    }
+}
+
 /// What a run has written so far: its consolidated table, its manifest and the rows'
 /// summaries, and the first write that failed (the run stops there, keeping what was written
 /// before).
@@ -294,6 +413,28 @@ struct RunFiles {
 }
 
 impl RunFiles {
+    /// A row that ran, or could not be prepared: its files and line, or its line as not run.
+    fn finish_row(
+        &mut self,
+        row_index: usize,
+        row: &Row,
+        result: Result<RowResult, RowSetupError>,
+        shared: &RunShared,
+    ) {
+        match result {
+            Ok(result) => self.add_ran(result, &*shared.observer, &shared.write_failure),
+            Err(e) => {
+                tracing::error!(row = row_index, model = %row.model, "row not run: {e}");
+                let summary = not_run(row_index, row, &shared.run_name);
+                shared.observer.row_finished(&summary, None);
+                if let RowSetupError::Spool(e) = &e {
+                    self.write_failure = Some(e.to_string());
+                }
+                self.add(summary);
+            }
+        }
+    }
+
     /// A row with no files of its own (not run): its line in the table and the manifest.
     fn add(&mut self, summary: RowSummary) {
         self.table.insert(&summary);

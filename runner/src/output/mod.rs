@@ -3,7 +3,8 @@
 //!
 //! One job per submodule: [`naming`] builds the kit's file names, [`atomic`] writes a file so
 //! readers never see half of it, [`row_files`] writes a row's two JSON files, [`columns`] and
-//! [`consolidated`] define and write the consolidated table, [`manifest`] the run's `run.json`.
+//! [`consolidated`] define and write the consolidated table, [`manifest`] the run's `run.json`,
+//! [`mixed_switching`] the per-request switching of rows that ran at once.
 //! Nothing here computes a metric.
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ pub mod atomic;
 pub mod columns;
 pub mod consolidated;
 pub mod manifest;
+pub mod mixed_switching;
 pub mod naming;
 pub mod row_files;
 

@@ -188,6 +188,7 @@ mod tests {
                 ignore_eos: None,
                 min_tokens: None,
                 sampling_params: Default::default(),
+                dataset: None,
             }
             .effective_load(),
             Load::Concurrency(4),

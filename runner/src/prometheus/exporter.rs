@@ -381,6 +381,7 @@ mod tests {
             ignore_eos: None,
             min_tokens: None,
             sampling_params: Default::default(),
+            dataset: None,
         }
     }
 

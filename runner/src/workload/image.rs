@@ -5,7 +5,8 @@
 //! The picture is a detailed deterministic pattern (smooth colour fields, rings, stripes, tiles
 //! and fine grain, all in integer arithmetic) so its JPEG is realistically large. It is encoded
 //! as a baseline JPEG at quality 85 and sent as a `data:image/jpeg;base64,...` URL. Generate
-//! each size once per run ([`ImageSet`]); this module does no I/O.
+//! each size once per run ([`ImageSet`]). Dataset rows' image files are wrapped the same way
+//! ([`EncodedImage::from_file_bytes`]); this module does no I/O.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,13 +19,13 @@ pub const JPEG_QUALITY: u8 = 85;
 /// An image ready to send: its size, pixels, MIME type and data URL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EncodedImage {
-    /// The requested size.
-    pub size: ImageSize,
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// The MIME type of the encoded bytes: `image/jpeg`.
+    /// The requested size; `None` for an image file of a dataset.
+    pub size: Option<ImageSize>,
+    /// Width in pixels (`None` for an image file, which is sent undecoded).
+    pub width: Option<u32>,
+    /// Height in pixels (`None` for an image file).
+    pub height: Option<u32>,
+    /// The MIME type of the encoded bytes: `image/jpeg` for generated images.
     pub mime: &'static str,
     /// `data:<mime>;base64,<bytes>`.
     pub data_url: Arc<str>,
@@ -65,12 +66,29 @@ impl EncodedImage {
         );
         let side = size.pixels();
         Ok(EncodedImage {
-            size,
-            width: side,
-            height: side,
+            size: Some(size),
+            width: Some(side),
+            height: Some(side),
             mime,
             data_url: data_url.into(),
         })
+    }
+
+    /// The bytes of an image file (of MIME type `mime`), sent as they are.
+    pub fn from_file_bytes(bytes: &[u8], mime: &'static str) -> EncodedImage {
+        let mut data_url = format!("data:{mime};base64,");
+        coebench_support::base64::encode_into(
+            bytes,
+            coebench_support::base64::Alphabet::Standard,
+            &mut data_url,
+        );
+        EncodedImage {
+            size: None,
+            width: None,
+            height: None,
+            mime,
+            data_url: data_url.into(),
+        }
     }
 }
 
@@ -220,7 +238,7 @@ mod tests {
             let image = EncodedImage::generate(size).unwrap();
             assert_eq!(
                 (image.width, image.height, image.mime),
-                (side, side, "image/jpeg")
+                (Some(side), Some(side), "image/jpeg")
             );
             assert_eq!(
                 &*image.data_url,

@@ -134,6 +134,7 @@ pub fn concurrency_row(model: &str, input: u32, output: u32, n: u32, c: u32) -> 
         ignore_eos: None,
         min_tokens: None,
         sampling_params: Default::default(),
+        dataset: None,
     }
 }
 

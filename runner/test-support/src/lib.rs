@@ -1,6 +1,8 @@
 //! Fixtures shared by coebench's integration tests, one module each:
 //! - [`hostile_server`]: a plain-threads HTTP/1.1 server for tests of the `coebench` binary,
 //!   answering benchmark requests with errors that echo them, stalls or cut streams;
+//! - [`fake_hub`]: a Hugging Face hub on loopback serving `tokenizer.json` files, public or
+//!   gated;
 //! - [`engine_support`]: a small, fast simulated bundle over real loopback HTTP, plans against
 //!   it, and runs of the real engine with an injected environment;
 //! - [`gguf_tokenizer`]: the tokenizer a GGUF model embeds, exported as a `tokenizer.json`;
@@ -12,6 +14,7 @@
 //!   disconnects.
 
 pub mod engine_support;
+pub mod fake_hub;
 pub mod gguf_tokenizer;
 pub mod hostile_server;
 pub mod kit_contract;

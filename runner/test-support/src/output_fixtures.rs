@@ -153,6 +153,7 @@ pub fn concurrency_row(model: &str, concurrency: u32, num_requests: u32) -> Row 
         ignore_eos: None,
         min_tokens: None,
         sampling_params: Default::default(),
+        dataset: None,
     }
 }
 
@@ -171,6 +172,7 @@ pub fn rate_row(model: &str, qps: f64, image: Option<ImageSize>) -> Row {
         ignore_eos: None,
         min_tokens: None,
         sampling_params: Default::default(),
+        dataset: None,
     }
 }
 

@@ -161,6 +161,53 @@ fn validate_reports_every_problem_with_its_line_and_exits_2() {
 }
 
 #[test]
+fn parallel_rows_from_the_command_line_are_checked_before_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let zero = coebench()
+        .args(["run", "--no-progress", "--plan", "examples/quickstart.yaml"])
+        .args(["--parallel-rows", "0", "--output-files-dir"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(zero.status.code(), Some(2), "{}", describe(&zero));
+    assert!(
+        text(&zero.stderr).contains("options.parallelRows"),
+        "{}",
+        describe(&zero)
+    );
+    assert!(!dir.path().join("out").exists(), "nothing was written");
+}
+
+#[test]
+fn validate_reads_each_rows_dataset_and_names_its_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("prompts.jsonl"),
+        "{\"prompt\": \"fine\"}\n{\"prompt\": \"\"}\n",
+    )
+    .unwrap();
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        "endpoint: {api: simulator}\n\
+         rows:\n  - {model: tiny, inputTokens: 10, outputTokens: 2, numRequests: 2, \
+         concurrency: 1, dataset: {path: prompts.jsonl}}\n",
+    )
+    .unwrap();
+    let output = coebench()
+        .args(["validate", "--plan"])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("prompts.jsonl, line 2: the prompt is empty"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn missing_credentials_stop_before_sending_name_the_variable_and_fill_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
@@ -217,6 +264,14 @@ fn an_env_file_supplies_credentials() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    // `tiny` is of no family the kit knows a tokenizer for: the embedded one, with a warning
+    // that names the model and the option that fixes it.
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("model \"tiny\": no tokenizer is mapped")
+            && stderr.contains("options.tokenizers"),
+        "{stderr}"
+    );
 }
 
 #[test]

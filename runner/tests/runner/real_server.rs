@@ -150,6 +150,7 @@ fn row(num_requests: u32, concurrency: Option<u32>, qps: Option<f64>) -> Row {
         ignore_eos: None,
         min_tokens: None,
         sampling_params: Default::default(),
+        dataset: None,
     }
 }
 

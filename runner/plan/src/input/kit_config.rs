@@ -3,12 +3,13 @@
 //! Keys (all versions of the kit): `model_configs_path`, `llm_api` (`sncloud`, `sambastudio`;
 //! coebench adds `openai` and `simulator`), `output_files_dir`, `consolidated_results_dir`,
 //! `timeout`, `time_delay`, `use_multiple_prompts`. The oldest kit nested them under
-//! `synthetic:`. Keys of later kits that coebench does not need (`concurrency_enabled`,
-//! `max_workers`, the Streamlit keys) are accepted and reported as ignored. coebench's own
-//! optional keys: `seed`, `request_timeout`, `tokenizer`, `run_name`, `warm_up_connections`,
-//! `consolidated_file_names` (`seed`, `kit`, `both`), and the kit evaluator's command-line
-//! options as keys: `save_llm_responses`, `sampling_params` (a mapping, or the kit's JSON
-//! text) and `metadata` (a mapping, or the kit's `k=v,k2=v2` text). Relative paths resolve
+//! `synthetic:`. Later kits' `concurrency_enabled` and `max_workers` run rows in parallel
+//! (`options.parallelRows`); their Streamlit keys are accepted and reported as ignored.
+//! coebench's own optional keys: `seed`, `request_timeout`, `tokenizer`, `run_name`,
+//! `warm_up_connections`, `consolidated_file_names` (`seed`, `kit`, `both`), and the kit
+//! evaluator's command-line options as keys: `save_llm_responses`, `sampling_params` (a
+//! mapping, or the kit's JSON text) and `metadata` (a mapping, or the kit's `k=v,k2=v2` text).
+//! Relative paths resolve
 //! against the config file's folder.
 
 use std::collections::BTreeMap;
@@ -21,18 +22,14 @@ use crate::input::model_configs::parse_model_configs_csv;
 use crate::input::ranges::{self, Range};
 use crate::input::sampling;
 use crate::input::{InputError, InputErrors, read_input_file, read_utf8};
+use crate::tokenizers::resolve_tokenizer_path;
 use crate::{
     ApiKind, ConsolidatedFileNames, EndpointSpec, OutputOptions, Plan, Row, RunOptions,
     SamplingParams,
 };
 
 /// Kit keys that coebench accepts and ignores, with the reason shown to the user.
-const IGNORED_KEYS: [(&str, &str); 6] = [
-    (
-        "concurrency_enabled",
-        "rows always run one after another, since running them in parallel hides switching time",
-    ),
-    ("max_workers", "rows always run one after another"),
+const IGNORED_KEYS: [(&str, &str); 4] = [
     (
         "show_results_in_terminal",
         "coebench always prints a table per row",
@@ -66,8 +63,8 @@ struct RawConfig {
     save_llm_responses: Option<bool>,
     sampling_params: Option<serde_json::Value>,
     metadata: Option<serde_json::Value>,
-    concurrency_enabled: Option<serde_json::Value>,
-    max_workers: Option<serde_json::Value>,
+    concurrency_enabled: Option<bool>,
+    max_workers: Option<u32>,
     show_results_in_terminal: Option<serde_json::Value>,
     prod_mode: Option<serde_json::Value>,
     pages_to_show: Option<serde_json::Value>,
@@ -130,9 +127,13 @@ pub fn parse_kit_config(
             time_delay_seconds: seconds.time_delay,
             request_timeout_seconds: seconds.request_timeout,
             use_multiple_prompts: raw.use_multiple_prompts.unwrap_or(false),
+            parallel_rows: parallel_rows(&raw, source, &mut errors),
             seed: raw.seed.unwrap_or(0),
             warm_up_connections: raw.warm_up_connections.unwrap_or(true),
-            tokenizer: raw.tokenizer.as_deref().map(resolve),
+            tokenizer: raw
+                .tokenizer
+                .as_deref()
+                .map(|t| resolve_tokenizer_path(t, base)),
             stop_grace_seconds: seconds.stop_grace,
             save_response_texts: raw.save_llm_responses.unwrap_or(false),
             sampling_params: sampling_params_of(raw.sampling_params.as_ref(), source, &mut errors),
@@ -184,11 +185,31 @@ fn read_raw(text: &str, source: &str) -> Result<RawConfig, InputErrors> {
     })
 }
 
+/// Rows at once: `max_workers` (the kit's default 4) with `concurrency_enabled`, else 1.
+fn parallel_rows(raw: &RawConfig, source: &str, errors: &mut Vec<InputError>) -> u32 {
+    if !raw.concurrency_enabled.unwrap_or(false) {
+        return 1;
+    }
+    match raw.max_workers.unwrap_or(KIT_MAX_WORKERS) {
+        0 => {
+            errors.push(InputError::new(
+                source,
+                "max_workers",
+                "0 workers would run no row",
+                "set max_workers to 1 or more (rows run at once), or concurrency_enabled: false",
+            ));
+            1
+        }
+        n => n,
+    }
+}
+
+/// The kit's default `max_workers`.
+const KIT_MAX_WORKERS: u32 = 4;
+
 /// A note for each kit key that coebench reads but does not act on, saying why.
 fn ignored_key_notes(raw: &RawConfig, source: &str) -> Vec<String> {
     let present = [
-        raw.concurrency_enabled.is_some(),
-        raw.max_workers.is_some(),
         raw.show_results_in_terminal.is_some(),
         raw.prod_mode.is_some(),
         raw.pages_to_show.is_some(),
@@ -456,7 +477,32 @@ mod tests {
         );
         assert_eq!(plan.options.time_delay_seconds, 2.0);
         assert!(plan.options.use_multiple_prompts);
-        assert_eq!(config.notes.len(), 2);
+        assert_eq!(plan.options.parallel_rows, 1);
+        assert!(config.notes.is_empty(), "{:?}", config.notes);
+    }
+
+    #[test]
+    fn concurrency_enabled_runs_max_workers_rows_at_once() {
+        let rows = |extra: &str| {
+            parse(&format!(
+                "model_configs_path: configs.csv\nllm_api: sncloud\n{extra}"
+            ))
+            .map(|c| c.plan.options.parallel_rows)
+        };
+        assert_eq!(rows("concurrency_enabled: true\nmax_workers: 3\n"), Ok(3));
+        assert_eq!(rows("concurrency_enabled: true\n"), Ok(4));
+        assert_eq!(rows("concurrency_enabled: false\nmax_workers: 3\n"), Ok(1));
+        let err = rows("concurrency_enabled: true\nmax_workers: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_workers") && err.contains("1 or more"),
+            "{err}"
+        );
+        let err = rows("concurrency_enabled: yes please\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("concurrency_enabled"), "{err}");
     }
 
     #[test]

@@ -218,6 +218,7 @@ impl Columns {
             ignore_eos: None,
             min_tokens: None,
             sampling_params: Default::default(),
+            dataset: None,
         };
         (concurrency.is_some() != qps.is_some()).then_some(row)
     }

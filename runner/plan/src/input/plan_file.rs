@@ -1,12 +1,14 @@
 //! Native plan files: a [`Plan`] in YAML or JSON.
 //!
-//! Relative paths inside the plan (`endpoint.simulator`, `options.tokenizer`, the `output`
-//! folders) resolve against the plan file's folder, as the kit's config does.
+//! Relative paths inside the plan (`endpoint.simulator`, the tokenizer paths of
+//! `options.tokenizer` and `options.tokenizers`, rows' `dataset.path`, the `output` folders)
+//! resolve against the plan file's folder, as the kit's config does.
 
 use std::path::Path;
 
 use crate::Plan;
 use crate::input::{InputError, InputErrors, read_input_file};
+use crate::tokenizers::resolve_tokenizer_path;
 
 /// Reads a plan file; `.json` files are parsed as JSON, anything else as YAML.
 pub fn read_plan_file(path: &Path) -> Result<Plan, InputErrors> {
@@ -45,9 +47,18 @@ pub fn resolve_relative_paths(plan: &mut Plan, base: &Path) {
         }
     };
     resolve(&mut plan.endpoint.simulator);
-    resolve(&mut plan.options.tokenizer);
     resolve(&mut plan.output.output_files_dir);
     resolve(&mut plan.output.consolidated_results_dir);
+    // Tokenizer values are resolved only when they are paths, not repository names.
+    if let Some(tokenizer) = plan.options.tokenizer.as_mut() {
+        *tokenizer = resolve_tokenizer_path(tokenizer, base);
+    }
+    for rule in &mut plan.options.tokenizers {
+        rule.tokenizer = resolve_tokenizer_path(&rule.tokenizer, base);
+    }
+    for dataset in plan.rows.iter_mut().filter_map(|r| r.dataset.as_mut()) {
+        dataset.path = base.join(&dataset.path).display().to_string();
+    }
 }
 
 #[cfg(test)]
@@ -87,5 +98,33 @@ mod tests {
             Some("examples/sim.yaml")
         );
         assert_eq!(plan.output.output_files_dir.as_deref(), Some("/abs"));
+    }
+
+    #[test]
+    fn tokenizer_paths_and_datasets_follow_the_plan_file_but_repositories_do_not() {
+        let mut plan = parse_plan(
+            "endpoint: {api: openai}\n\
+             rows: [{model: m, inputTokens: 1, outputTokens: 1, numRequests: 1, concurrency: 1, \
+                     dataset: {path: prompts.jsonl, order: sample}}]\n\
+             options:\n  tokenizer: owner/repo\n  tokenizers:\n\
+             \x20   - {model: 'a*', tokenizer: tok/tokenizer.json}\n\
+             \x20   - {model: b, tokenizer: unsloth/Llama-3.2-1B-Instruct}\n",
+            "p.yaml",
+            false,
+        )
+        .unwrap();
+        resolve_relative_paths(&mut plan, Path::new("examples"));
+        assert_eq!(plan.options.tokenizer.as_deref(), Some("owner/repo"));
+        assert_eq!(
+            plan.options.tokenizers[0].tokenizer,
+            "examples/tok/tokenizer.json"
+        );
+        assert_eq!(
+            plan.options.tokenizers[1].tokenizer,
+            "unsloth/Llama-3.2-1B-Instruct"
+        );
+        let dataset = plan.rows[0].dataset.as_ref().unwrap();
+        assert_eq!(dataset.path, "examples/prompts.jsonl");
+        assert_eq!(dataset.order, crate::DatasetOrder::Sample);
     }
 }

@@ -5,7 +5,8 @@
 //! declared sequence length, and sane options.
 
 use crate::input::{InputError, InputErrors, ranges, sampling};
-use crate::{ApiKind, Plan, Row};
+use crate::tokenizers::TokenizerSource;
+use crate::{ApiKind, Plan, Row, RunOptions};
 
 /// What the engine knows about the endpoint's models, for checks a plan alone cannot make.
 pub trait ModelCatalog {
@@ -101,6 +102,33 @@ pub fn validate_plan(
     for (key, problem, fix) in sampling::metadata_problems(&options.metadata) {
         push(format!("options.metadata.{key}"), problem, &fix);
     }
+    if options.parallel_rows == 0 {
+        push(
+            "options.parallelRows".into(),
+            "0 rows at once would run nothing".into(),
+            "set parallelRows to 1 (one row after another) or more",
+        );
+    }
+    for (location, value) in tokenizer_values(options) {
+        if let Err(problem) = TokenizerSource::parse(value) {
+            push(
+                location,
+                problem,
+                "write a tokenizer.json path (ending in .json, or starting with ./ or /), a \
+                 Hugging Face repository name such as unsloth/Llama-3.3-70B-Instruct, or \
+                 `embedded`",
+            );
+        }
+    }
+    for (i, rule) in options.tokenizers.iter().enumerate() {
+        if rule.model.trim().is_empty() {
+            push(
+                format!("options.tokenizers[{i}].model"),
+                "the model name or pattern is empty".into(),
+                "write a model name, or a pattern such as Meta-Llama-3.3-*",
+            );
+        }
+    }
     let endpoint = &plan.endpoint;
     if let Some(url) = &endpoint.url
         && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -122,6 +150,22 @@ pub fn validate_plan(
         );
     }
     InputErrors::check((), errors)
+}
+
+/// Every tokenizer value of `options`, with its location.
+fn tokenizer_values(options: &RunOptions) -> Vec<(String, &str)> {
+    let mut values: Vec<(String, &str)> = options
+        .tokenizer
+        .iter()
+        .map(|t| ("options.tokenizer".to_string(), t.as_str()))
+        .collect();
+    for (i, rule) in options.tokenizers.iter().enumerate() {
+        values.push((
+            format!("options.tokenizers[{i}] (model {:?}).tokenizer", rule.model),
+            rule.tokenizer.as_str(),
+        ));
+    }
+    values
 }
 
 /// (field, problem, fix) for each problem of one row.
@@ -188,6 +232,17 @@ fn row_problems(
             "use a whole number in that range",
         ));
     }
+    if row
+        .dataset
+        .as_ref()
+        .is_some_and(|d| d.path.trim().is_empty())
+    {
+        problems.push((
+            "dataset.path",
+            "the dataset path is empty".into(),
+            "name a jsonl file of {\"prompt\": ...} lines",
+        ));
+    }
     if row.qps.is_none() && row.qps_distribution.is_some() {
         problems.push((
             "qpsDistribution",
@@ -243,6 +298,7 @@ mod tests {
             ignore_eos: None,
             min_tokens: None,
             sampling_params: Default::default(),
+            dataset: None,
         }
     }
 

@@ -112,9 +112,10 @@ fn tokenizer_check(exec: &RowExecution, successes: &[&RecordDigest]) -> Tokenize
     let Some(overhead) = exec.template_overhead else {
         return TokenizerCheck::default();
     };
-    if exec.row.image_size.is_some() {
+    if exec.row.image_size.is_some() || exec.row.dataset.is_some() {
         // The server's prompt count includes the image's tokens, which only the server knows:
-        // a difference says nothing about the text tokenizer.
+        // a difference says nothing about the text tokenizer. A dataset's prompts have their
+        // own lengths, not inputTokens.
         return TokenizerCheck {
             template_overhead: Some(overhead),
             ..TokenizerCheck::default()
@@ -178,6 +179,7 @@ mod tests {
             ignore_eos: None,
             min_tokens: None,
             sampling_params: Default::default(),
+            dataset: None,
         };
         let names = RowNames {
             uuid: uuid::Uuid::nil(),

@@ -1,5 +1,7 @@
 //! Prompts of an exact token length, and which prompt each request sends.
 //!
+//! Rows with a `dataset` send its prompts instead, as they are ([`dataset`]).
+//!
 //! The texts are coebench's own (module `texts`), embedded in the binary. [`exact_prompt`] repeats a
 //! text and cuts it at a token boundary so that the tokenizer counts exactly N tokens, fixing up
 //! the cut when decoding and re-encoding merges or splits tokens (kit-reference 2.2; unlike the
@@ -7,8 +9,9 @@
 //! (prompt, length) pair once per run and shares it; [`PromptSelection`] decides, from a seed
 //! and the request index alone, which prompt a request sends. The prompt is sent as the user
 //! message: the server adds its chat template, so its own prompt count is larger.
-//! This module does no I/O.
+//! Only reading a dataset ([`dataset::DatasetPrompts::read`]) does I/O.
 
+pub mod dataset;
 mod texts;
 
 use std::collections::HashMap;
