@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Simulate(args) => cli::simulate::simulate(args),
         Command::Compare(args) => cli::compare::compare(args),
+        Command::Report(args) => cli::report::report(args),
     }
 }
 

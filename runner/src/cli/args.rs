@@ -56,6 +56,8 @@ pub enum Command {
     /// confidence intervals, and a failing exit code (7) for a significant regression beyond
     /// its threshold.
     Compare(CompareArgs),
+    /// Write a run's HTML report (also written at the end of every run as report.html).
+    Report(ReportArgs),
     /// Print the JSON schema of plan files.
     Schema,
 }
@@ -250,6 +252,20 @@ pub struct RunArgs {
     /// No progress bars (tables and paths are still printed).
     #[arg(long, help_heading = "Reporting")]
     pub no_progress: bool,
+}
+
+/// `coebench report` arguments.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run's folder (`<output_files_dir>/<run name>/`, holding run.json).
+    #[arg(value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// A baseline run's folder: the report gains a comparison with it (as `coebench compare`).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub baseline: Option<PathBuf>,
+    /// Where to write the report (default: report.html in the run's folder).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `coebench compare` arguments.

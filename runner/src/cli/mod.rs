@@ -5,6 +5,7 @@ pub mod args;
 pub mod compare;
 pub mod inputs;
 pub mod messages;
+pub mod report;
 pub mod run;
 pub mod signals;
 pub mod simulate;

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use crate::analysis::report::{REPORT_FILE, write_report};
+use crate::analysis::run_folder::read_run_folder;
 use crate::client::{ClientError, ClientOptions, EndpointClient};
 use crate::engine::endpoint::{EndpointError, ReadyEndpoint, prepare_endpoint};
 use crate::engine::load::{StopSignal, saturating_duration};
@@ -269,6 +271,7 @@ pub async fn run_plan(
         // The last run.json written stays whole (writes are atomic).
         tracing::error!("cannot write run.json: {e}");
     }
+    write_html_report(&run_dir);
     ready.shutdown().await;
     Ok(RunResult {
         run_name,
@@ -396,6 +399,18 @@ fn write_mixed_switching_file(
             path.display()
         ),
         Err(e) => tracing::error!("cannot write the mixed-traffic switching: {e}"),
+    }
+}
+
+/// Writes the run's HTML report beside its files, read back from them; a failure is logged,
+/// never fatal (every result is already written).
+fn write_html_report(run_dir: &Path) {
+    let path = run_dir.join(REPORT_FILE);
+    let written = read_run_folder(run_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|run| write_report(&run, None, &path).map_err(|e| e.to_string()));
+    if let Err(e) = written {
+        tracing::warn!("cannot write the HTML report {}: {e}", path.display());
     }
 }
 

@@ -24,4 +24,5 @@ mod output_records;
 mod parallel_rows;
 mod prometheus;
 mod real_server;
+mod report_html;
 mod tokenizer_hub;
