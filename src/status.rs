@@ -147,6 +147,7 @@ pub fn row_status(row: &RowReport) -> RowStatus {
         client_ttft_p99_seconds: row.client_ttft_p99_s(),
         server_ttft_p90_seconds: row.server_ttft_p90_s(),
         server_ttft_p99_seconds: row.server_ttft_p99_s(),
+        goodput: row.goodput,
     }
 }
 
@@ -270,6 +271,7 @@ mod tests {
             client_ttft_p99_seconds: None,
             server_ttft_p90_seconds: None,
             server_ttft_p99_seconds: None,
+            goodput: None,
         };
         assert_eq!(ttft_display(&[]), None);
         assert_eq!(ttft_display(&[row(None)]), None);

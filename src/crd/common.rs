@@ -264,4 +264,8 @@ pub struct RowStatus {
     /// Server-reported 99th percentile time to first token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_ttft_p99_seconds: Option<f64>,
+    /// Share of requests that met the run's latency objectives (`options.objectives`), failed
+    /// requests counting as misses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goodput: Option<f64>,
 }

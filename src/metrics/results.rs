@@ -31,7 +31,7 @@ struct RowMetric {
     values: &'static [RowValue],
 }
 
-fn row_metrics() -> [RowMetric; 7] {
+fn row_metrics() -> [RowMetric; 8] {
     [
         RowMetric {
             name: "result_client_ttft",
@@ -76,6 +76,12 @@ fn row_metrics() -> [RowMetric; 7] {
             help: "Failed requests / requests sent, latest succeeded run",
             unit: None,
             values: &[(None, error_ratio)],
+        },
+        RowMetric {
+            name: "result_goodput_ratio",
+            help: "Share of requests that met the run's latency objectives (failures count as misses), latest succeeded run",
+            unit: None,
+            values: &[(None, |r| r.goodput)],
         },
         RowMetric {
             name: "result_completed_requests",

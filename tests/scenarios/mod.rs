@@ -212,6 +212,7 @@ async fn a_succeeded_job_reports_its_rows_to_the_run_and_the_benchmark() {
     assert_eq!(status.rows.len(), 2);
     assert_eq!(status.rows[1].model, "DeepSeek-R1");
     assert_eq!(status.rows[1].client_ttft_p50_seconds, Some(0.48));
+    assert_eq!(status.rows[1].goodput, Some(0.75));
     assert_eq!(status.ttft_p50.as_deref(), Some("0.105s-0.480s"));
     assert_eq!(status.exit_code, Some(0));
     assert!(status.start_time.is_some() && status.completion_time.is_some());

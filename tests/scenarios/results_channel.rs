@@ -30,6 +30,7 @@ fn row_report(i: usize) -> RowReport {
         output_tokens_per_s_p50: Some(250.0),
         switching_time_s: Some(0.0),
         ttft_tail_s: Some([Some(0.2), Some(0.3), Some(0.19), Some(0.29)]),
+        goodput: Some(0.9),
     }
 }
 

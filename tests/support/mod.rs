@@ -192,6 +192,7 @@ pub fn report(run: &str, outcome: RunOutcome, message: Option<&str>) -> String {
         output_tokens_per_s_p50: Some(250.0),
         switching_time_s: Some(0.0),
         ttft_tail_s: Some([Some(ttft + 0.1), Some(ttft + 0.2), None, None]),
+        goodput: Some(0.75),
     };
     RunReport {
         version: 1,

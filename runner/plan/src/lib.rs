@@ -105,6 +105,36 @@ pub enum Route {
     GenericV2,
 }
 
+/// Per-request latency objectives (service-level objectives) for goodput; each is optional and
+/// in seconds, client-side.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Objectives {
+    /// Largest time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_seconds: Option<f64>,
+    /// Largest end-to-end latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e_seconds: Option<f64>,
+    /// Largest mean inter-token latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inter_token_latency_seconds: Option<f64>,
+}
+
+impl Objectives {
+    /// The objectives as (plan field name, value), those set.
+    pub fn set(&self) -> Vec<(&'static str, f64)> {
+        [
+            ("ttftSeconds", self.ttft_seconds),
+            ("e2eSeconds", self.e2e_seconds),
+            ("interTokenLatencySeconds", self.inter_token_latency_seconds),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect()
+    }
+}
+
 /// One model configuration to benchmark: the kit CSV's row.
 ///
 /// Exactly one of `concurrency` and `qps` is set.
@@ -381,6 +411,11 @@ pub struct RunOptions {
     /// none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Latency objectives every request should meet; a row's goodput is the share of its
+    /// requests that met all of them, failed and timed-out requests counting as misses.
+    /// Default: none (no goodput).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Objectives>,
     /// Save every request's prompt and generated text in `<base>_response_texts.jsonl` (the
     /// kit's `--save-llm-responses`), written with the row's other files. Default false.
     #[serde(default)]
@@ -412,6 +447,7 @@ impl Default for RunOptions {
             stop_grace_seconds: DEFAULT_STOP_GRACE_SECONDS,
             sampling_params: SamplingParams::new(),
             metadata: BTreeMap::new(),
+            objectives: None,
             save_response_texts: false,
         }
     }

@@ -100,6 +100,10 @@ pub struct RowReport {
     /// (each `null` when not measured). The first thing dropped when the report does not fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttft_tail_s: Option<[Option<f64>; 4]>,
+    /// Share of the row's requests that met the run's latency objectives (failures count as
+    /// misses); absent without objectives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goodput: Option<f64>,
 }
 
 impl RowReport {
@@ -155,7 +159,7 @@ impl RunReport {
     }
 }
 
-/// Rows whose numbers share one results ConfigMap. A row's entry is at most about 540 bytes of
+/// Rows whose numbers share one results ConfigMap. A row's entry is at most about 560 bytes of
 /// JSON (a 100-character model name, every number set with full precision), so 1,000 rows stay
 /// under 0.55 MiB, about half the API server's 1 MiB ConfigMap limit.
 pub const ROWS_PER_RESULTS_CONFIG_MAP: usize = 1000;
@@ -216,6 +220,7 @@ mod tests {
             output_tokens_per_s_p50: Some(250.25),
             switching_time_s: Some(0.0),
             ttft_tail_s: Some([Some(0.2345), Some(0.3456), Some(0.1876), Some(0.2987)]),
+            goodput: None,
         }
     }
 
@@ -275,9 +280,10 @@ mod tests {
             output_tokens_per_s_p50: Some(1.0 / 3.0),
             switching_time_s: Some(1.0 / 3.0),
             ttft_tail_s: Some([Some(1.0 / 3.0); 4]),
+            goodput: Some(1.0 / 3.0),
         };
         let entry = results_row_key(99_999).len() + serde_json::to_string(&widest).unwrap().len();
-        assert!(entry <= 540, "{entry} bytes");
+        assert!(entry <= 570, "{entry} bytes");
         assert!(entry * ROWS_PER_RESULTS_CONFIG_MAP < 1024 * 1024 * 55 / 100);
     }
 

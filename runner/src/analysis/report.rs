@@ -315,7 +315,7 @@ pub fn write_report(
 }
 
 fn rows_section(html: &mut String, run: &RunFolder) {
-    html.push_str("<section id=\"rows\"><h2>Rows</h2><table class=\"rows\"><tr><th>row</th><th>completed</th><th>failed</th><th>client TTFT p50 (s)</th><th>server TTFT p50 (s)</th><th>e2e p50 (s)</th><th>e2e p99 (s)</th><th>tokens/s p50</th><th>switching (s)</th><th>client</th></tr>");
+    html.push_str("<section id=\"rows\"><h2>Rows</h2><table class=\"rows\"><tr><th>row</th><th>completed</th><th>failed</th><th>client TTFT p50 (s)</th><th>server TTFT p50 (s)</th><th>e2e p50 (s)</th><th>e2e p99 (s)</th><th>tokens/s p50</th><th>switching (s)</th><th>goodput</th><th>client</th></tr>");
     for data in &run.rows {
         let s = &data.samples;
         let ttft = sorted(s.ttft_s.iter().copied());
@@ -329,7 +329,7 @@ fn rows_section(html: &mut String, run: &RunFolder) {
         };
         let _ = write!(
             html,
-            "<tr class=\"row\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{client}</td></tr>",
+            "<tr class=\"row\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{client}</td></tr>",
             esc(&row_label(data)),
             s.ttft_s.len(),
             s.failed,
@@ -338,7 +338,10 @@ fn rows_section(html: &mut String, run: &RunFolder) {
             num(quantile(&e2e, 0.5), 4),
             num(quantile(&e2e, 0.99), 4),
             num(quantile(&rate, 0.5), 1),
-            num(data.health.switching_time_s, 4)
+            num(data.health.switching_time_s, 4),
+            data.health
+                .goodput
+                .map_or_else(|| "–".into(), |g| format!("{:.1}%", g * 100.0))
         );
     }
     html.push_str("</table></section>");

@@ -57,6 +57,8 @@ pub struct RowHealth {
     pub achieved_qps: Option<f64>,
     /// The row's duration.
     pub duration_s: Option<f64>,
+    /// Share of requests that met the run's latency objectives.
+    pub goodput: Option<f64>,
 }
 
 /// One row of a run: as planned, and what was measured.
@@ -197,6 +199,8 @@ struct Summary {
     results_achieved_qps: Option<f64>,
     #[serde(default)]
     results_row_duration_s: Option<f64>,
+    #[serde(default)]
+    results_goodput: Option<f64>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
@@ -284,6 +288,7 @@ fn read_health(path: &Path) -> Result<RowHealth, ReadError> {
         saturated: summary.results_client_saturated,
         achieved_qps: summary.results_achieved_qps,
         duration_s: summary.results_row_duration_s,
+        goodput: summary.results_goodput,
     })
 }
 

@@ -382,6 +382,7 @@ pub const OWN_COLUMNS: &[Column] = &[
     column!("stopped_early_share", |s| num(s
         .server_checks
         .stopped_early_share)),
+    column!("goodput", |s| num(s.goodput.and_then(|g| g.share))),
     column!("server_timings", |s| Cell::Text(
         s.server_checks.server_timings.as_str().to_string()
     )),

@@ -3,11 +3,12 @@
 //! running row keeps in memory ([`record_digest`]) and the on-disk spool of the full records
 //! ([`spool`]) and, when asked, of the generated texts ([`response_texts`]); then a row's
 //! statistics ([`stats`]), switching time ([`switching`]; per request under mixed traffic,
-//! [`mixed_switching`]), batch sizes ([`batching`]) and summary ([`summary`]), with
+//! [`mixed_switching`]), batch sizes ([`batching`]), goodput ([`goodput`]) and summary ([`summary`]), with
 //! [`python_text`] for the kit's Python-printed lists and maps. No file names and no output
 //! formats: those are [`crate::output`]'s.
 
 pub mod batching;
+pub mod goodput;
 pub mod mixed_switching;
 pub mod python_text;
 pub mod record;

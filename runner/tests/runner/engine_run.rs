@@ -581,3 +581,42 @@ async fn sampling_parameters_reach_the_server_and_generated_texts_are_saved() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goodput_counts_requests_meeting_the_objectives_with_failures_as_misses() {
+    // expert-a answers 16 tokens in well under a second: every success meets a 30 s bound.
+    let sim = start_simulator(&bundle_yaml("")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rows = vec![concurrency_row("expert-a", 64, 16, 12, 2)];
+    let mut plan = plan_against(&sim, rows.clone(), dir.path());
+    plan.options.objectives = Some(coebench_plan::Objectives {
+        e2e_seconds: Some(30.0),
+        ..Default::default()
+    });
+    let generous = run(plan).await;
+    let g = generous.rows[0].goodput.expect("objectives give goodput");
+    assert_eq!(g.counted, 12);
+    assert_eq!(
+        g.met, generous.rows[0].num_completed_requests,
+        "every success meets 30 s"
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(generous.run_dir.join(generous.rows[0].summary_file())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        summary["results_goodput"],
+        serde_json::json!(g.share.unwrap())
+    );
+    assert_eq!(generous.rows[0].row_report().goodput, g.share);
+
+    let mut plan = plan_against(&sim, rows, &dir.path().join("strict"));
+    plan.output.run_name = Some("strict".into());
+    plan.options.objectives = Some(coebench_plan::Objectives {
+        ttft_seconds: Some(1e-6),
+        ..Default::default()
+    });
+    let strict = run(plan).await;
+    assert_eq!(strict.rows[0].goodput.unwrap().share, Some(0.0));
+    sim.shutdown().await.unwrap();
+}

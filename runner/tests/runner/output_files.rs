@@ -19,7 +19,7 @@ use coebench_test_support::kit_contract::KIT_CONSOLIDATED_COLUMNS;
 use coebench_test_support::output_fixtures::*;
 
 /// coebench's consolidated columns, after the kit's.
-const OUR_COLUMNS: [&str; 46] = [
+const OUR_COLUMNS: [&str; 47] = [
     "row_index",
     "uuid",
     "outcome",
@@ -59,6 +59,7 @@ const OUR_COLUMNS: [&str; 46] = [
     "stale_connection_retries",
     "stopped_early",
     "stopped_early_share",
+    "goodput",
     "server_timings",
     "cached_input_share",
     "tokenizer_mismatch",

@@ -102,6 +102,25 @@ pub fn validate_plan(
     for (key, problem, fix) in sampling::metadata_problems(&options.metadata) {
         push(format!("options.metadata.{key}"), problem, &fix);
     }
+    if let Some(objectives) = &options.objectives {
+        let set = objectives.set();
+        if set.is_empty() {
+            push(
+                "options.objectives".into(),
+                "no objective is set".into(),
+                "set ttftSeconds, e2eSeconds or interTokenLatencySeconds, or remove objectives",
+            );
+        }
+        for (name, value) in set {
+            if !(value.is_finite() && value > 0.0) {
+                push(
+                    format!("options.objectives.{name}"),
+                    format!("{value} is not a positive number of seconds"),
+                    "give the largest acceptable latency in seconds, e.g. 0.5",
+                );
+            }
+        }
+    }
     if options.parallel_rows == 0 {
         push(
             "options.parallelRows".into(),

@@ -14,7 +14,7 @@ use crate::statistics::record_digest::RecordDigest;
 use crate::statistics::response_texts::ResponseTextSpool;
 use crate::statistics::spool::{RecordSpool, SpoolError};
 use crate::statistics::switching::{self, SwitchingEstimate};
-use coebench_plan::{Row, SamplingParams};
+use coebench_plan::{Objectives, Row, SamplingParams};
 
 /// How healthy the client was while it ran the row, as the engine measured it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -77,6 +77,8 @@ pub struct RowExecution {
     pub sampling_params: SamplingParams,
     /// The run's metadata.
     pub metadata: BTreeMap<String, String>,
+    /// The run's latency objectives, for goodput.
+    pub objectives: Option<Objectives>,
     /// The row's generated texts, when the run saves them.
     pub response_texts: Option<Arc<ResponseTextSpool>>,
 }
@@ -165,6 +167,7 @@ impl RowExecution {
             template_overhead: None,
             sampling_params: SamplingParams::new(),
             metadata: BTreeMap::new(),
+            objectives: None,
             response_texts: None,
         }
     }

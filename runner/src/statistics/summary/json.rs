@@ -147,6 +147,10 @@ impl RowSummary {
         )?;
         map.serialize_entry("results_stopped_early", &c.stopped_early)?;
         map.serialize_entry("results_stopped_early_share", &c.stopped_early_share)?;
+        let g = self.goodput.as_ref();
+        map.serialize_entry("results_goodput", &g.and_then(|g| g.share))?;
+        map.serialize_entry("results_goodput_requests_met", &g.map(|g| g.met))?;
+        map.serialize_entry("results_goodput_requests_counted", &g.map(|g| g.counted))?;
         map.serialize_entry("results_server_timings", c.server_timings.as_str())?;
         map.serialize_entry("results_cached_input_share", &c.cached_input_share)?;
         let t = &c.tokenizer;

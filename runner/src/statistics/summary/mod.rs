@@ -12,6 +12,8 @@ mod execution;
 mod json;
 mod server_checks;
 
+use crate::statistics::goodput::{Goodput, goodput};
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -220,6 +222,8 @@ pub struct RowSummary {
     /// What the records say about the server: stale connections, early stops, server timings,
     /// prefix-cache share, tokenizer check.
     pub server_checks: ServerChecks,
+    /// The share of requests that met the run's latency objectives; `None` without objectives.
+    pub goodput: Option<Goodput>,
     /// The sampling parameters the row's requests sent.
     pub sampling_params: coebench_plan::SamplingParams,
     /// The run's metadata.
@@ -345,6 +349,7 @@ impl RowSummary {
             load_accuracy: load_accuracy(load, records),
             client_health: exec.client_health,
             server_checks: ServerChecks::of(exec),
+            goodput: exec.objectives.map(|o| goodput(&exec.digests, &o)),
             sampling_params: exec.sampling_params.clone(),
             metadata: exec.metadata.clone(),
             response_texts_file: exec
@@ -421,6 +426,7 @@ impl RowSummary {
             output_tokens_per_s_p50: p50("client_output_token_per_s_per_request"),
             switching_time_s: self.switching.switching_time_s,
             ttft_tail_s,
+            goodput: self.goodput.and_then(|g| g.share),
         }
     }
 }
