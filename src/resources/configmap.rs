@@ -4,12 +4,14 @@ use std::collections::BTreeMap;
 
 use coebench_plan::{EndpointSpec, OutputOptions, Plan};
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use kube::api::ObjectMeta;
-use kube::{Resource, ResourceExt};
 
 use crate::crd::CoeBenchmarkRun;
 use crate::error::{Error, Result};
-use crate::resources::{RESULTS_MOUNT, plan_config_map_name, results_relative_dir, run_labels};
+use crate::resources::{
+    RESULTS_MOUNT, namespace_and_owner, plan_config_map_name, results_relative_dir, run_labels,
+};
 
 /// The key of the plan in the ConfigMap, and the file name in the runner container.
 pub const PLAN_KEY: &str = "plan.json";
@@ -75,16 +77,7 @@ pub fn build_plan(run: &CoeBenchmarkRun, namespace: &str) -> Plan {
 
 /// The plan ConfigMap of `run`, owned by it.
 pub fn build_config_map(run: &CoeBenchmarkRun) -> Result<ConfigMap> {
-    let namespace = run.namespace().ok_or_else(|| Error::MissingField {
-        object: format!("CoeBenchmarkRun {}", run.name_any()),
-        field: "metadata.namespace",
-    })?;
-    let owner = run
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::MissingField {
-            object: format!("CoeBenchmarkRun {namespace}/{}", run.name_any()),
-            field: "metadata.uid",
-        })?;
+    let (namespace, owner) = namespace_and_owner(run)?;
     let plan = build_plan(run, &namespace);
     let json = serde_json::to_string_pretty(&plan).map_err(|source| Error::Serialize {
         what: format!("the plan of run {namespace}/{}", run.name_any()),

@@ -18,14 +18,15 @@ use k8s_openapi::api::core::v1::{
     Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::ResourceExt;
 use kube::api::ObjectMeta;
-use kube::{Resource, ResourceExt};
 
 use crate::crd::CoeBenchmarkRun;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::resources::configmap::{API_KEY_ENV, PLAN_DIR, PLAN_KEY, run_dirs};
 use crate::resources::{
-    RESULTS_MOUNT, job_name, plan_config_map_name, run_labels, runner_service_account_name,
+    RESULTS_MOUNT, job_name, namespace_and_owner, plan_config_map_name, run_labels,
+    runner_service_account_name,
 };
 
 /// Name of the runner container (the operator reads its termination state).
@@ -163,16 +164,7 @@ pub fn creates_service_account(run: &CoeBenchmarkRun, defaults: &JobDefaults) ->
 /// The runner Job of `run`, owned by it.
 pub fn build_job(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Result<Job> {
     let name = run.name_any();
-    let namespace = run.namespace().ok_or_else(|| Error::MissingField {
-        object: format!("CoeBenchmarkRun {name}"),
-        field: "metadata.namespace",
-    })?;
-    let owner = run
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::MissingField {
-            object: format!("CoeBenchmarkRun {namespace}/{name}"),
-            field: "metadata.uid",
-        })?;
+    let (namespace, owner) = namespace_and_owner(run)?;
     let labels = run_labels(run);
     let container = runner_container(run, &namespace, defaults);
     let pod = runner_pod(run, defaults, container);

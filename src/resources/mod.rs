@@ -9,7 +9,7 @@ pub mod results;
 use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
 use crate::crd::{
     CoeBenchmarkRun, LABEL_BENCHMARK, LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY, ResultsSpec,
@@ -72,6 +72,30 @@ pub fn results_relative_dir(
     parts.push(benchmark.unwrap_or(STANDALONE_FOLDER));
     parts.push(run);
     parts.join("/")
+}
+
+/// The namespace of `run` and the owner reference that makes an object the run's (controller),
+/// or which of the two fields the run lacks.
+pub fn namespace_and_owner(
+    run: &CoeBenchmarkRun,
+) -> crate::error::Result<(
+    String,
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+)> {
+    let name = run.name_any();
+    let namespace = run
+        .namespace()
+        .ok_or_else(|| crate::error::Error::MissingField {
+            object: format!("CoeBenchmarkRun {name}"),
+            field: "metadata.namespace",
+        })?;
+    let owner = run
+        .controller_owner_ref(&())
+        .ok_or_else(|| crate::error::Error::MissingField {
+            object: format!("CoeBenchmarkRun {namespace}/{name}"),
+            field: "metadata.uid",
+        })?;
+    Ok((namespace, owner))
 }
 
 /// Labels of everything a run creates (Job, Pod, ConfigMap).

@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use coebench_plan::report::{results_config_map_count, results_config_map_name};
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::ResourceExt;
 use kube::api::ObjectMeta;
-use kube::{Resource, ResourceExt};
 
 use crate::crd::CoeBenchmarkRun;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::resources::job::{JobDefaults, creates_service_account, pod_service_account};
-use crate::resources::{results_role_name, run_labels};
+use crate::resources::{namespace_and_owner, results_role_name, run_labels};
 
 /// Label of a run's results ConfigMaps (value: the run's name), so they can be told from its
 /// plan ConfigMap.
@@ -47,16 +47,7 @@ pub fn build_results_channel(
     defaults: &JobDefaults,
 ) -> Result<ResultsChannel> {
     let name = run.name_any();
-    let namespace = run.namespace().ok_or_else(|| Error::MissingField {
-        object: format!("CoeBenchmarkRun {name}"),
-        field: "metadata.namespace",
-    })?;
-    let owner = run
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::MissingField {
-            object: format!("CoeBenchmarkRun {namespace}/{name}"),
-            field: "metadata.uid",
-        })?;
+    let (namespace, owner) = namespace_and_owner(run)?;
     let meta = |object_name: String, extra: Option<(&str, &str)>| {
         let mut labels = run_labels(run);
         if let Some((key, value)) = extra {

@@ -21,6 +21,20 @@ pub const MAX_CURVE_POINTS: usize = 200;
 /// Most requests drawn on the timeline.
 pub const MAX_TIMELINE_BARS: usize = 2000;
 
+/// The ids of the sections every report has (`<section id="...">`), in page order; a report
+/// against a baseline adds `comparison` before `inputs`.
+pub const SECTIONS: [&str; 9] = [
+    "rows",
+    "health",
+    "latency",
+    "throughput",
+    "scaling",
+    "timeline",
+    "switching",
+    "batching",
+    "inputs",
+];
+
 /// The report's file name in a run's folder.
 pub const REPORT_FILE: &str = "report.html";
 
@@ -785,17 +799,7 @@ mod tests {
     fn a_hundred_thousand_requests_make_a_bounded_page_with_every_section() {
         let html = render(&big_run(50_000), None);
         eprintln!("report of 100,000 requests: {} bytes", html.len());
-        for id in [
-            "rows",
-            "health",
-            "latency",
-            "throughput",
-            "scaling",
-            "timeline",
-            "switching",
-            "batching",
-            "inputs",
-        ] {
+        for id in SECTIONS {
             assert!(html.contains(&format!("<section id=\"{id}\">")), "no {id}");
         }
         assert!(html.len() < 1_500_000, "{} bytes", html.len());

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use coebench_runner::analysis::report::SECTIONS;
+
 fn chromium() -> Option<PathBuf> {
     let named = std::env::var_os("COEBENCH_CHROMIUM").map(PathBuf::from);
     let found = named.or_else(|| {
@@ -73,17 +75,7 @@ fn the_quick_starts_report_opens_offline_in_chromium_with_every_section() {
     assert!(page.is_file(), "the run wrote no report.html");
     let profile = dir.path().join("chromium-profile");
     let (dom, log) = headless(&browser, &page, &profile, &["--dump-dom".to_string()]);
-    for id in [
-        "rows",
-        "health",
-        "latency",
-        "throughput",
-        "scaling",
-        "timeline",
-        "switching",
-        "batching",
-        "inputs",
-    ] {
+    for id in SECTIONS {
         assert!(
             dom.contains(&format!("<section id=\"{id}\">")),
             "no section {id} in the DOM"

@@ -285,19 +285,8 @@ impl Act<'_> {
             self.at(since)
         );
         tracing::warn!(slot = %scheduled_at, "more than {MAX_MISSED_SLOTS} slots were missed");
-        publish(
-            self.ctx,
-            self.bench,
-            true,
-            "TooManyMissedTimes",
-            "Schedule",
-            note,
-            CONTROLLER,
-        )
-        .await;
-        self.ctx
-            .metrics
-            .missed_schedule(self.namespace, self.name, "too_many_missed");
+        self.warn_missed("TooManyMissedTimes", note, "too_many_missed")
+            .await;
     }
 
     /// Records `slot` as missed and reports it (an Event and the metric), unless the
@@ -361,19 +350,19 @@ impl Act<'_> {
             ),
         };
         tracing::warn!(slot = %at, reason = reason.event_reason(), "a slot started no run");
+        self.warn_missed(reason.event_reason(), note, reason.metric_label())
+            .await;
+        Ok(())
+    }
+
+    /// A Warning Event `reason` with `note`, and one more missed slot counted under `label`.
+    async fn warn_missed(&self, reason: &str, note: String, label: &'static str) {
         publish(
-            self.ctx,
-            self.bench,
-            true,
-            reason.event_reason(),
-            "Schedule",
-            note,
-            CONTROLLER,
+            self.ctx, self.bench, true, reason, "Schedule", note, CONTROLLER,
         )
         .await;
         self.ctx
             .metrics
-            .missed_schedule(self.namespace, self.name, reason.metric_label());
-        Ok(())
+            .missed_schedule(self.namespace, self.name, label);
     }
 }
