@@ -44,6 +44,12 @@ impl Terminal {
             "Per-row files and run.json: {}",
             result.run_dir.display()
         );
+        let report = result
+            .run_dir
+            .join(coebench_runner::analysis::report::REPORT_FILE);
+        if report.is_file() {
+            let _ = writeln!(out, "Report (open in a browser): {}", report.display());
+        }
         if let Some(paths) = &result.consolidated {
             let _ = writeln!(out, "Consolidated table:         {}", paths.xlsx.display());
             let _ = writeln!(out, "                            {}", paths.csv.display());

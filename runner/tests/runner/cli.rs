@@ -94,6 +94,10 @@ fn the_readme_quick_start_plan_runs_and_writes_every_file() {
         stdout.contains("consolidated_results_quick.xlsx"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("Report (open in a browser):") && stdout.contains("report.html"),
+        "{stdout}"
+    );
     let run_dir = dir.path().join("out").join("quick");
     let files: Vec<String> = std::fs::read_dir(&run_dir)
         .unwrap()
@@ -114,6 +118,7 @@ fn the_readme_quick_start_plan_runs_and_writes_every_file() {
         5
     );
     assert!(files.contains(&"run.json".to_string()));
+    assert!(files.contains(&"report.html".to_string()));
     for ext in ["xlsx", "csv", "json"] {
         assert!(
             dir.path()
