@@ -3,7 +3,11 @@
 //! A row's base name is `synthetic_<idx>_<model>[_multimodal_<size>]_<in>_<out>_<concurrency>
 //! _stream_<uuid>` for closed-loop rows and `realworkload_<idx>_<model>[_multimodal_<size>]
 //! _<in>_<out>_<qps>_<distribution>_stream_<uuid>` for open-loop rows, where `_` in the model
-//! becomes `-` and the whole name is then sanitised the kit's way. Only names are built here.
+//! becomes `-` and the whole name is then sanitised the kit's way. A closed-loop row whose
+//! prompts come from a jsonl dataset is named as the kit's custom mode names it,
+//! `custom_<idx>_<model>_<file>_<concurrency>_stream_<uuid>` (`<file>` the dataset's file name,
+//! so `prompts.jsonl` becomes `prompts-jsonl`), with the row index the other names carry and
+//! without the stray spaces of the kit's f-string. Only names are built here.
 
 use crate::statistics::summary::RowNames;
 use coebench_plan::{Load, Row};
@@ -91,9 +95,18 @@ pub fn row_base_name(row_index: usize, row: &Row, uuid: &uuid::Uuid) -> String {
         .unwrap_or_default();
     let (input, output) = (row.input_tokens, row.output_tokens);
     let raw = match row.effective_load() {
-        Load::Concurrency(c) => {
-            format!("synthetic_{row_index}_{model}{multimodal}_{input}_{output}_{c}_stream_{uuid}")
-        }
+        Load::Concurrency(c) => match &row.dataset {
+            Some(dataset) => {
+                let file = std::path::Path::new(&dataset.path)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| dataset.path.clone());
+                format!("custom_{row_index}_{model}_{file}_{c}_stream_{uuid}")
+            }
+            None => format!(
+                "synthetic_{row_index}_{model}{multimodal}_{input}_{output}_{c}_stream_{uuid}"
+            ),
+        },
         Load::Rate { qps, distribution } => format!(
             "realworkload_{row_index}_{model}{multimodal}_{input}_{output}_{}_{}_stream_{uuid}",
             python_float_str(qps),
@@ -194,6 +207,25 @@ mod tests {
             Load::Concurrency(4),
             "concurrency wins, as in the kit's HEAD runner"
         );
+    }
+
+    #[test]
+    fn dataset_rows_are_named_as_the_kits_custom_mode() {
+        let uuid = uuid::Uuid::nil();
+        let mut row: Row = serde_json::from_value(serde_json::json!({
+            "model": "Meta-Llama-3.3-70B-Instruct", "inputTokens": 100, "outputTokens": 20,
+            "numRequests": 4, "concurrency": 2,
+            "dataset": {"path": "data/my_prompts.jsonl"}
+        }))
+        .unwrap();
+        assert_eq!(
+            row_base_name(3, &row, &uuid),
+            format!("custom_3_Meta-Llama-3-3-70B-Instruct_my_prompts-jsonl_2_stream_{uuid}")
+        );
+        // Open loop keeps the real-workload name: the kit's custom mode has no rate.
+        row.concurrency = None;
+        row.qps = Some(2.0);
+        assert!(row_base_name(3, &row, &uuid).starts_with("realworkload_3_"));
     }
 
     #[test]
