@@ -38,6 +38,7 @@ pub enum ControlPlane {
 }
 
 /// A cluster and the namespace the scenarios use.
+#[derive(Clone)]
 pub struct Cluster {
     /// The client every call goes through.
     pub client: Client,
@@ -130,19 +131,6 @@ impl Cluster {
             runner_image: std::env::var("COEBENCH_E2E_IMAGE")
                 .unwrap_or_else(|_| JobDefaults::default().runner_image),
             wait: REAL_WAIT,
-        }
-    }
-
-    /// The same cluster and client, for waits with another bound (`wait`).
-    pub fn clone_for_waiting(&self) -> Cluster {
-        Cluster {
-            client: self.client.clone(),
-            namespace: self.namespace.clone(),
-            plane: self.plane,
-            fake_api: self.fake_api.clone(),
-            fake: self.fake.clone(),
-            runner_image: self.runner_image.clone(),
-            wait: self.wait,
         }
     }
 

@@ -403,8 +403,9 @@ pub async fn forbid_then_replace_on_a_minutely_schedule(cluster: &Cluster) {
     let minute = Duration::from_secs(75);
     let slow = Cluster {
         wait: cluster.wait.max(minute),
-        ..cluster.clone_for_waiting()
+        ..cluster.clone()
     };
+
     let first = slow
         .until("the first scheduled run", || async {
             cluster

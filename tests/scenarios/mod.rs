@@ -63,6 +63,17 @@ fn has_condition(run: &CoeBenchmarkRun, type_: &str, status: &str, reason: &str)
 }
 
 /// A benchmark with its Secret and claim, and an operator; waits for the first Job.
+/// Plays the Job controller and the kubelet until run `run` is Running; returns its Pod.
+async fn running_pod(fake: &FakeApiServer, run: &str) -> String {
+    let pod = fake.start_job_pod(NS, run);
+    fake.set_pod_running(NS, &pod);
+    run_where(fake, run, "phase Running", |r| {
+        run_phase(r) == Some(RunPhase::Running)
+    })
+    .await;
+    pod
+}
+
 async fn started(fake: &FakeApiServer, name: &str, extra: serde_json::Value) -> (Operator, Job) {
     put_secret(fake, "sn-key", "apiKey");
     put_claim(fake, "results");
@@ -195,12 +206,7 @@ async fn a_benchmark_gets_a_run_a_plan_config_map_and_a_runner_job() {
 async fn a_succeeded_job_reports_its_rows_to_the_run_and_the_benchmark() {
     let fake = FakeApiServer::new();
     let (operator, _) = started(&fake, "bench", json!({})).await;
-    let pod = fake.start_job_pod(NS, "bench-1");
-    fake.set_pod_running(NS, &pod);
-    run_where(&fake, "bench-1", "phase Running", |r| {
-        run_phase(r) == Some(RunPhase::Running)
-    })
-    .await;
+    let pod = running_pod(&fake, "bench-1").await;
 
     fake.terminate_pod(NS, &pod, 0, &report("bench-1", RunOutcome::Succeeded, None));
     fake.mark_job(NS, "bench-1", None);
@@ -481,12 +487,7 @@ async fn a_restarted_operator_duplicates_nothing() {
         has_condition(r, "JobCreated", "True", "JobCreated")
     })
     .await;
-    let pod = fake.start_job_pod(NS, "bench-1");
-    fake.set_pod_running(NS, &pod);
-    run_where(&fake, "bench-1", "phase Running", |r| {
-        run_phase(r) == Some(RunPhase::Running)
-    })
-    .await;
+    let pod = running_pod(&fake, "bench-1").await;
     operator.stop().await;
     let requests_before = fake.requests().len();
 

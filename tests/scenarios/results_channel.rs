@@ -70,8 +70,7 @@ async fn every_row_of_a_thousand_row_run_reaches_the_status_the_benchmark_and_th
     let binding = fake.get::<RoleBinding>(NS, "bench-1-results").unwrap();
     assert_eq!(binding.subjects.unwrap()[0].name, "bench-1-runner");
 
-    let pod = fake.start_job_pod(NS, "bench-1");
-    fake.set_pod_running(NS, &pod);
+    let pod = running_pod(&fake, "bench-1").await;
     let publisher = publisher(&fake, "bench-1").await;
     for i in 0..ROWS / 2 {
         publisher.publish(i, row_report(i));
@@ -153,8 +152,7 @@ async fn every_row_of_a_thousand_row_run_reaches_the_status_the_benchmark_and_th
 async fn the_engine_publishes_each_row_as_it_finishes() {
     let fake = FakeApiServer::new();
     let (operator, _) = started(&fake, "bench", json!({})).await;
-    let pod = fake.start_job_pod(NS, "bench-1");
-    fake.set_pod_running(NS, &pod);
+    running_pod(&fake, "bench-1").await;
     // The real engine runs two rows against the simulator, with the publisher as observer.
     let sim = start_simulator(&bundle_yaml("")).await;
     let dir = tempfile::tempdir().unwrap();

@@ -203,12 +203,7 @@ async fn a_failed_run_keeps_its_reason_when_a_stale_reconcile_finds_its_job_gone
 async fn after_the_history_is_compacted_the_controllers_list_again_and_keep_working() {
     let fake = FakeApiServer::new();
     let (operator, _) = started(&fake, "bench", json!({})).await;
-    let pod = fake.start_job_pod(NS, "bench-1");
-    fake.set_pod_running(NS, &pod);
-    run_where(&fake, "bench-1", "phase Running", |r| {
-        run_phase(r) == Some(RunPhase::Running)
-    })
-    .await;
+    let pod = running_pod(&fake, "bench-1").await;
     // Every watch ends, and the versions the controllers saw are gone: their next watch gets
     // 410 Gone, and only a fresh list brings them back.
     fake.compact_and_close_watches();

@@ -9,6 +9,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::sorted_finite;
 use crate::statistics::stats::{lerp, quantile_ranks, quantile_sorted};
 
 /// A difference and its confidence interval.
@@ -90,12 +91,10 @@ pub fn quantile_difference(
     if baseline.is_empty() || candidate.is_empty() {
         return None;
     }
-    let sort = |values: &[f64]| {
-        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-        sorted.sort_by(f64::total_cmp);
-        sorted
-    };
-    let (base, cand) = (sort(baseline), sort(candidate));
+    let (base, cand) = (
+        sorted_finite(baseline.iter().copied()),
+        sorted_finite(candidate.iter().copied()),
+    );
     if base.is_empty() || cand.is_empty() {
         return None;
     }

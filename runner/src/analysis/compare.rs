@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::bootstrap::{BootstrapSettings, Interval, quantile_difference};
 use super::run_folder::{RowData, RunFolder, Samples};
+use super::{quantile_of, sorted_finite};
 
 /// A compared metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -339,11 +340,7 @@ fn compare_metric(
     candidate: &[f64],
     options: &CompareOptions,
 ) -> MetricComparison {
-    let quantile = |values: &[f64]| {
-        let mut sorted = values.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        (!sorted.is_empty()).then(|| crate::statistics::stats::quantile_sorted(&sorted, level))
-    };
+    let quantile = |values: &[f64]| quantile_of(&sorted_finite(values.iter().copied()), level);
     let (b, c) = (quantile(baseline), quantile(candidate));
     let enough = baseline.len() >= options.min_samples && candidate.len() >= options.min_samples;
     let difference = enough

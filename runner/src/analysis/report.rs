@@ -12,6 +12,7 @@ use std::path::Path;
 
 use super::compare::{Comparison, Verdict};
 use super::run_folder::{RowData, RunFolder};
+use super::{quantile_of, sorted_finite};
 use crate::output::OutputError;
 use crate::output::atomic::write_atomic;
 use crate::statistics::stats::quantile_sorted;
@@ -63,16 +64,6 @@ fn num(value: Option<f64>, digits: usize) -> String {
     value
         .filter(|v| v.is_finite())
         .map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
-}
-
-fn sorted(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
-    let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-fn quantile(values: &[f64], level: f64) -> Option<f64> {
-    (!values.is_empty()).then(|| quantile_sorted(values, level))
 }
 
 /// What the row asked for, briefly.
@@ -332,10 +323,10 @@ fn rows_section(html: &mut String, run: &RunFolder) {
     html.push_str("<section id=\"rows\"><h2>Rows</h2><table class=\"rows\"><tr><th>row</th><th>completed</th><th>failed</th><th>client TTFT p50 (s)</th><th>server TTFT p50 (s)</th><th>e2e p50 (s)</th><th>e2e p99 (s)</th><th>tokens/s p50</th><th>switching (s)</th><th>goodput</th><th>client</th></tr>");
     for data in &run.rows {
         let s = &data.samples;
-        let ttft = sorted(s.ttft_s.iter().copied());
-        let e2e = sorted(s.e2e_s.iter().copied());
-        let rate = sorted(s.output_tokens_per_s.iter().copied());
-        let server = sorted(data.requests.iter().filter_map(|r| r.server_ttft_s));
+        let ttft = sorted_finite(s.ttft_s.iter().copied());
+        let e2e = sorted_finite(s.e2e_s.iter().copied());
+        let rate = sorted_finite(s.output_tokens_per_s.iter().copied());
+        let server = sorted_finite(data.requests.iter().filter_map(|r| r.server_ttft_s));
         let client = match data.health.saturated {
             Some(true) => "<span class=\"bad\">saturated</span>",
             Some(false) => "ok",
@@ -347,11 +338,11 @@ fn rows_section(html: &mut String, run: &RunFolder) {
             esc(&row_label(data)),
             s.ttft_s.len(),
             s.failed,
-            num(quantile(&ttft, 0.5), 4),
-            num(quantile(&server, 0.5), 4),
-            num(quantile(&e2e, 0.5), 4),
-            num(quantile(&e2e, 0.99), 4),
-            num(quantile(&rate, 0.5), 1),
+            num(quantile_of(&ttft, 0.5), 4),
+            num(quantile_of(&server, 0.5), 4),
+            num(quantile_of(&e2e, 0.5), 4),
+            num(quantile_of(&e2e, 0.99), 4),
+            num(quantile_of(&rate, 0.5), 1),
             num(data.health.switching_time_s, 4),
             data.health
                 .goodput
@@ -380,12 +371,12 @@ fn health_section(html: &mut String, run: &RunFolder) {
     }
     html.push_str("<table><tr><th>row</th><th>dispatch delay p99 (s)</th><th>event-loop lag p99 (s)</th><th>client CPU (cores)</th><th>achieved req/s</th><th>duration (s)</th></tr>");
     for data in &run.rows {
-        let delay = sorted(data.requests.iter().filter_map(|r| r.dispatch_delay_s));
+        let delay = sorted_finite(data.requests.iter().filter_map(|r| r.dispatch_delay_s));
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&row_label(data)),
-            num(quantile(&delay, 0.99), 5),
+            num(quantile_of(&delay, 0.99), 5),
             num(data.health.event_loop_lag_p99_s, 5),
             num(data.health.cpu_utilization, 3),
             num(data.health.achieved_qps, 2),
@@ -407,22 +398,22 @@ fn latency_section(html: &mut String, run: &RunFolder) {
                 Series::new(
                     "client TTFT",
                     PALETTE[0],
-                    cdf(&sorted(data.samples.ttft_s.iter().copied())),
+                    cdf(&sorted_finite(data.samples.ttft_s.iter().copied())),
                 ),
                 Series::new(
                     "server TTFT",
                     PALETTE[1],
-                    cdf(&sorted(ok().filter_map(|r| r.server_ttft_s))),
+                    cdf(&sorted_finite(ok().filter_map(|r| r.server_ttft_s))),
                 ),
                 Series::new(
                     "client e2e",
                     PALETTE[2],
-                    cdf(&sorted(data.samples.e2e_s.iter().copied())),
+                    cdf(&sorted_finite(data.samples.e2e_s.iter().copied())),
                 ),
                 Series::new(
                     "server e2e",
                     PALETTE[3],
-                    cdf(&sorted(ok().filter_map(|r| r.server_e2e_s))),
+                    cdf(&sorted_finite(ok().filter_map(|r| r.server_e2e_s))),
                 ),
             ],
             markers: false,
@@ -442,7 +433,9 @@ fn throughput_section(html: &mut String, run: &RunFolder) {
             series: vec![Series::new(
                 "client",
                 PALETTE[2],
-                cdf(&sorted(data.samples.output_tokens_per_s.iter().copied())),
+                cdf(&sorted_finite(
+                    data.samples.output_tokens_per_s.iter().copied(),
+                )),
             )],
             markers: false,
         };
@@ -502,12 +495,12 @@ fn scaling_section(html: &mut String, run: &RunFolder) {
                 Series::new(
                     "TTFT p50",
                     PALETTE[0],
-                    at(&|d| quantile(&sorted(d.samples.ttft_s.iter().copied()), 0.5)),
+                    at(&|d| quantile_of(&sorted_finite(d.samples.ttft_s.iter().copied()), 0.5)),
                 ),
                 Series::new(
                     "e2e p50",
                     PALETTE[2],
-                    at(&|d| quantile(&sorted(d.samples.e2e_s.iter().copied()), 0.5)),
+                    at(&|d| quantile_of(&sorted_finite(d.samples.e2e_s.iter().copied()), 0.5)),
                 ),
             ],
             markers: true,
@@ -519,7 +512,12 @@ fn scaling_section(html: &mut String, run: &RunFolder) {
             series: vec![Series::new(
                 "tokens/s p50",
                 PALETTE[4],
-                at(&|d| quantile(&sorted(d.samples.output_tokens_per_s.iter().copied()), 0.5)),
+                at(&|d| {
+                    quantile_of(
+                        &sorted_finite(d.samples.output_tokens_per_s.iter().copied()),
+                        0.5,
+                    )
+                }),
             )],
             markers: true,
         };
