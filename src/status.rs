@@ -24,6 +24,8 @@ pub mod exit_codes {
     pub const INTERRUPTED: i32 = 5;
     /// The run finished but some rows had every request fail.
     pub const ROWS_FAILED: i32 = 6;
+    /// A worker of a multi-worker run was lost.
+    pub const WORKER_LOST: i32 = 8;
 }
 
 /// How a finished runner container ended, as the operator reports it.
@@ -100,6 +102,12 @@ pub fn outcome(
             "RowsFailed",
             format!(
                 "the runner finished, but some rows had every request fail (exit code {exit_code}){detail}; check those rows' model names and the endpoint; {logs}"
+            ),
+        ),
+        (exit_codes::WORKER_LOST, _) | (_, Some(RunOutcome::WorkerLost)) => fail(
+            "WorkerLost",
+            format!(
+                "a worker of the run was lost (exit code {exit_code}){detail}; what the other workers measured was written; {logs}"
             ),
         ),
         (exit_codes::INTERNAL, _) => fail(

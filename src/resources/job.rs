@@ -488,6 +488,7 @@ pub(crate) mod tests {
             min_tokens: None,
             sampling_params: Default::default(),
             dataset: None,
+            workers: None,
         };
         let mut run = CoeBenchmarkRun::new(
             "bench-1",

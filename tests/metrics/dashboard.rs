@@ -40,6 +40,7 @@ fn exported_names() -> BTreeSet<String> {
         min_tokens: None,
         sampling_params: Default::default(),
         dataset: None,
+        workers: None,
     };
     runner.row_started(0, &row, "b");
     let mut names: BTreeSet<String> = sample_names(&runner.encode(None).unwrap().body)

@@ -270,6 +270,7 @@ pub fn run_client() {
         min_tokens: None,
         sampling_params: Default::default(),
         dataset: None,
+        workers: None,
     };
     let rows = vec![
         row(job.warmup_requests, job.concurrency.clamp(1, 50), None),
@@ -289,6 +290,7 @@ pub fn run_client() {
             request_timeout_seconds: 600.0,
             ..RunOptions::default()
         },
+        workers: 1,
         output: OutputOptions {
             run_name: Some("fidelity".into()),
             output_files_dir: Some(format!("{}/out", job.out_dir)),

@@ -38,6 +38,23 @@ pub struct Plan {
     /// Where results go; every field has a default.
     #[serde(default)]
     pub output: OutputOptions,
+    /// Worker processes (or, on Kubernetes, Pods) the run's load is spread over, worker 0
+    /// coordinating and writing every file; a row may use fewer (`rows[].workers`). 1 to
+    /// [`MAX_WORKERS`]; default 1: one process.
+    #[serde(default = "default_workers", skip_serializing_if = "is_one_worker")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub workers: u32,
+}
+
+/// Most workers a run may have.
+pub const MAX_WORKERS: u32 = 1000;
+
+fn default_workers() -> u32 {
+    1
+}
+
+fn is_one_worker(workers: &u32) -> bool {
+    *workers == 1
 }
 
 /// Which API an endpoint speaks, and where it is.
@@ -189,9 +206,19 @@ pub struct Row {
     /// synthetic prompts of `inputTokens` tokens. Default: synthetic prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<Dataset>,
+    /// Workers this row's load is spread over, at most the plan's `workers`. Default: the
+    /// plan's `workers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub workers: Option<u32>,
 }
 
 impl Row {
+    /// The workers this row runs on: its own `workers`, else the plan's.
+    pub fn effective_workers(&self, plan_workers: u32) -> u32 {
+        self.workers.unwrap_or(plan_workers)
+    }
+
     /// The sampling parameters the row's requests send: the run's, with the row's on top.
     pub fn effective_sampling_params(&self, options: &RunOptions) -> SamplingParams {
         let mut merged = options.sampling_params.clone();

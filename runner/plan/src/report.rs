@@ -57,6 +57,9 @@ pub enum RunOutcome {
     RowsFailed,
     /// The run was interrupted; rows that finished were written.
     Interrupted,
+    /// A worker of a multi-worker run was lost (its process or Pod died, or it never
+    /// connected); what the others measured was written and `message` names the worker.
+    WorkerLost,
     /// An unexpected internal failure.
     Failed,
 }

@@ -82,8 +82,10 @@ fn quick_plan(row: &QuickRowArgs) -> Result<LoadedPlan, InputErrors> {
             min_tokens: None,
             sampling_params: Default::default(),
             dataset: None,
+            workers: None,
         }],
         options: RunOptions::default(),
+        workers: 1,
         output: OutputOptions::default(),
     };
     Ok(LoadedPlan {

@@ -142,6 +142,7 @@ mod tests {
             },
             rows: Vec::new(),
             options: RunOptions::default(),
+            workers: 1,
             output: OutputOptions {
                 run_name: None,
                 output_files_dir: Some(files.display().to_string()),

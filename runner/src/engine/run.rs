@@ -126,7 +126,8 @@ impl RunResult {
 }
 
 /// The exit code of each outcome: 0 succeeded, 1 failed, 2 invalid input, 3 authentication
-/// failed, 4 every request failed, 5 interrupted, 6 some rows had every request fail.
+/// failed, 4 every request failed, 5 interrupted, 6 some rows had every request fail, 8 a worker
+/// of a multi-worker run was lost (7 is `coebench compare`'s regression).
 pub fn exit_code(outcome: RunOutcome) -> u8 {
     match outcome {
         RunOutcome::Succeeded => 0,
@@ -136,6 +137,7 @@ pub fn exit_code(outcome: RunOutcome) -> u8 {
         RunOutcome::AllRequestsFailed => 4,
         RunOutcome::Interrupted => 5,
         RunOutcome::RowsFailed => 6,
+        RunOutcome::WorkerLost => 8,
     }
 }
 

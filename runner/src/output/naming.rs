@@ -202,6 +202,7 @@ mod tests {
                 min_tokens: None,
                 sampling_params: Default::default(),
                 dataset: None,
+                workers: None,
             }
             .effective_load(),
             Load::Concurrency(4),

@@ -382,6 +382,7 @@ mod tests {
             min_tokens: None,
             sampling_params: Default::default(),
             dataset: None,
+            workers: None,
         }
     }
 

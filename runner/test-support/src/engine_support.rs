@@ -135,6 +135,7 @@ pub fn concurrency_row(model: &str, input: u32, output: u32, n: u32, c: u32) -> 
         min_tokens: None,
         sampling_params: Default::default(),
         dataset: None,
+        workers: None,
     }
 }
 
@@ -157,6 +158,7 @@ pub fn plan_against_url(url: &str, rows: Vec<Row>, dir: &Path) -> Plan {
             seed: 11,
             ..RunOptions::default()
         },
+        workers: 1,
         output: OutputOptions {
             run_name: Some("test-run".into()),
             output_files_dir: Some(dir.join("out").display().to_string()),

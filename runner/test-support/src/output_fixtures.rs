@@ -154,6 +154,7 @@ pub fn concurrency_row(model: &str, concurrency: u32, num_requests: u32) -> Row 
         min_tokens: None,
         sampling_params: Default::default(),
         dataset: None,
+        workers: None,
     }
 }
 
@@ -173,6 +174,7 @@ pub fn rate_row(model: &str, qps: f64, image: Option<ImageSize>) -> Row {
         min_tokens: None,
         sampling_params: Default::default(),
         dataset: None,
+        workers: None,
     }
 }
 

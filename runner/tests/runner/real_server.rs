@@ -151,6 +151,7 @@ fn row(num_requests: u32, concurrency: Option<u32>, qps: Option<f64>) -> Row {
         min_tokens: None,
         sampling_params: Default::default(),
         dataset: None,
+        workers: None,
     }
 }
 
@@ -175,6 +176,7 @@ fn plan(
             identical_prompts: identical,
             ..RunOptions::default()
         },
+        workers: 1,
         output: OutputOptions {
             run_name: Some(if identical { "identical" } else { "unique" }.into()),
             output_files_dir: Some(dir.join("out").display().to_string()),

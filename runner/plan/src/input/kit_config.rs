@@ -140,6 +140,7 @@ pub fn parse_kit_config(
             metadata: metadata_of(raw.metadata.as_ref(), source, &mut errors),
             ..RunOptions::default()
         },
+        workers: 1,
         output: OutputOptions {
             run_name: raw.run_name,
             output_files_dir: raw.output_files_dir.as_deref().map(resolve),

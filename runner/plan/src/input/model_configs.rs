@@ -219,6 +219,7 @@ impl Columns {
             min_tokens: None,
             sampling_params: Default::default(),
             dataset: None,
+            workers: None,
         };
         (concurrency.is_some() != qps.is_some()).then_some(row)
     }

@@ -6,7 +6,7 @@
 
 use crate::input::{InputError, InputErrors, ranges, sampling};
 use crate::tokenizers::TokenizerSource;
-use crate::{ApiKind, Plan, Row, RunOptions};
+use crate::{ApiKind, MAX_WORKERS, Plan, Row, RunOptions};
 
 /// What the engine knows about the endpoint's models, for checks a plan alone cannot make.
 pub trait ModelCatalog {
@@ -119,6 +119,27 @@ pub fn validate_plan(
                     "give the largest acceptable latency in seconds, e.g. 0.5",
                 );
             }
+        }
+    }
+    if !(1..=MAX_WORKERS).contains(&plan.workers) {
+        push(
+            "workers".into(),
+            format!("{} workers is outside 1 to {MAX_WORKERS}", plan.workers),
+            "set workers to the number of worker processes (or Pods) to spread the load over",
+        );
+    }
+    for (i, row) in plan.rows.iter().enumerate() {
+        if let Some(workers) = row.workers
+            && !(1..=plan.workers).contains(&workers)
+        {
+            push(
+                format!("row {} (model {:?}), field workers", i + 1, row.model),
+                format!(
+                    "{workers} workers is outside 1 to the plan's {} workers",
+                    plan.workers
+                ),
+                "set the row's workers to at most the plan's workers, or raise the plan's",
+            );
         }
     }
     if options.parallel_rows == 0 {
@@ -318,6 +339,7 @@ mod tests {
             min_tokens: None,
             sampling_params: Default::default(),
             dataset: None,
+            workers: None,
         }
     }
 
@@ -331,6 +353,7 @@ mod tests {
             },
             rows,
             options: RunOptions::default(),
+            workers: 1,
             output: OutputOptions::default(),
         }
     }

@@ -180,6 +180,7 @@ mod tests {
             min_tokens: None,
             sampling_params: Default::default(),
             dataset: None,
+            workers: None,
         };
         let names = RowNames {
             uuid: uuid::Uuid::nil(),
