@@ -2,9 +2,11 @@
 //! the simulator's ground truth, how accurately the open loop keeps its schedule, and what the
 //! client costs in CPU and memory. Never part of the test run.
 //!
-//!     cargo bench -p coebench-runner --bench fidelity -- [streams] [max] [open-loop] [memory]
+//!     cargo bench -p coebench-runner --bench fidelity -- [streams] [max] [open-loop] [https] [memory]
 //!
-//! With no scenario named, all four run. Each measured point starts two fresh child processes
+//! With no scenario named, all five run. `https` runs the `streams` shape over plain HTTP and
+//! over HTTPS (the simulator serving a certificate generated at start, the client trusting it
+//! through `endpoint.caCertificate`) at `FIDELITY_HTTPS_STREAMS` (default `1000,10000`). Each measured point starts two fresh child processes
 //! of this binary: the simulator (release build, truth log with per-token write times) pinned
 //! to CPU 1, and the coebench client (the real engine: `run_plan`, one warm-up row, then the
 //! measured row) pinned to CPU 0 with a one-worker runtime, so CPU time and peak RSS are the
@@ -58,6 +60,8 @@ struct Point {
     output_tokens: u32,
     decode_rate: f64,
     keep_requests: bool,
+    /// Over HTTPS: the simulator serves a certificate generated at start, the client trusts it.
+    tls: bool,
 }
 
 /// Everything measured in one run of a point.
@@ -107,9 +111,14 @@ fn run_point(p: &Point, repeat: usize, dir: &Path) -> RunResult {
     let run_dir = dir.join(format!("{}-{}-{repeat}", p.scenario, p.label));
     std::fs::create_dir_all(&run_dir).expect("run dir");
     let truth_path = run_dir.join("truth.jsonl");
+    let cert_path = run_dir.join("sim-cert.pem");
     let exe = std::env::current_exe().expect("current exe");
     let load = load_average();
-    let mut sim = Command::new(&exe)
+    let mut sim = Command::new(&exe);
+    if p.tls {
+        sim.env("FIDELITY_TLS_CERT", &cert_path);
+    }
+    let mut sim = sim
         .env("FIDELITY_ROLE", "sim")
         .env("FIDELITY_SIM_CONFIG", sim_yaml(p))
         .env("FIDELITY_TRUTH", &truth_path)
@@ -127,7 +136,8 @@ fn run_point(p: &Point, repeat: usize, dir: &Path) -> RunResult {
         .expect("the simulator says ready")
         .to_string();
     let job = ClientJob {
-        url: format!("http://{addr}/v1"),
+        url: format!("{}://{addr}/v1", if p.tls { "https" } else { "http" }),
+        ca_certificate: p.tls.then(|| cert_path.display().to_string()),
         concurrency: p.concurrency,
         qps: p.qps,
         num_requests: p.num_requests,
@@ -273,6 +283,7 @@ fn stream_point(scenario: &'static str, n: u32) -> Point {
         output_tokens: tokens,
         decode_rate: rate,
         keep_requests: true,
+        tls: false,
     }
 }
 
@@ -286,6 +297,7 @@ fn rate_point(scenario: &'static str, qps: f64, requests: u32) -> Point {
         output_tokens: 4,
         decode_rate: 200.0,
         keep_requests: true,
+        tls: false,
     }
 }
 
@@ -346,6 +358,17 @@ fn main() {
             measure(&p, repeats, &dir, &mut all);
         }
     }
+    if wants("https") {
+        // The same steady-state streams over plain HTTP and over HTTPS, side by side.
+        for n in env_list::<u32>("FIDELITY_HTTPS_STREAMS", "1000,10000") {
+            measure(&stream_point("http", n), repeats, &dir, &mut all);
+            let https = Point {
+                tls: true,
+                ..stream_point("https", n)
+            };
+            measure(&https, repeats, &dir, &mut all);
+        }
+    }
     if wants("memory") {
         let n = env_or("FIDELITY_MEM_STREAMS", 2000u32);
         let inflight = Point {
@@ -357,6 +380,7 @@ fn main() {
             output_tokens: 40,
             decode_rate: 4.0,
             keep_requests: false,
+            tls: false,
         };
         measure(&inflight, repeats, &dir, &mut all);
         let records = env_or("FIDELITY_MEM_RECORDS", 100_000u32);
@@ -369,6 +393,7 @@ fn main() {
             output_tokens: 8,
             decode_rate: 1000.0,
             keep_requests: false,
+            tls: false,
         };
         measure(&p, repeats, &dir, &mut all);
     }

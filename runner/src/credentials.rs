@@ -6,6 +6,7 @@
 //! written.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use coebench_plan::{ApiKind, EndpointSpec};
 
@@ -71,6 +72,9 @@ pub struct ResolvedEndpoint {
     pub url: String,
     /// The API key, when the endpoint needs one.
     pub api_key: Option<ApiKey>,
+    /// A PEM file of certificates to trust besides the public roots (the plan's
+    /// `endpoint.caCertificate`, else `SSL_CERT_FILE`).
+    pub ca_certificate: Option<PathBuf>,
 }
 
 /// A credential that is missing or unusable.
@@ -103,6 +107,11 @@ pub fn resolve_endpoint(
 ) -> Result<ResolvedEndpoint, CredentialError> {
     let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     let api = spec.api;
+    let ca_certificate = spec
+        .ca_certificate
+        .clone()
+        .or_else(|| get("SSL_CERT_FILE"))
+        .map(PathBuf::from);
     let required = |var: &str, hint: &'static str| -> Result<String, CredentialError> {
         get(var).ok_or_else(|| CredentialError::MissingVariable {
             api: api.as_str(),
@@ -124,6 +133,7 @@ pub fn resolve_endpoint(
                 api,
                 url,
                 api_key: Some(ApiKey::new(key)),
+                ca_certificate,
             })
         }
         ApiKind::Sambastudio => {
@@ -140,6 +150,7 @@ pub fn resolve_endpoint(
                 api,
                 url,
                 api_key: Some(ApiKey::new(key)),
+                ca_certificate,
             })
         }
         ApiKind::Openai => {
@@ -158,7 +169,12 @@ pub fn resolve_endpoint(
                 Some(var) => Some(ApiKey::new(required(var, "")?)),
                 None => get("OPENAI_API_KEY").map(ApiKey::new),
             };
-            Ok(ResolvedEndpoint { api, url, api_key })
+            Ok(ResolvedEndpoint {
+                api,
+                url,
+                api_key,
+                ca_certificate,
+            })
         }
         ApiKind::Simulator => Err(CredentialError::Simulator),
     }
@@ -183,6 +199,7 @@ mod tests {
             url: None,
             api_key_env: None,
             simulator: None,
+            ca_certificate: None,
         }
     }
 

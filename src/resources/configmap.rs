@@ -63,6 +63,7 @@ pub fn build_plan(run: &CoeBenchmarkRun, namespace: &str) -> Plan {
                 .as_ref()
                 .map(|_| API_KEY_ENV.to_string()),
             simulator: None,
+            ca_certificate: None,
         },
         rows: run.spec.rows.clone(),
         options: run.spec.options.clone(),

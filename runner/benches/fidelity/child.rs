@@ -15,7 +15,7 @@ use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::observer::RunObserver;
 use coebench_runner::engine::run::{PlanSource, RunSettings, run_plan};
 use coebench_runner::statistics::record::RequestRecord;
-use coebench_simulator::{Simulator, SimulatorConfig, StartOptions};
+use coebench_simulator::{Simulator, SimulatorConfig, StartOptions, TlsSetting};
 use serde::{Deserialize, Serialize};
 
 /// What a client child runs: one warm-up row, then the measured row.
@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 pub struct ClientJob {
     /// API base of the simulator.
     pub url: String,
+    /// The simulator's certificate (PEM file) to trust, over HTTPS.
+    pub ca_certificate: Option<String>,
     /// Closed-loop concurrency (when `qps` is `None`).
     pub concurrency: u32,
     /// Open-loop rate, constant gaps.
@@ -128,7 +130,8 @@ pub fn status_kib(field: &str) -> u64 {
 }
 
 /// Runs the simulator child: prints `ready <addr>`, serves until stdin closes, prints
-/// `lag <json>` and exits.
+/// `lag <json>` and exits. With `FIDELITY_TLS_CERT` it serves HTTPS with a certificate
+/// generated at start, written to that file.
 pub fn run_sim() {
     if let Some(cpu) = std::env::var("FIDELITY_CPU")
         .ok()
@@ -155,6 +158,10 @@ pub fn run_sim() {
                 keep_truth_in_memory: false,
                 shutdown_grace: Duration::from_secs(5),
                 record_token_times: true,
+                tls: std::env::var_os("FIDELITY_TLS_CERT").map(|cert| TlsSetting::Generated {
+                    names: Vec::new(),
+                    cert_out: Some(cert.into()),
+                }),
             },
         ))
         .expect("simulator starts");
@@ -282,6 +289,7 @@ pub fn run_client() {
             url: Some(job.url.clone()),
             api_key_env: None,
             simulator: None,
+            ca_certificate: job.ca_certificate.clone(),
         },
         rows,
         options: RunOptions {

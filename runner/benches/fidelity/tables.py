@@ -2,7 +2,7 @@
 median over its repeats and, in parentheses, the min-max spread, as docs/performance.md shows
 them. Errors and delays in microseconds.
 
-    python3 runner/benches/fidelity/tables.py docs/perf/fidelity.json [errors|schedule|memory]
+    python3 runner/benches/fidelity/tables.py docs/perf/fidelity.json [errors|schedule|memory|https]
 """
 
 import json
@@ -71,7 +71,22 @@ def memory(doc):
               f"| {spread([r['client']['cpu_s'] for r in runs], '{:.2f}')} |")
 
 
+def https(doc):
+    print("| transport | point | runs | ok / sent | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | abs ITL p99 | e2e p99 "
+          "| client CPU ms / 1k tokens | client CPU (s) | peak in flight | flagged saturated |")
+    print("|" + "---|" * 14)
+    for (s, label), runs in points(doc, {"http", "https"}).items():
+        ok = spread([r["client"]["finished"] - r["client"]["failed"] for r in runs])
+        sent = runs[0]["point"]["num_requests"]
+        print(f"| {s} | {label} | {len(runs)} | {ok} / {sent} | {err(runs,'ttft','p50')} | {err(runs,'ttft','p99')} "
+              f"| {err(runs,'itl','p50')} | {err(runs,'itl','p99')} | {err(runs,'itl_abs','p99')} "
+              f"| {err(runs,'e2e','p99')} | {spread([r['cpu_ms_per_1000_tokens'] for r in runs], '{:.1f}')} "
+              f"| {spread([r['client']['cpu_s'] for r in runs], '{:.2f}')} "
+              f"| {spread([r['client']['peak_in_flight'] for r in runs])} "
+              f"| {sum(1 for r in runs if r['client']['saturated'])}/{len(runs)} |")
+
+
 doc = json.load(open(sys.argv[1]))
-for section in sys.argv[2:] or ["errors", "schedule", "memory"]:
-    {"errors": errors, "schedule": schedule, "memory": memory}[section](doc)
+for section in sys.argv[2:] or ["errors", "schedule", "memory", "https"]:
+    {"errors": errors, "schedule": schedule, "memory": memory, "https": https}[section](doc)
     print()

@@ -79,6 +79,12 @@ pub struct EndpointSpec {
     /// Default: the built-in example bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulator: Option<String>,
+    /// A PEM file of certificates to trust for an `https` endpoint besides the public (webpki)
+    /// roots: a private CA's certificate, or a server's self-signed one (`coebench simulate
+    /// --tls --tls-cert-out FILE` writes one), relative to the plan file. Default: the
+    /// `SSL_CERT_FILE` environment variable when set, else only the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<String>,
 }
 
 /// The API flavours coebench can benchmark.

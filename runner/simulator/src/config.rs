@@ -4,7 +4,7 @@
 //! refused); [`SimulatorConfig::validate`] (in `validate.rs`) checks values and memory fit.
 //! Nothing here runs a server or does timing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -287,6 +287,30 @@ fn default_error_status() -> u16 {
 
 fn default_burst() -> u32 {
     1
+}
+
+/// How the simulator serves HTTPS (a serving option of `coebench simulate` and
+/// [`crate::StartOptions::tls`], not part of `sim.yaml`: the same bundle can be served either
+/// way). Without one it serves plain HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSetting {
+    /// A self-signed certificate generated at start (a fresh ECDSA P-256 key each time), valid
+    /// for `localhost`, `127.0.0.1`, `::1` and `names`; clients trust it through its PEM, which
+    /// [`crate::SimulatorHandle::certificate_pem`] returns and `cert_out` receives.
+    Generated {
+        /// Further DNS names or IP addresses the certificate is valid for (`--tls-name`).
+        names: Vec<String>,
+        /// Write the certificate (PEM) here at start, for clients to trust (`--tls-cert-out`).
+        cert_out: Option<PathBuf>,
+    },
+    /// A given certificate chain and its private key, both PEM files (`--tls-cert`,
+    /// `--tls-key`).
+    Files {
+        /// The certificate chain, the server's own certificate first.
+        cert: PathBuf,
+        /// The private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
 }
 
 impl SimulatorConfig {

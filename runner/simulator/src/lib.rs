@@ -5,7 +5,7 @@
 //! The crate root owns the public API ([`Simulator::start`], [`SimulatorHandle`], the errors);
 //! each submodule owns one job: `config` (the `sim.yaml` schema), `validate` (value checks),
 //! `server` (HTTP), `request` (body parsing), `wire` (response bytes), `text` (generated
-//! words), `image` (image sizes), `faults` (seeded fault draws, rate limits), `scheduler`
+//! words), `image` (image sizes), `tls` (HTTPS certificates), `faults` (seeded fault draws, rate limits), `scheduler`
 //! (batching, executors, switching), `memory` (HBM LRU), `batch` (token pacing), `body`
 //! (paced response bodies), `message` (what those tasks send each other), `truth` (ground truth and timer error). Each connection is a
 //! [`coebench_support::socket_time::TimestampedStream`], so a request's arrival is the kernel's receive
@@ -33,6 +33,7 @@ mod request;
 mod scheduler;
 mod server;
 mod text;
+mod tls;
 pub mod truth;
 pub mod validate;
 mod wire;
@@ -50,7 +51,7 @@ use tokio::task::JoinHandle;
 pub use config::{
     ApiMode, DisconnectFault, ErrorFault, FaultsConfig, MalformedEventFault, MemoryConfig,
     ModelConfig, NaturalLength, RateLimitFault, SimulatorConfig, SlowFirstByteFault,
-    SpeculativeConfig, StallFault, VisionConfig,
+    SpeculativeConfig, StallFault, TlsSetting, VisionConfig,
 };
 pub use truth::{FaultKind, LagSummary, TruthRecord};
 pub use validate::{ConfigProblem, ConfigProblems};
@@ -92,6 +93,10 @@ pub enum SimulatorError {
     /// The config's `tokenizer` could not be loaded.
     #[error("simulator config: {0}")]
     Tokenizer(#[from] coebench_support::tokenizer::TokenizerError),
+    /// HTTPS could not be set up: a certificate or key file is missing or unusable, a name
+    /// cannot go in a certificate, or the generated certificate cannot be written.
+    #[error("{0}")]
+    Tls(String),
     /// The truth log could not be created or written.
     #[error("truth log {path}: {source}; check the directory exists and is writable")]
     TruthLog {
@@ -117,6 +122,8 @@ pub struct StartOptions {
     /// ([`TruthRecord::token_written_offsets_us`]), to check a client's inter-token latencies
     /// against the truth. Costs 4 bytes per token event per record. Default false.
     pub record_token_times: bool,
+    /// Serve HTTPS ([`TlsSetting`]) instead of plain HTTP. Default: none, plain HTTP.
+    pub tls: Option<TlsSetting>,
 }
 
 impl Default for StartOptions {
@@ -126,6 +133,7 @@ impl Default for StartOptions {
             keep_truth_in_memory: true,
             shutdown_grace: Duration::from_secs(30),
             record_token_times: false,
+            tls: None,
         }
     }
 }
@@ -141,6 +149,9 @@ pub struct ServeOptions {
     pub truth_log: Option<PathBuf>,
     /// `--seed`: replaces the config's `seed`.
     pub seed: Option<u64>,
+    /// `--tls` (with `--tls-name`, `--tls-cert-out`) or `--tls-cert` and `--tls-key`: serve
+    /// HTTPS.
+    pub tls: Option<TlsSetting>,
 }
 
 /// Runs a simulator for the command line: loads the config (or the built-in bundle), applies
@@ -160,6 +171,7 @@ pub async fn serve(
     let start = StartOptions {
         truth_log: options.truth_log,
         keep_truth_in_memory: false,
+        tls: options.tls,
         ..StartOptions::default()
     };
     let handle = Simulator::start_with(config, options.listen, start).await?;
@@ -189,6 +201,7 @@ impl Simulator {
         options: StartOptions,
     ) -> Result<SimulatorHandle, SimulatorError> {
         config.validate()?;
+        let tls = options.tls.as_ref().map(tls::server_tls).transpose()?;
         let listener = bind(listen).map_err(|source| SimulatorError::Bind {
             addr: listen,
             source,
@@ -241,11 +254,15 @@ impl Simulator {
         let _ = coebench_support::timer::default_service();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let scheduler = tokio::spawn(scheduler::run(ctx.clone(), job_rx));
+        let (acceptor, certificate_pem) = match tls {
+            Some(tls) => (Some(tls.acceptor), Some(tls.certificate_pem)),
+            None => (None, None),
+        };
         let serving = {
             let ctx = ctx.clone();
             let grace = options.shutdown_grace;
             tokio::spawn(async move {
-                server::accept_loop(listener, ctx.clone(), shutdown_rx, grace).await;
+                server::accept_loop(listener, acceptor, ctx.clone(), shutdown_rx, grace).await;
                 // Every connection is gone: nothing more can be scheduled or recorded.
                 scheduler.abort();
                 ctx.truth.close_log();
@@ -253,6 +270,7 @@ impl Simulator {
         };
         tracing::info!(
             addr = %local_addr,
+            https = certificate_pem.is_some(),
             models = ctx.config.models.len(),
             executors = ctx.config.executors,
             seed = ctx.config.seed,
@@ -265,6 +283,7 @@ impl Simulator {
             serving: Some(serving),
             log_task,
             truth_log: options.truth_log,
+            certificate_pem,
         })
     }
 }
@@ -296,6 +315,8 @@ pub struct SimulatorHandle {
     serving: Option<JoinHandle<()>>,
     log_task: Option<JoinHandle<Result<(), std::io::Error>>>,
     truth_log: Option<PathBuf>,
+    /// The served certificate chain (PEM) when serving HTTPS.
+    certificate_pem: Option<String>,
 }
 
 impl std::fmt::Debug for SimulatorHandle {
@@ -312,9 +333,24 @@ impl SimulatorHandle {
         self.local_addr
     }
 
-    /// `http://<addr>/v1`: the API base for chat completions and the model list.
+    /// `http://<addr>/v1` (`https://` when serving HTTPS): the API base for chat completions
+    /// and the model list.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.local_addr)
+        format!("{}://{}/v1", self.scheme(), self.local_addr)
+    }
+
+    /// `https` when serving HTTPS ([`StartOptions::tls`]), else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.certificate_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The served certificate chain as PEM, for clients to trust, when serving HTTPS.
+    pub fn certificate_pem(&self) -> Option<&str> {
+        self.certificate_pem.as_deref()
     }
 
     /// The SambaStudio generic endpoint URL (v1 or v2), as a `SAMBASTUDIO_URL` would be
@@ -322,7 +358,8 @@ impl SimulatorHandle {
     pub fn sambastudio_url(&self, v2: bool) -> String {
         let version = if v2 { "/v2" } else { "" };
         format!(
-            "http://{}/api{version}/predict/generic/coebench/simulator",
+            "{}://{}/api{version}/predict/generic/coebench/simulator",
+            self.scheme(),
             self.local_addr
         )
     }

@@ -1,4 +1,6 @@
-//! The HTTP side: the accept loop (HTTP/1.1, keep-alive, graceful shutdown), routing, API-key
+//! The HTTP side: the accept loop (HTTP/1.1, keep-alive, graceful shutdown, HTTPS when given a
+//! TLS acceptor: its handshake runs on the connection's task, above the timestamped socket, so
+//! a request's arrival stays the kernel's receipt of its encrypted head), routing, API-key
 //! checks, and turning one request into a scheduled [`QueuedRequest`]: parse, resolve the model, count
 //! prompt tokens, check the sequence length, draw faults and the output length. Timing is the
 //! scheduler's and the batch runner's job; bytes are `wire.rs`'s.
@@ -16,9 +18,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::body::{SimBody, StreamBody};
 use super::config::{ApiMode, ModelConfig, SimulatorConfig};
@@ -38,11 +42,16 @@ use coebench_support::tokenizer::TokenCounter;
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Bodies above this size are parsed and tokenized off the async threads.
 const BLOCKING_PARSE_BYTES: usize = 64 * 1024;
+/// A TLS handshake that takes longer than this is abandoned (a client that connected and
+/// never spoke TLS must not hold a connection for ever).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections until `shutdown` turns true, then lets open connections finish their
-/// current response for up to `grace` before dropping them.
+/// current response for up to `grace` before dropping them. With `tls`, every connection is
+/// HTTPS.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     ctx: Arc<Ctx>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -54,7 +63,12 @@ pub(crate) async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(serve_connection(stream, ctx.clone(), for_connections.clone()));
+                    conns.spawn(serve_connection(
+                        stream,
+                        tls.clone(),
+                        ctx.clone(),
+                        for_connections.clone(),
+                    ));
                 }
                 Err(err) => {
                     // Typically EMFILE under extreme load: back off instead of spinning.
@@ -87,8 +101,11 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// Serves one accepted connection: the timestamped socket, TLS above it when asked, HTTP/1.1
+/// above that.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
+    tls: Option<TlsAcceptor>,
     ctx: Arc<Ctx>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -100,6 +117,37 @@ async fn serve_connection(
         }
     };
     let times = stream.times();
+    let Some(acceptor) = tls else {
+        return serve_http(stream, times, ctx, shutdown).await;
+    };
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                return;
+            }
+        },
+        () = stopped(&mut shutdown) => return,
+    };
+    serve_http(stream, times, ctx, shutdown).await;
+}
+
+/// Serves HTTP/1.1 on `io` until the client closes it or `shutdown` turns true; `times` are
+/// the underlying socket's.
+async fn serve_http<I>(
+    io: I,
+    times: coebench_support::socket_time::SocketTimes,
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
         let received = times.received_unix_us();
@@ -107,7 +155,7 @@ async fn serve_connection(
     });
     let conn = http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let stopping = tokio::select! {
         result = conn.as_mut() => {

@@ -142,6 +142,11 @@ pub struct RunArgs {
     /// Seconds one request may take.
     #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]
     pub request_timeout: Option<f64>,
+    /// A PEM file of certificates to trust for an https endpoint besides the public roots (a
+    /// private CA's, or a self-signed one such as `coebench simulate --tls --tls-cert-out`
+    /// writes); replaces the plan's endpoint.caCertificate (default: SSL_CERT_FILE).
+    #[arg(long, value_name = "FILE", help_heading = "Overrides")]
+    pub ca_certificate: Option<PathBuf>,
     /// Seconds to wait between rows.
     #[arg(long, value_name = "SECONDS", help_heading = "Overrides")]
     pub time_delay: Option<f64>,
@@ -311,6 +316,29 @@ pub struct SimulateArgs {
     /// Seed of the simulator's random choices (overrides the config's).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Serve HTTPS with a self-signed certificate generated at start, valid for localhost,
+    /// 127.0.0.1, ::1 and every --tls-name (clients trust it through --tls-cert-out).
+    #[arg(long, help_heading = "HTTPS")]
+    pub tls: bool,
+    /// With --tls: a further DNS name or IP address of the generated certificate (repeatable).
+    #[arg(long, value_name = "NAME", requires = "tls", help_heading = "HTTPS")]
+    pub tls_name: Vec<String>,
+    /// With --tls: write the generated certificate (PEM) here, for clients to trust (coebench
+    /// run --ca-certificate FILE, plan endpoint.caCertificate, SSL_CERT_FILE, curl --cacert).
+    #[arg(long, value_name = "FILE", requires = "tls", help_heading = "HTTPS")]
+    pub tls_cert_out: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM) instead of a generated one.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls",
+        help_heading = "HTTPS"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "HTTPS")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `--api` values.

@@ -67,6 +67,7 @@ fn quick_plan(row: &QuickRowArgs) -> Result<LoadedPlan, InputErrors> {
                 .simulator_config
                 .as_ref()
                 .map(|p| p.display().to_string()),
+            ca_certificate: None,
         },
         rows: vec![Row {
             model,
@@ -141,6 +142,9 @@ pub fn apply_overrides(plan: &mut Plan, args: &RunArgs) {
     }
     if args.save_response_texts {
         options.save_response_texts = true;
+    }
+    if let Some(ca) = &args.ca_certificate {
+        plan.endpoint.ca_certificate = Some(path(ca));
     }
     let output = &mut plan.output;
     if let Some(names) = args.consolidated_file_names {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use coebench_simulator::{ServeOptions, SimulatorError, serve};
+use coebench_simulator::{ServeOptions, SimulatorError, TlsSetting, serve};
 
 use crate::cli::args::SimulateArgs;
 
@@ -27,6 +27,7 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         listen: args.listen,
         truth_log: args.truth_log.clone(),
         seed: args.seed,
+        tls: tls_setting(args),
     };
     // Register the signal handlers before the simulator starts listening, so a SIGTERM that
     // arrives as soon as it says where it listens still shuts it down gracefully.
@@ -36,7 +37,8 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
             e @ (SimulatorError::Invalid(_)
             | SimulatorError::Parse { .. }
             | SimulatorError::Read { .. }
-            | SimulatorError::Tokenizer(_)),
+            | SimulatorError::Tokenizer(_)
+            | SimulatorError::Tls(_)),
         ) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_INVALID_CONFIG)
@@ -45,6 +47,20 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What the HTTPS flags ask for (clap has checked how they combine).
+fn tls_setting(args: &SimulateArgs) -> Option<TlsSetting> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsSetting::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => args.tls.then(|| TlsSetting::Generated {
+            names: args.tls_name.clone(),
+            cert_out: args.tls_cert_out.clone(),
+        }),
     }
 }
 

@@ -369,6 +369,7 @@ mod tests {
                 api,
                 url: url.to_string(),
                 api_key: Some(ApiKey::new("k")),
+                ca_certificate: None,
             },
             &ClientOptions::default(),
         )
@@ -419,6 +420,7 @@ mod tests {
                 api: ApiKind::Sncloud,
                 url: "https://h/v1".into(),
                 api_key: Some(ApiKey::new("bad\nkey")),
+                ca_certificate: None,
             },
             &ClientOptions::default(),
         )

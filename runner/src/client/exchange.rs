@@ -226,9 +226,16 @@ fn request_failure(e: &SendError, stale_retry: bool) -> RequestError {
         ""
     };
     if e.is_connect() {
+        let hint = if e.is_untrusted_certificate() {
+            "; the endpoint's TLS certificate is not trusted: if it comes from a private CA or is \
+             self-signed, trust it with the plan's endpoint.caCertificate (or coebench run \
+             --ca-certificate FILE, or SSL_CERT_FILE)"
+        } else {
+            ""
+        };
         RequestError {
             kind: ErrorKind::Connect,
-            message: format!("cannot connect{retried}: {e}"),
+            message: format!("cannot connect{retried}: {e}{hint}"),
         }
     } else {
         RequestError {

@@ -9,8 +9,8 @@
 //!
 //! Submodules, one job each: [`sse`] parses event streams; `endpoint` builds URLs, headers and
 //! bodies; `decode` turns events into token events and server metrics; `usage` maps usage
-//! blocks; `connector` makes timestamped connections; `transport` builds the pooled client;
-//! `exchange` times one request.
+//! blocks; `connector` makes timestamped connections; `tls` says which certificates to trust;
+//! `transport` builds the pooled client; `exchange` times one request.
 
 mod connector;
 mod decode;
@@ -19,6 +19,7 @@ mod exchange;
 mod keep_alive;
 pub mod measurement;
 pub mod sse;
+mod tls;
 pub(crate) mod transport;
 mod usage;
 mod warmup;
@@ -144,6 +145,18 @@ pub enum ClientError {
     /// The TLS configuration could not be built.
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    /// The endpoint's CA certificate file cannot be used.
+    #[error(
+        "cannot use the CA certificate {path}: {reason}; point the plan's endpoint.caCertificate \
+         (or coebench run --ca-certificate, or SSL_CERT_FILE) at a readable PEM file holding the \
+         certificate of the endpoint's CA or its self-signed certificate"
+    )]
+    CaCertificate {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The endpoint's API has no model list (SambaStudio generic endpoints).
     #[error(
         "endpoint `{url}` has no model list (SambaStudio generic endpoints serve a fixed model)"
@@ -162,6 +175,12 @@ pub enum ClientError {
         /// What went wrong.
         message: String,
     },
+}
+
+/// Checks that `path` is a PEM file of certificates the client can trust (what the plan's
+/// `endpoint.caCertificate` or `SSL_CERT_FILE` names), without connecting anywhere.
+pub fn check_ca_certificate(path: &std::path::Path) -> Result<(), ClientError> {
+    tls::client_config(Some(path)).map(|_| ())
 }
 
 /// A client for one endpoint, cheap to clone and shared by all of a run's requests.
@@ -183,7 +202,7 @@ impl EndpointClient {
     /// and the key's header syntax; errors quote the URL with the key redacted.
     pub fn new(endpoint: ResolvedEndpoint, options: ClientOptions) -> Result<Self, ClientError> {
         let target = endpoint::resolve(&endpoint, &options)?;
-        let http = transport::build()?;
+        let http = transport::build(endpoint.ca_certificate.as_deref())?;
         let redactor = match &endpoint.api_key {
             Some(key) => {
                 if !key.is_secret() {

@@ -1,5 +1,7 @@
 //! The run's pooled HTTP client: HTTP/1.1 keep-alive, `TCP_NODELAY`, https through rustls
-//! with the webpki roots, large read buffers, timestamped connections ([`super::connector`]).
+//! ([`super::tls`]: the webpki roots and the endpoint's CA certificate), large read buffers,
+//! timestamped connections ([`super::connector`]) with TLS above them, so the socket times are
+//! those of the encrypted records the TLS layer reads.
 //!
 //! It keeps its own pool of idle connections so it can honour what each server says about
 //! reuse ([`super::keep_alive`]: `Connection: close`, `Keep-Alive: timeout, max`), and so it
@@ -101,6 +103,33 @@ impl SendError {
     pub(crate) fn is_connect(&self) -> bool {
         matches!(self, SendError::Connect(_))
     }
+
+    /// Whether the connection failed because the server's certificate could not be verified
+    /// (an unknown issuer, a name it does not cover, expired, ...).
+    pub(crate) fn is_untrusted_certificate(&self) -> bool {
+        let SendError::Connect(error) = self else {
+            return false;
+        };
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+        while let Some(e) = next {
+            // An `io::Error` hides the error it wraps from `source()`.
+            let inner = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|inner| inner as &(dyn std::error::Error + 'static));
+            let certificate = |e: &(dyn std::error::Error + 'static)| {
+                matches!(
+                    e.downcast_ref::<rustls::Error>(),
+                    Some(rustls::Error::InvalidCertificate(_))
+                )
+            };
+            if certificate(e) || inner.is_some_and(certificate) {
+                return true;
+            }
+            next = inner.or_else(|| e.source());
+        }
+        false
+    }
 }
 
 impl std::fmt::Display for SendError {
@@ -123,16 +152,16 @@ pub(crate) struct Sent {
     pub stale_retry: bool,
 }
 
-/// Builds the client. The pool has no connection limit: every in-flight request gets its own
-/// connection, idle ones are reused, so thousands of concurrent streams are fine.
-pub(crate) fn build() -> Result<HttpClient, ClientError> {
+/// Builds the client, trusting the webpki roots and the certificates of `ca_certificate`. The
+/// pool has no connection limit: every in-flight request gets its own connection, idle ones
+/// are reused, so thousands of concurrent streams are fine.
+pub(crate) fn build(ca_certificate: Option<&std::path::Path>) -> Result<HttpClient, ClientError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_keepalive(Some(Duration::from_secs(60)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_tls_config(super::tls::client_config(ca_certificate)?)
         .https_or_http()
         .enable_http1()
         .wrap_connector(TimedConnector(http));
@@ -204,6 +233,9 @@ impl HttpClient {
         let mut extras = http::Extensions::new();
         io.connected().get_extras(&mut extras);
         let times = extras.get::<SocketTimes>().cloned().unwrap_or_default();
+        // A TLS handshake ends with the client's own write (TLS 1.3's Finished), not a read:
+        // the request's first byte starts a new message all the same.
+        times.expect_new_message();
         let (sender, connection) = http1::Builder::new()
             .max_buf_size(MAX_READ_BUFFER)
             .handshake(io)

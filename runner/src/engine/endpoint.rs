@@ -157,5 +157,6 @@ fn simulator_endpoint(handle: &SimulatorHandle) -> ResolvedEndpoint {
         api,
         url: handle.base_url(),
         api_key: config.api_key.clone().map(ApiKey::new),
+        ca_certificate: None,
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::client::check_ca_certificate;
 use crate::credentials::resolve_endpoint;
 use crate::engine::run::{DEFAULT_CONSOLIDATED_RESULTS_DIR, DEFAULT_OUTPUT_FILES_DIR};
 use crate::workload::prompt::dataset::DatasetPrompts;
@@ -89,8 +90,9 @@ fn folder_problem(dir: &Path) -> Option<String> {
     }
 }
 
-/// A problem when the endpoint's URL or key is missing from the environment read by `env`.
-/// The message names the variable, never a value.
+/// A problem when the endpoint's URL or key is missing from the environment read by `env`, or
+/// its CA certificate file (`endpoint.caCertificate`, `SSL_CERT_FILE`) cannot be used. The
+/// message names the variable or the file, never a value.
 pub fn check_credentials(
     plan: &Plan,
     source: &str,
@@ -100,7 +102,10 @@ pub fn check_credentials(
         return Vec::new();
     }
     match resolve_endpoint(&plan.endpoint, env) {
-        Ok(_) => Vec::new(),
+        Ok(resolved) => match resolved.ca_certificate.as_deref().map(check_ca_certificate) {
+            Some(Err(e)) => vec![InputError::new(source, "endpoint", e.to_string(), "")],
+            _ => Vec::new(),
+        },
         Err(e) => vec![InputError::new(source, "endpoint", e.to_string(), "")],
     }
 }
@@ -139,6 +144,7 @@ mod tests {
                 url: None,
                 api_key_env: None,
                 simulator: None,
+                ca_certificate: None,
             },
             rows: Vec::new(),
             options: RunOptions::default(),

@@ -62,7 +62,7 @@ pub async fn push(gateway: &str, run: &str, metrics: &RunMetrics) -> Result<(), 
             url: shown.clone(),
             reason: e.to_string(),
         })?;
-    let client = transport::build().map_err(|e| MetricsError::Push {
+    let client = transport::build(None).map_err(|e| MetricsError::Push {
         url: shown.clone(),
         reason: e.to_string(),
     })?;

@@ -38,6 +38,8 @@ struct Times {
     received_ns: AtomicI64,
     /// Bytes were read since the first write after the previous read (a request's answer began).
     read_since_write: AtomicBool,
+    /// The next write starts a new message although nothing was read since the last write.
+    new_message: AtomicBool,
 }
 
 impl SocketTimes {
@@ -79,7 +81,16 @@ impl SocketTimes {
         }
     }
 
+    /// Makes the next write start a new message (noted as [`SocketTimes::first_write`]) even
+    /// though nothing was read since the last one: a TLS client's handshake ends with its own
+    /// write (TLS 1.3's Finished), so its first request follows a write, not a read. Call it
+    /// once the handshake is done.
+    pub fn expect_new_message(&self) {
+        self.0.new_message.store(true, Ordering::Release);
+    }
+
     fn note_write(&self, at: Instant) {
+        self.0.new_message.store(false, Ordering::Release);
         let nanos = u64::try_from(at.saturating_duration_since(origin()).as_nanos())
             .unwrap_or(u64::MAX - 1);
         self.0.first_write.store(nanos + 1, Ordering::Release);
@@ -132,7 +143,8 @@ impl TimestampedStream {
     ) -> Poll<std::io::Result<usize>> {
         loop {
             let mut guard = ready!(self.fd.poll_write_ready(cx))?;
-            let at = self.fresh.then(Instant::now);
+            let fresh = self.fresh || self.times.0.new_message.load(Ordering::Acquire);
+            let at = fresh.then(Instant::now);
             match guard.try_io(|fd| write(fd.get_ref())) {
                 Ok(result) => {
                     self.noted_write(at, &result);
@@ -269,5 +281,23 @@ mod tests {
         client.write_all(b"next").await.unwrap();
         assert!(times.first_write().unwrap() >= now);
         assert!(!times.read_since_write());
+    }
+
+    #[tokio::test]
+    async fn a_write_after_a_write_starts_a_new_message_only_when_told() {
+        let (mut client, _server) = pair().await;
+        let times = client.times();
+        client.write_all(b"handshake").await.unwrap();
+        let handshake = times.first_write().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        client.write_all(b"more handshake").await.unwrap();
+        assert_eq!(times.first_write(), Some(handshake));
+        times.expect_new_message();
+        let before = Instant::now();
+        client.write_all(b"request").await.unwrap();
+        let request = times.first_write().unwrap();
+        assert!(request >= before, "the request's write was noted");
+        client.write_all(b" body").await.unwrap();
+        assert_eq!(times.first_write(), Some(request), "once");
     }
 }

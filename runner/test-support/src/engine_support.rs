@@ -10,7 +10,7 @@ use coebench_runner::client::ClientOptions;
 use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::observer::{Observers, RunObserver};
 use coebench_runner::engine::run::{PlanSource, RunError, RunResult, RunSettings, run_plan};
-use coebench_simulator::{Simulator, SimulatorConfig, SimulatorHandle};
+use coebench_simulator::{Simulator, SimulatorConfig, SimulatorHandle, StartOptions};
 
 /// The API key the test simulator demands.
 pub const KEY: &str = "sk-test-0123456789";
@@ -102,14 +102,20 @@ impl Drop for TestSim {
 
 /// Starts a simulator from `yaml` on a free loopback port, on its own one-thread runtime.
 pub async fn start_simulator(yaml: &str) -> TestSim {
+    start_simulator_with(yaml, StartOptions::default()).await
+}
+
+/// [`start_simulator`] with start options (HTTPS, per-token truth times, ...).
+pub async fn start_simulator_with(yaml: &str, options: StartOptions) -> TestSim {
     let config = SimulatorConfig::from_yaml_str(yaml, "test bundle").expect("valid test bundle");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
+    let listen = "127.0.0.1:0".parse().unwrap();
     let handle = runtime
-        .spawn(Simulator::start(config, "127.0.0.1:0".parse().unwrap()))
+        .spawn(Simulator::start_with(config, listen, options))
         .await
         .unwrap()
         .expect("simulator starts");
@@ -152,6 +158,7 @@ pub fn plan_against_url(url: &str, rows: Vec<Row>, dir: &Path) -> Plan {
             url: Some(url.to_string()),
             api_key_env: None,
             simulator: None,
+            ca_certificate: None,
         },
         rows,
         options: RunOptions {

@@ -344,6 +344,11 @@ struct Simulate {
 
 impl Simulate {
     fn start(config: &Path, api_key: Option<&str>) -> Simulate {
+        Self::start_with(config, api_key, &[])
+    }
+
+    /// [`Simulate::start`] with further `coebench simulate` arguments.
+    fn start_with(config: &Path, api_key: Option<&str>, args: &[&std::ffi::OsStr]) -> Simulate {
         let key = api_key
             .map(|k| format!("api_key: {k}\n"))
             .unwrap_or_default();
@@ -359,6 +364,7 @@ impl Simulate {
         let mut child = coebench()
             .args(["simulate", "--listen", "127.0.0.1:0", "--config"])
             .arg(config)
+            .args(args)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -443,6 +449,48 @@ fn validate_checks_rows_against_the_simulators_models() {
     assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
     assert!(
         text(&bad.stderr).contains("does not serve \"nope\""),
+        "{}",
+        describe(&bad)
+    );
+}
+
+#[test]
+fn simulate_tls_serves_https_that_run_trusts_with_ca_certificate_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("sim-cert.pem");
+    let sim = Simulate::start_with(
+        &dir.path().join("sim.yaml"),
+        None,
+        &["--tls".as_ref(), "--tls-cert-out".as_ref(), cert.as_os_str()],
+    );
+    let url = format!("https://{}/v1", sim.addr);
+    let trusted = tiny_openai_run(&dir.path().join("trusted"), 3)
+        .arg("--url")
+        .arg(&url)
+        .arg("--ca-certificate")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert_eq!(trusted.status.code(), Some(0), "{}", describe(&trusted));
+    let untrusted = tiny_openai_run(&dir.path().join("untrusted"), 2)
+        .arg("--url")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert_eq!(untrusted.status.code(), Some(4), "{}", describe(&untrusted));
+
+    // A given certificate whose key file is missing stops the simulator, naming the file.
+    let bad = coebench()
+        .args(["simulate", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(dir.path().join("no-key.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
+    let stderr = text(&bad.stderr);
+    assert!(
+        stderr.contains("no-key.pem") && stderr.contains("--tls-key"),
         "{}",
         describe(&bad)
     );

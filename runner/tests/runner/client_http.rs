@@ -23,6 +23,7 @@ fn client_with(api: ApiKind, url: &str, options: ClientOptions) -> EndpointClien
             api,
             url: url.to_string(),
             api_key: Some(ApiKey::new(KEY)),
+            ca_certificate: None,
         },
         options,
     )
@@ -183,6 +184,7 @@ async fn openai_without_usage_or_key_or_ignore_eos() {
             api: ApiKind::Openai,
             url: server.url("/v1/chat/completions"),
             api_key: None,
+            ca_certificate: None,
         },
         ClientOptions {
             ignore_eos: false,
@@ -334,6 +336,7 @@ fn bad_urls_are_rejected_up_front_with_the_key_redacted() {
                 api,
                 url: url.to_string(),
                 api_key: Some(ApiKey::new(KEY)),
+                ca_certificate: None,
             },
             ClientOptions::default(),
         )

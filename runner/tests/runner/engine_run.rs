@@ -444,6 +444,7 @@ async fn rows_are_validated_against_the_simulators_sequence_lengths_before_sendi
         url: None,
         api_key_env: None,
         simulator: Some(sim_file.display().to_string()),
+        ca_certificate: None,
     };
     let err = run_with_env(plan, &[]).await.unwrap_err().to_string();
     assert!(

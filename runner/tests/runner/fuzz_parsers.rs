@@ -277,6 +277,7 @@ impl StreamRig {
                     api,
                     url,
                     api_key: Some(ApiKey::new("sk-fuzz-0123456789")),
+                    ca_certificate: None,
                 },
                 ClientOptions::default(),
             )

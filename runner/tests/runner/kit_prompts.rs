@@ -113,6 +113,7 @@ async fn server_prompt_tokens(sim: &TestSim, prompt: &str) -> u64 {
             api: ApiKind::Sncloud,
             url: sim.base_url(),
             api_key: Some(ApiKey::new(KEY)),
+            ca_certificate: None,
         },
         ClientOptions::default(),
     )

@@ -519,6 +519,7 @@ fn the_manifest_records_rows_and_never_credentials() {
         url: Some("https://key:secret@studio.example/api/v2/predict/generic/p/e?key=abc".into()),
         api_key_env: None,
         simulator: None,
+        ca_certificate: None,
     };
     let mut manifest = RunManifest::new("run-3", base_wall(), &endpoint);
     let rows = sample_rows();

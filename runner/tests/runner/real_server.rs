@@ -168,6 +168,7 @@ fn plan(
             url: Some(server.url()),
             api_key_env: None,
             simulator: None,
+            ca_certificate: None,
         },
         rows,
         options: RunOptions {

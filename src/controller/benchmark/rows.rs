@@ -100,6 +100,7 @@ pub(super) async fn resolve_rows(
             url: bench.spec.endpoint.url.clone(),
             api_key_env: None,
             simulator: None,
+            ca_certificate: None,
         },
         rows,
         options: bench.spec.options.clone(),

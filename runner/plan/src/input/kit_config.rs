@@ -120,6 +120,7 @@ pub fn parse_kit_config(
             url: None,
             api_key_env: None,
             simulator: None,
+            ca_certificate: None,
         },
         rows,
         options: RunOptions {

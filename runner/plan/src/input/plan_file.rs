@@ -1,6 +1,6 @@
 //! Native plan files: a [`Plan`] in YAML or JSON.
 //!
-//! Relative paths inside the plan (`endpoint.simulator`, the tokenizer paths of
+//! Relative paths inside the plan (`endpoint.simulator`, `endpoint.caCertificate`, the tokenizer paths of
 //! `options.tokenizer` and `options.tokenizers`, rows' `dataset.path`, the `output` folders)
 //! resolve against the plan file's folder, as the kit's config does.
 
@@ -47,6 +47,7 @@ pub fn resolve_relative_paths(plan: &mut Plan, base: &Path) {
         }
     };
     resolve(&mut plan.endpoint.simulator);
+    resolve(&mut plan.endpoint.ca_certificate);
     resolve(&mut plan.output.output_files_dir);
     resolve(&mut plan.output.consolidated_results_dir);
     // Tokenizer values are resolved only when they are paths, not repository names.

@@ -350,6 +350,7 @@ mod tests {
                 url: None,
                 api_key_env: None,
                 simulator: None,
+                ca_certificate: None,
             },
             rows,
             options: RunOptions::default(),

@@ -269,6 +269,7 @@ async fn serve_runs_the_builtin_bundle_until_told_to_stop() {
         listen: addr,
         truth_log: Some(log.clone()),
         seed: Some(3),
+        tls: None,
     };
     let server = tokio::spawn(coebench_simulator::serve(options, async move {
         let _ = stop_rx.await;
