@@ -166,7 +166,10 @@ mod tests {
         .err()
         .unwrap()
         .to_string();
-        assert!(err.contains("key.pem") && err.contains("--tls-key"), "{err}");
+        assert!(
+            err.contains("key.pem") && err.contains("--tls-key"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -180,7 +183,10 @@ mod tests {
         .err()
         .unwrap()
         .to_string();
-        assert!(err.contains("missing.pem") && err.contains("--tls-cert"), "{err}");
+        assert!(
+            err.contains("missing.pem") && err.contains("--tls-cert"),
+            "{err}"
+        );
 
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "hello\n").unwrap();

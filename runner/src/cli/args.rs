@@ -337,7 +337,12 @@ pub struct SimulateArgs {
     )]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "HTTPS")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        help_heading = "HTTPS"
+    )]
     pub tls_key: Option<PathBuf>,
 }
 

@@ -461,7 +461,11 @@ fn simulate_tls_serves_https_that_run_trusts_with_ca_certificate_only() {
     let sim = Simulate::start_with(
         &dir.path().join("sim.yaml"),
         None,
-        &["--tls".as_ref(), "--tls-cert-out".as_ref(), cert.as_os_str()],
+        &[
+            "--tls".as_ref(),
+            "--tls-cert-out".as_ref(),
+            cert.as_os_str(),
+        ],
     );
     let url = format!("https://{}/v1", sim.addr);
     let trusted = tiny_openai_run(&dir.path().join("trusted"), 3)
