@@ -11,6 +11,7 @@
 
 mod benchmark;
 mod common;
+mod regression;
 mod run;
 
 pub use benchmark::{
@@ -20,6 +21,7 @@ pub use common::{
     ConfigMapKeyRef, Endpoint, ImagePullPolicy, PersistentVolumeClaimRef, ResultsSpec, RowStatus,
     RunPhase, RunnerFiles, RunnerSpec, SecretKeyRef,
 };
+pub use regression::{MaxRegression, RegressionSpec, RegressionStatus};
 pub use run::{
     CoeBenchmarkRun, CoeBenchmarkRunSpec, CoeBenchmarkRunStatus, RunTrigger, TriggerKind,
 };

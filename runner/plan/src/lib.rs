@@ -1,6 +1,7 @@
 //! What coebench's engine and its operator share: the native benchmark plan (which endpoint,
 //! which model-config rows, which options), reading and validating its inputs ([`input`]), the
-//! run report the runner hands to the operator ([`report`]), and the Prometheus exposition both
+//! run report the runner hands to the operator ([`report`]), regression thresholds
+//! ([`regression`]), and the Prometheus exposition both
 //! serve ([`exposition`]). It depends on no client, engine or Kubernetes code, so the operator
 //! compiles only this of the engine.
 //!
@@ -11,6 +12,7 @@
 
 pub mod exposition;
 pub mod input;
+pub mod regression;
 pub mod report;
 pub mod tokenizers;
 

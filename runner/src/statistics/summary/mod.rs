@@ -412,6 +412,7 @@ impl RowSummary {
                 server.map(|s| s.p99),
             ]
         });
+        let tail = |metric: &str| self.stats(metric).map(|s| [Some(s.p90), Some(s.p99)]);
         RowReport {
             model: self.model.clone(),
             input_tokens: self.num_input_tokens,
@@ -427,6 +428,10 @@ impl RowSummary {
             switching_time_s: self.switching.switching_time_s,
             ttft_tail_s,
             goodput: self.goodput.and_then(|g| g.share),
+            image_size: self.image_size,
+            e2e_tail_s: tail("client_end_to_end_latency_s"),
+            output_tokens_per_s_tail: tail("client_output_token_per_s_per_request"),
+            objectives_met: None,
         }
     }
 }
