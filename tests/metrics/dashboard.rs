@@ -41,6 +41,7 @@ fn exported_names() -> BTreeSet<String> {
         sampling_params: Default::default(),
         dataset: None,
         workers: None,
+        objectives: None,
     };
     runner.row_started(0, &row, "b");
     let mut names: BTreeSet<String> = sample_names(&runner.encode(None).unwrap().body)

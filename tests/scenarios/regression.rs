@@ -187,7 +187,13 @@ async fn a_named_baseline_is_kept_after_its_deletion_and_a_missing_one_is_said()
             .then_some(())
     })
     .await;
-    let bench = fake.get::<CoeBenchmark>(NS, "bench").unwrap();
+    let bench = benchmark_where(&fake, "bench", "the baseline kept", |b| {
+        b.status
+            .as_ref()
+            .and_then(|s| s.regression.as_ref())
+            .is_some_and(|r| r.baseline.is_some())
+    })
+    .await;
     let kept = bench.status.unwrap().regression.unwrap().baseline.unwrap();
     assert_eq!((kept.run.as_str(), kept.rows.len()), ("bench-1", 2));
 
