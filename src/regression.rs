@@ -154,10 +154,7 @@ pub fn compare(
     candidate: &[RowStatus],
     thresholds: &Thresholds,
 ) -> Verdict {
-    let against = format!(
-        "baseline run {} ({})",
-        baseline.run, baseline.chosen
-    );
+    let against = format!("baseline run {} ({})", baseline.run, baseline.chosen);
     // Rows with the same key pair up in plan order.
     let mut unmatched: BTreeMap<String, Vec<&RowStatus>> = BTreeMap::new();
     for row in baseline.rows {
@@ -288,9 +285,16 @@ mod tests {
         let rows = [row("a", 4, 0.1, 1.5, 250.0), row("b", 8, 0.5, 2.0, 100.0)];
         let v = compare(&baseline(&rows), "b-2", &rows, &Thresholds::default());
         assert_eq!((v.status, v.reason), (Status::False, "WithinThresholds"));
-        assert!(v.message.contains("baseline run b-1 (the previous successful run)"));
+        assert!(
+            v.message
+                .contains("baseline run b-1 (the previous successful run)")
+        );
         assert!(v.message.contains("2 row(s), 18 values"), "{}", v.message);
-        assert!(v.message.contains("significance not tested"), "{}", v.message);
+        assert!(
+            v.message.contains("significance not tested"),
+            "{}",
+            v.message
+        );
     }
 
     #[test]
@@ -301,7 +305,11 @@ mod tests {
         let v = compare(&baseline(&base), "b-2", &cand, &Thresholds::default());
         assert_eq!((v.status, v.reason), (Status::True, "Regressed"));
         assert_eq!(v.moved.len(), 3, "{v:?}");
-        assert!(v.moved.iter().all(|m| m.metric == Metric::E2e && m.row == "b 1000/100 c8"));
+        assert!(
+            v.moved
+                .iter()
+                .all(|m| m.metric == Metric::E2e && m.row == "b 1000/100 c8")
+        );
         assert!(
             v.message.starts_with(
                 "1 of 2 row(s) regressed against baseline run b-1 (the previous successful run): b 1000/100 c8: e2e p50 2.000s -> 2.400s (+20.0%, threshold 5%)"
@@ -319,7 +327,13 @@ mod tests {
         let slow = [row("a", 4, 0.1, 1.5, 200.0)];
         let v = compare(&baseline(&base[..1]), "b-2", &slow, &Thresholds::default());
         assert_eq!(v.moved.len(), 3);
-        assert!(v.message.contains("tokens_per_s p50 250.0 tokens/s -> 200.0 tokens/s (-20.0%, threshold 5%)"), "{}", v.message);
+        assert!(
+            v.message.contains(
+                "tokens_per_s p50 250.0 tokens/s -> 200.0 tokens/s (-20.0%, threshold 5%)"
+            ),
+            "{}",
+            v.message
+        );
     }
 
     #[test]
@@ -328,11 +342,24 @@ mod tests {
         let other = [row("a", 8, 0.1, 1.5, 250.0)];
         let v = compare(&baseline(&base), "b-2", &other, &Thresholds::default());
         assert_eq!((v.status, v.reason), (Status::Unknown, NO_MATCHING_ROWS));
-        assert!(v.message.contains("none of the 1 row(s) of run b-2"), "{}", v.message);
+        assert!(
+            v.message.contains("none of the 1 row(s) of run b-2"),
+            "{}",
+            v.message
+        );
         let both = [row("a", 8, 0.1, 9.0, 250.0), row("a", 4, 0.1, 1.5, 250.0)];
         let v = compare(&baseline(&base), "b-2", &both, &Thresholds::default());
-        assert_eq!(v.status, Status::False, "the c8 row has nothing to be compared with");
-        assert!(v.message.contains("1 row(s) only in this run, 0 only in the baseline"), "{}", v.message);
+        assert_eq!(
+            v.status,
+            Status::False,
+            "the c8 row has nothing to be compared with"
+        );
+        assert!(
+            v.message
+                .contains("1 row(s) only in this run, 0 only in the baseline"),
+            "{}",
+            v.message
+        );
         // The image size is part of a row's identity.
         let mut image = row("a", 4, 0.1, 9.0, 250.0);
         image.image_size = Some(coebench_plan::ImageSize::Large);
@@ -345,13 +372,22 @@ mod tests {
     fn values_missing_on_either_side_are_not_compared_and_long_lists_are_cut() {
         let mut old = row("a", 4, 0.1, 1.5, 250.0);
         (old.e2e_p90_seconds, old.e2e_p99_seconds) = (None, None);
-        let v = compare(&baseline(&[old]), "b-2", &[row("a", 4, 0.1, 1.5, 250.0)], &Thresholds::default());
+        let v = compare(
+            &baseline(&[old]),
+            "b-2",
+            &[row("a", 4, 0.1, 1.5, 250.0)],
+            &Thresholds::default(),
+        );
         assert!(v.message.contains("1 row(s), 7 values"), "{}", v.message);
         let base: Vec<RowStatus> = (0..5).map(|c| row("a", c + 1, 0.1, 1.5, 250.0)).collect();
         let cand: Vec<RowStatus> = (0..5).map(|c| row("a", c + 1, 0.2, 3.0, 100.0)).collect();
         let v = compare(&baseline(&base), "b-2", &cand, &Thresholds::default());
         assert_eq!(v.moved.len(), 45);
-        assert!(v.message.contains("5 of 5 row(s) regressed"), "{}", v.message);
+        assert!(
+            v.message.contains("5 of 5 row(s) regressed"),
+            "{}",
+            v.message
+        );
         assert!(v.message.contains("; and 35 more"), "{}", v.message);
     }
 }

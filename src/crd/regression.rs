@@ -31,15 +31,24 @@ pub struct RegressionSpec {
 pub struct MaxRegression {
     /// Time to first token (seconds when absolute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^ *[0-9.eE+-]+ *%? *(, *[0-9.eE+-]+ *%? *)?$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^ *[0-9.eE+-]+ *%? *(, *[0-9.eE+-]+ *%? *)?$")
+    )]
     pub ttft: Option<String>,
     /// End-to-end latency (seconds when absolute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^ *[0-9.eE+-]+ *%? *(, *[0-9.eE+-]+ *%? *)?$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^ *[0-9.eE+-]+ *%? *(, *[0-9.eE+-]+ *%? *)?$")
+    )]
     pub e2e: Option<String>,
     /// Output tokens per second per request, where lower is worse (tokens/s when absolute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^ *[0-9.eE+-]+ *%? *(, *[0-9.eE+-]+ *%? *)?$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^ *[0-9.eE+-]+ *%? *(, *[0-9.eE+-]+ *%? *)?$")
+    )]
     pub tokens_per_s: Option<String>,
 }
 

@@ -30,6 +30,7 @@ fn the_alerts_fire_on_regressions_failed_runs_and_missed_schedules() {
     operator.run_finished(RunPhase::Failed, "DeadlineExceeded");
     operator.regression_found("ns", "b");
     operator.missed_schedule("ns", "b", "concurrency_forbid");
+    operator.watch_benchmarks(kube::runtime::reflector::store::Writer::default().as_reader());
     let exported = sample_names(&operator.exposition(None).unwrap().body);
     let mut alerts = Vec::new();
     for r in spec["groups"][0]["rules"].as_array().unwrap() {

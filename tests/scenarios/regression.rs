@@ -73,7 +73,10 @@ async fn each_run_is_compared_with_the_previous_successful_one_even_after_its_de
     // The first run has nothing to be compared with.
     succeed(&fake, "bench-1", 1.0).await;
     let (status, reason, message) = verdict(&fake, "bench-1").await;
-    assert_eq!((status.as_str(), reason.as_str()), ("Unknown", "NoBaseline"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("Unknown", "NoBaseline")
+    );
     assert!(message.contains("no earlier successful run"), "{message}");
     let c = benchmark_verdict(&fake, "bench", "bench-1").await;
     assert_eq!(c.status, "Unknown");
@@ -115,7 +118,10 @@ async fn each_run_is_compared_with_the_previous_successful_one_even_after_its_de
     );
     assert!(!message.contains("Meta-Llama"), "{message}");
     let c = benchmark_verdict(&fake, "bench", "bench-3").await;
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Regressed"));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "Regressed")
+    );
     // bench-2 is deleted in turn; what bench-4 is compared with is bench-3's numbers.
     eventually(WAIT, "bench-2 deleted", || {
         fake.get::<CoeBenchmarkRun>(NS, "bench-2")
@@ -127,7 +133,9 @@ async fn each_run_is_compared_with_the_previous_successful_one_even_after_its_de
     // A Warning Event on the run and on the benchmark, and the metrics.
     let on_run = events(&fake, "bench-3", "Regressed");
     assert!(
-        on_run.iter().any(|(t, n)| t == "Warning" && n.contains("e2e p50")),
+        on_run
+            .iter()
+            .any(|(t, n)| t == "Warning" && n.contains("e2e p50")),
         "{on_run:?}"
     );
     let on_bench = events(&fake, "bench", "Regressed");
@@ -201,7 +209,10 @@ async fn a_named_baseline_is_kept_after_its_deletion_and_a_missing_one_is_said()
     run_now(&fake, "bench", "2");
     succeed(&fake, "bench-2", 1.5).await;
     let c = benchmark_verdict(&fake, "bench", "bench-2").await;
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Regressed"));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "Regressed")
+    );
     assert!(
         c.message.contains(
             "against baseline run bench-1 (spec.regression.baselineRun): DeepSeek-R1 1000/100 c8: e2e p50 1.500s -> 2.250s (+50.0%, threshold 5%)"

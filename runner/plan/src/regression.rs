@@ -233,7 +233,10 @@ mod tests {
         assert_eq!(t.get(Metric::E2e).absolute, Some(0.05));
         assert_eq!(t.get(Metric::Ttft), Threshold::default());
         let e = Thresholds::from_limits([("latency", "5%")]).unwrap_err();
-        assert!(e.contains("\"latency\"") && e.contains("tokens_per_s"), "{e}");
+        assert!(
+            e.contains("\"latency\"") && e.contains("tokens_per_s"),
+            "{e}"
+        );
         let e = Thresholds::from_limits([("ttft", "fast")]).unwrap_err();
         assert!(e.starts_with("ttft: ") && e.contains("10%,0.05"), "{e}");
         assert_eq!(Metric::TokensPerS.worse_by(100.0, 80.0), 20.0);

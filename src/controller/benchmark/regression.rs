@@ -106,8 +106,7 @@ pub(super) async fn step(
                 .filter(|r| !judged(*r) && r.name_any() != *name)
                 .collect();
             if !candidates.is_empty() {
-                let baseline =
-                    named_baseline(name, runs, &mut regression, &namespace, ctx).await?;
+                let baseline = named_baseline(name, runs, &mut regression, &namespace, ctx).await?;
                 for run in candidates {
                     let verdict = match &baseline {
                         Ok(b) => judge(spec, name, NAMED, &b.rows, run),
@@ -129,7 +128,14 @@ pub(super) async fn step(
         verdicts
             .iter()
             .find(|(v, _)| v.name_any() == r.name_any())
-            .map(|(_, v)| (r.name_any(), v.status, v.reason.to_string(), v.message.clone()))
+            .map(|(_, v)| {
+                (
+                    r.name_any(),
+                    v.status,
+                    v.reason.to_string(),
+                    v.message.clone(),
+                )
+            })
             .or_else(|| {
                 let c = find(&r.status.as_ref()?.conditions, types::REGRESSED)?;
                 let s = match c.status.as_str() {
@@ -278,7 +284,11 @@ async fn record(
         regressed,
         verdict.reason,
         "CompareWithBaseline",
-        format!("Regressed is {}: {}", verdict.status.as_str(), verdict.message),
+        format!(
+            "Regressed is {}: {}",
+            verdict.status.as_str(),
+            verdict.message
+        ),
         CONTROLLER,
     )
     .await;
@@ -293,8 +303,7 @@ async fn record(
             CONTROLLER,
         )
         .await;
-        ctx.metrics
-            .regression_found(&namespace, &bench.name_any());
+        ctx.metrics.regression_found(&namespace, &bench.name_any());
     }
     Ok(())
 }

@@ -111,7 +111,11 @@ pub fn validate_plan(
         if let Some(objectives) = &row.objectives {
             for (field, problem, fix) in objectives_problems(objectives) {
                 push(
-                    format!("row {} (model {:?}), field objectives{field}", i + 1, row.model),
+                    format!(
+                        "row {} (model {:?}), field objectives{field}",
+                        i + 1,
+                        row.model
+                    ),
                     problem,
                     fix,
                 );
@@ -231,7 +235,10 @@ fn objectives_problems(objectives: &Objectives) -> Vec<(String, String, &'static
         if !(p.percentile > 0.0 && p.percentile <= 100.0) {
             problems.push((
                 format!(".percentiles[{i}].percentile"),
-                format!("{} is not a percentile above 0 and at most 100", p.percentile),
+                format!(
+                    "{} is not a percentile above 0 and at most 100",
+                    p.percentile
+                ),
                 "give the percentile as a number, e.g. 99 for p99",
             ));
         }
@@ -492,7 +499,10 @@ mod tests {
             ..RunOptions::default()
         };
         assert_eq!(own.effective_objectives(&options), own.objectives.as_ref());
-        assert_eq!(row("m").effective_objectives(&options), options.objectives.as_ref());
+        assert_eq!(
+            row("m").effective_objectives(&options),
+            options.objectives.as_ref()
+        );
         let parsed: Row = serde_json::from_value(serde_json::json!({
             "model": "m", "inputTokens": 10, "outputTokens": 10, "numRequests": 1, "concurrency": 1,
             "objectives": {"percentiles": [{"metric": "ttft", "percentile": 99, "maxSeconds": 0.5}]}

@@ -12,7 +12,9 @@ mod execution;
 mod json;
 mod server_checks;
 
-use crate::statistics::goodput::{Goodput, PercentileObjectivesMet, goodput, percentile_objectives};
+use crate::statistics::goodput::{
+    Goodput, PercentileObjectivesMet, goodput, percentile_objectives,
+};
 
 use std::collections::BTreeMap;
 use std::time::Instant;
