@@ -29,6 +29,9 @@ pub mod types {
     /// --for=condition=Ready`): a run is Ready once it succeeded; a benchmark while it is valid
     /// and its last finished run did not fail.
     pub const READY: &str = "Ready";
+    /// A succeeded run got worse than its benchmark's baseline beyond the thresholds (run);
+    /// the last run compared did (benchmark).
+    pub const REGRESSED: &str = "Regressed";
 }
 
 /// A condition's status.

@@ -6,6 +6,7 @@
 //! - [`crd`]: the resource types and their schema rules;
 //! - [`resources`]: pure builders of the Job and ConfigMap of a run;
 //! - [`conditions`], [`status`]: condition bookkeeping and report-to-status translation;
+//! - [`regression`]: whether a run regressed against a baseline run, by thresholds;
 //! - [`schedule`], [`clock`]: cron schedules and their CronJob-style decisions, and the time
 //!   they are decided at;
 //! - [`controller`]: the two reconcilers and the code that runs them;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod lease;
 pub mod metrics;
+pub mod regression;
 pub mod resources;
 pub mod schedule;
 pub mod status;

@@ -9,7 +9,10 @@
 //! - `coebench_operator_runs{phase}`: runs in the operator's cache by phase, counted at scrape time;
 //! - `coebench_operator_build_info{version}`;
 //! - `coebench_benchmark_result_*{namespace,benchmark,model,row}`: each benchmark's latest
-//!   results, from its status at scrape time ([`results`]).
+//!   results, from its status at scrape time ([`results`]);
+//! - `coebench_benchmark_regressed{namespace,benchmark}` and
+//!   `coebench_benchmark_regressions_total{namespace,benchmark}`: regression detection
+//!   (`metrics/regression.rs`).
 //!
 //! Per-benchmark schedule metrics (`coebench_benchmark_next_run_timestamp_seconds`, missed
 //! schedules) have their own registry in `metrics/schedule.rs`. Scrapes get OpenMetrics when
@@ -37,8 +40,10 @@ use crate::crd::{CoeBenchmark, CoeBenchmarkRun, RunPhase};
 use coebench_plan::exposition::{self, Exposition};
 use results::ResultGauges;
 
+mod regression;
 mod schedule;
 
+pub use regression::BenchmarkLabels;
 pub use schedule::MissedLabels;
 
 /// Labels naming a controller (`benchmark` or `run`).
@@ -80,6 +85,8 @@ pub struct Metrics {
     runs_finished: Family<FinishedLabels, Counter>,
     run_phases: Arc<RunPhases>,
     schedule: schedule::ScheduleMetrics,
+    regressed: Arc<regression::RegressedGauge>,
+    regressions: Family<BenchmarkLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,6 +130,14 @@ impl Metrics {
         let mut benchmarks = Registry::with_prefix("coebench_benchmark");
         let results = Arc::new(ResultGauges::default());
         benchmarks.register_collector(Box::new(results.clone()));
+        let regressed = Arc::new(regression::RegressedGauge::default());
+        benchmarks.register_collector(Box::new(regressed.clone()));
+        let regressions = Family::<BenchmarkLabels, Counter>::default();
+        benchmarks.register(
+            "regressions",
+            "Runs found to have regressed against their benchmark's baseline beyond the thresholds",
+            regressions.clone(),
+        );
         Metrics {
             registry,
             benchmarks,
@@ -133,6 +148,8 @@ impl Metrics {
             runs_finished,
             run_phases,
             schedule: schedule::ScheduleMetrics::new(),
+            regressed,
+            regressions,
         }
     }
 
@@ -163,6 +180,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a run of benchmark `namespace/benchmark` found to have regressed.
+    pub fn regression_found(&self, namespace: &str, benchmark: &str) {
+        self.regressions
+            .get_or_create(&BenchmarkLabels {
+                namespace: namespace.to_string(),
+                benchmark: benchmark.to_string(),
+            })
+            .inc();
+    }
+
     /// Lets `coebench_operator_runs` count the runs in the run controller's cache.
     pub fn watch_runs(&self, store: Store<CoeBenchmarkRun>) {
         *self.run_phases.store.lock().expect("metrics lock") = Some(store);
@@ -172,6 +199,7 @@ impl Metrics {
     /// read the benchmark controller's cache.
     pub fn watch_benchmarks(&self, store: Store<CoeBenchmark>) {
         self.schedule.watch(store.clone());
+        *self.regressed.store.lock().expect("metrics lock") = Some(store.clone());
         self.results.watch(store);
     }
 

@@ -156,6 +156,12 @@ pub fn row_status(row: &RowReport) -> RowStatus {
         server_ttft_p90_seconds: row.server_ttft_p90_s(),
         server_ttft_p99_seconds: row.server_ttft_p99_s(),
         goodput: row.goodput,
+        image_size: row.image_size,
+        e2e_p90_seconds: row.e2e_p90_s(),
+        e2e_p99_seconds: row.e2e_p99_s(),
+        output_tokens_per_second_p90: row.output_tokens_per_s_p90(),
+        output_tokens_per_second_p99: row.output_tokens_per_s_p99(),
+        objectives_met: row.objectives_met,
     }
 }
 
@@ -280,6 +286,12 @@ mod tests {
             server_ttft_p90_seconds: None,
             server_ttft_p99_seconds: None,
             goodput: None,
+            image_size: None,
+            e2e_p90_seconds: None,
+            e2e_p99_seconds: None,
+            output_tokens_per_second_p90: None,
+            output_tokens_per_second_p99: None,
+            objectives_met: None,
         };
         assert_eq!(ttft_display(&[]), None);
         assert_eq!(ttft_display(&[row(None)]), None);

@@ -12,6 +12,7 @@
 //! volume are never touched.
 
 mod history;
+mod regression;
 mod rows;
 mod scheduling;
 
@@ -131,6 +132,9 @@ pub async fn reconcile(bench: Arc<CoeBenchmark>, ctx: Arc<Context>) -> Result<Ac
     }
     // Runs deleted for the history limits are still summarized this once: with a limit of 0
     // a run is deleted as soon as it finishes, and its result must reach the status first.
+    // Before `summarize` replaces `lastResult` (the baseline of the runs newer than it), and
+    // before the history limits delete a run it writes a verdict to.
+    regression::step(&bench, &runs, &mut status, &ctx, &conditions).await?;
     apply_history_limits(&bench, &runs_api, &runs, &ctx).await?;
     history::summarize(&mut status, &runs, &mut |st, ty, s, r, m| {
         conditions.set(st, ty, s, r, m)

@@ -326,6 +326,11 @@ pub(crate) async fn publish_transitions<K>(
     K: Resource<DynamicType = ()>,
 {
     for c in conditions::transitions(before, after) {
+        if c.type_ == types::REGRESSED {
+            // Published by the regression step, once per run compared (a run regressing after
+            // another is no transition of the benchmark's condition, and still an Event).
+            continue;
+        }
         let warning = matches!(
             (c.type_.as_str(), c.status.as_str()),
             (types::FAILED, "True")

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{ConfigMapKeyRef, Endpoint, ResultsSpec, RowStatus, RunPhase, RunnerSpec};
+use super::regression::{RegressionSpec, RegressionStatus};
 
 /// What to benchmark, with which rows and options, and how to run it in the cluster.
 ///
@@ -33,6 +34,7 @@ use super::common::{ConfigMapKeyRef, Endpoint, ResultsSpec, RowStatus, RunPhase,
     printcolumn(name = "Next", type_ = "string", json_path = ".status.nextScheduleTime", description = "When the next scheduled run is due (empty when suspended or unscheduled)"),
     printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend", priority = 1),
     printcolumn(name = "Last", type_ = "date", json_path = ".status.lastScheduleTime", priority = 1, description = "When the last scheduled run was due"),
+    printcolumn(name = "Regressed", type_ = "string", json_path = ".status.conditions[?(@.type==\"Regressed\")].status", description = "Whether the last run compared with the baseline regressed (spec.regression)"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -97,6 +99,11 @@ pub struct CoeBenchmarkSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub starting_deadline_seconds: Option<i64>,
+    /// Compare each succeeded run with a baseline run and set its `Regressed` condition (and
+    /// the benchmark's), with an Event and the `coebench_benchmark_regressed` gauge. Default: no
+    /// comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regression: Option<RegressionSpec>,
 }
 
 fn default_successful_history() -> i32 {
@@ -135,7 +142,8 @@ pub struct CoeBenchmarkStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Valid`, `Running`, `LastRunSucceeded`, and `Scheduled` when a schedule is set.
+    /// `Valid`, `Running`, `LastRunSucceeded`, `Scheduled` when a schedule is set, and
+    /// `Regressed` with `spec.regression` (the verdict of the last run compared).
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -176,6 +184,9 @@ pub struct CoeBenchmarkStatus {
     /// When the most recent succeeded run completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<Time>,
+    /// What regression detection keeps (with `spec.regression`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regression: Option<RegressionStatus>,
 }
 
 /// A run's results in brief.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use coebench_plan::ApiKind;
+use coebench_plan::{ApiKind, ImageSize};
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
 };
@@ -268,4 +268,23 @@ pub struct RowStatus {
     /// requests counting as misses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goodput: Option<f64>,
+    /// Image size of a multimodal row (part of what identifies a row when runs are compared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<ImageSize>,
+    /// Client-side 90th percentile end-to-end latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e_p90_seconds: Option<f64>,
+    /// Client-side 99th percentile end-to-end latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e_p99_seconds: Option<f64>,
+    /// 90th percentile of the per-request output tokens per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens_per_second_p90: Option<f64>,
+    /// 99th percentile of the per-request output tokens per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens_per_second_p99: Option<f64>,
+    /// Whether the row met every percentile objective (e.g. p99 TTFT at most 0.5 s); absent
+    /// without percentile objectives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives_met: Option<bool>,
 }

@@ -11,6 +11,7 @@
 
 mod benchmark;
 mod common;
+mod regression;
 mod run;
 
 pub use benchmark::{
@@ -20,6 +21,7 @@ pub use common::{
     ConfigMapKeyRef, Endpoint, ImagePullPolicy, PersistentVolumeClaimRef, ResultsSpec, RowStatus,
     RunPhase, RunnerFiles, RunnerSpec, SecretKeyRef,
 };
+pub use regression::{MaxRegression, RegressionSpec, RegressionStatus};
 pub use run::{
     CoeBenchmarkRun, CoeBenchmarkRunSpec, CoeBenchmarkRunStatus, RunTrigger, TriggerKind,
 };
@@ -46,8 +48,8 @@ pub const ANNOTATION_RUN_NOW: &str = "coebench.dev/run-now";
 pub const ANNOTATION_SCHEDULED_TIMESTAMP: &str = "coebench.dev/scheduled-timestamp";
 
 /// Most rows a benchmark or run may hold (inline or from a CSV); bounds the CEL rules' cost and
-/// the stored objects: a 1,000-row run with every row in its status is about 0.5 MB of JSON, a
-/// 5,000-row one would be about 2.6 MB, past etcd's 1.5 MiB object limit (docs/performance.md).
+/// the stored objects: a 1,000-row run with every row in its status is about 0.63 MB of JSON, a
+/// 5,000-row one would be about 3.2 MB, past etcd's 1.5 MiB object limit (docs/performance.md).
 pub const MAX_ROWS: usize = 1000;
 /// Longest `CoeBenchmark` name: leaves room for the `-<run number>` suffix, and for the
 /// `-<slot in unix minutes>` suffix of scheduled runs (8 digits until the 2160s), within 63

@@ -28,6 +28,7 @@ use super::common::{Endpoint, ResultsSpec, RowStatus, RunPhase, RunnerSpec};
     printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress", description = "Rows finished / rows in the plan"),
     printcolumn(name = "P50 TTFT", type_ = "string", json_path = ".status.ttftP50", description = "Client-side median time to first token (range over rows)"),
     printcolumn(name = "Started", type_ = "date", json_path = ".status.startTime"),
+    printcolumn(name = "Regressed", type_ = "string", json_path = ".status.conditions[?(@.type==\"Regressed\")].status", priority = 1, description = "Whether the run regressed against its benchmark's baseline"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -102,7 +103,8 @@ pub struct CoeBenchmarkRunStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Valid`, `JobCreated`, `Running`, `Complete` or `Failed`, `ResultsWritten`.
+    /// `Valid`, `JobCreated`, `Running`, `Complete` or `Failed`, `ResultsWritten`, and
+    /// `Regressed` when its benchmark compares runs (`spec.regression`).
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

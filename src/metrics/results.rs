@@ -57,13 +57,21 @@ fn row_metrics() -> [RowMetric; 8] {
             name: "result_end_to_end_latency",
             help: "Client-side end-to-end latency of the latest succeeded run, by statistic (stat = p50, p90, p99)",
             unit: Some(Unit::Seconds),
-            values: &[(Some("p50"), |r| r.e2e_p50_seconds)],
+            values: &[
+                (Some("p50"), |r| r.e2e_p50_seconds),
+                (Some("p90"), |r| r.e2e_p90_seconds),
+                (Some("p99"), |r| r.e2e_p99_seconds),
+            ],
         },
         RowMetric {
             name: "result_output_tokens_per_second",
             help: "Per-request output tokens per second after the first token, latest succeeded run, by statistic (stat = p50, p90, p99)",
             unit: None,
-            values: &[(Some("p50"), |r| r.output_tokens_per_second_p50)],
+            values: &[
+                (Some("p50"), |r| r.output_tokens_per_second_p50),
+                (Some("p90"), |r| r.output_tokens_per_second_p90),
+                (Some("p99"), |r| r.output_tokens_per_second_p99),
+            ],
         },
         RowMetric {
             name: "result_switching_time",

@@ -489,6 +489,7 @@ pub(crate) mod tests {
             sampling_params: Default::default(),
             dataset: None,
             workers: None,
+            objectives: None,
         };
         let mut run = CoeBenchmarkRun::new(
             "bench-1",

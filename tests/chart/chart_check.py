@@ -7,7 +7,8 @@ Cases: the chart's default values, then each charts/coebench/ci/*-values.yaml, r
 release "coebench" in namespace "coebench-system". `check`:
 - lints the chart with the Helm SDK (helm-python-sdk, strict: warnings fail) for each case;
 - validates every rendered object with kubernetes-validate --strict against the Kubernetes
-  KUBE_VERSION schemas (ServiceMonitor and PodMonitor have none there and are skipped);
+  KUBE_VERSION schemas (ServiceMonitor, PodMonitor and PrometheusRule have none there and are
+  skipped; the PrometheusRule's alerts are tested with `promtool test rules` in tests/chart/);
 - validates every CoeBenchmark and CoeBenchmarkRun in examples/*.yaml with jsonschema against
   the openAPIV3Schema of crds/, with unknown fields refused as kubectl's strict field
   validation refuses them, and every other example object with kubernetes-validate.
@@ -34,7 +35,7 @@ NAMESPACE = "coebench-system"
 # The oldest Kubernetes the chart targets that kubernetes-validate has schemas for.
 KUBE_VERSION = "1.33.0"
 # Kinds whose schemas kubernetes-validate does not ship (prometheus-operator CRDs).
-UNVALIDATED_KINDS = {"ServiceMonitor", "PodMonitor"}
+UNVALIDATED_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
 class StrictLoader(yaml.SafeLoader):

@@ -1,6 +1,7 @@
 //! Checks of what a cluster user installs and applies: the Helm chart rendered for every CI
 //! values file (`rendered.rs`, `rbac.rs`), the Dockerfile, the examples, and the generated and
-//! hand-written documentation (`files.rs`).
+//! hand-written documentation (`files.rs`), and the alerts of the opt-in PrometheusRule
+//! (`alerts.rs`, with `promtool test rules`).
 //!
 //! Rendering needs the Helm SDK, which only Python's `helm-python-sdk` offers without a `helm`
 //! binary: the tests run `tests/chart/chart_check.py render` with the Python of
@@ -8,6 +9,7 @@
 //! `tests/chart/requirements.txt`). Linting and Kubernetes schema validation are done by
 //! `chart_check.py check`, which `.ci/run` runs before the tests.
 
+mod alerts;
 mod files;
 mod rbac;
 mod rendered;

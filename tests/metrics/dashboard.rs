@@ -41,6 +41,7 @@ fn exported_names() -> BTreeSet<String> {
         sampling_params: Default::default(),
         dataset: None,
         workers: None,
+        objectives: None,
     };
     runner.row_started(0, &row, "b");
     let mut names: BTreeSet<String> = sample_names(&runner.encode(None).unwrap().body)
@@ -51,6 +52,7 @@ fn exported_names() -> BTreeSet<String> {
     drop(operator.reconcile("run"));
     operator.reconcile_error("run", "kube_api");
     operator.run_finished(RunPhase::Succeeded, "Succeeded");
+    operator.regression_found("ns", "b");
     operator.watch_runs(kube::runtime::reflector::store::Writer::default().as_reader());
     names.extend(sample_names(&operator.exposition(None).unwrap().body));
     names

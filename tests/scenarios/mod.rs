@@ -16,6 +16,7 @@ use crate::support::*;
 
 mod lease;
 pub(crate) mod rbac;
+mod regression;
 mod results_channel;
 mod schedule;
 mod stale_cache;

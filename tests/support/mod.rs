@@ -193,6 +193,10 @@ pub fn report(run: &str, outcome: RunOutcome, message: Option<&str>) -> String {
         switching_time_s: Some(0.0),
         ttft_tail_s: Some([Some(ttft + 0.1), Some(ttft + 0.2), None, None]),
         goodput: Some(0.75),
+        image_size: None,
+        e2e_tail_s: Some([Some(1.8), Some(2.0)]),
+        output_tokens_per_s_tail: Some([Some(270.0), Some(280.0)]),
+        objectives_met: None,
     };
     RunReport {
         version: 1,

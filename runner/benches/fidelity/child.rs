@@ -278,6 +278,7 @@ pub fn run_client() {
         sampling_params: Default::default(),
         dataset: None,
         workers: None,
+        objectives: None,
     };
     let rows = vec![
         row(job.warmup_requests, job.concurrency.clamp(1, 50), None),

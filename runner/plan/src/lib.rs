@@ -1,6 +1,7 @@
 //! What coebench's engine and its operator share: the native benchmark plan (which endpoint,
 //! which model-config rows, which options), reading and validating its inputs ([`input`]), the
-//! run report the runner hands to the operator ([`report`]), and the Prometheus exposition both
+//! run report the runner hands to the operator ([`report`]), regression thresholds
+//! ([`regression`]), and the Prometheus exposition both
 //! serve ([`exposition`]). It depends on no client, engine or Kubernetes code, so the operator
 //! compiles only this of the engine.
 //!
@@ -11,6 +12,7 @@
 
 pub mod exposition;
 pub mod input;
+pub mod regression;
 pub mod report;
 pub mod tokenizers;
 
@@ -128,9 +130,10 @@ pub enum Route {
     GenericV2,
 }
 
-/// Per-request latency objectives (service-level objectives) for goodput; each is optional and
-/// in seconds, client-side.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+/// Latency objectives (service-level objectives), client-side, in seconds: per request (each
+/// optional; a row's goodput is the share of its requests meeting all of them) and at a
+/// percentile of the row (`percentiles`: whether the row met them).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Objectives {
     /// Largest time to first token.
@@ -142,6 +145,46 @@ pub struct Objectives {
     /// Largest mean inter-token latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inter_token_latency_seconds: Option<f64>,
+    /// Objectives on a percentile of the row's requests, e.g. p99 TTFT at most 0.5 s. The row
+    /// meets them when every one holds; failed requests count as slower than any bound (so a
+    /// p99 objective fails when more than 1 % of requests failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub percentiles: Vec<PercentileObjective>,
+}
+
+/// An objective on a percentile of a row's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PercentileObjective {
+    /// The latency: `ttft`, `e2e` or `interTokenLatency` (each request's mean).
+    pub metric: ObjectiveMetric,
+    /// The percentile, above 0 and at most 100 (e.g. `99`).
+    pub percentile: f64,
+    /// The largest acceptable value of that percentile, in seconds.
+    pub max_seconds: f64,
+}
+
+/// The latency a percentile objective bounds (client side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ObjectiveMetric {
+    /// Time to first token.
+    Ttft,
+    /// End-to-end latency.
+    E2e,
+    /// A request's mean inter-token latency.
+    InterTokenLatency,
+}
+
+impl ObjectiveMetric {
+    /// The name in plans and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectiveMetric::Ttft => "ttft",
+            ObjectiveMetric::E2e => "e2e",
+            ObjectiveMetric::InterTokenLatency => "interTokenLatency",
+        }
+    }
 }
 
 impl Objectives {
@@ -217,12 +260,21 @@ pub struct Row {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub workers: Option<u32>,
+    /// Latency objectives of this row, replacing the run's `options.objectives` for it.
+    /// Default: the run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Objectives>,
 }
 
 impl Row {
     /// The workers this row runs on: its own `workers`, else the plan's.
     pub fn effective_workers(&self, plan_workers: u32) -> u32 {
         self.workers.unwrap_or(plan_workers)
+    }
+
+    /// The objectives of this row: its own, else the run's.
+    pub fn effective_objectives<'a>(&'a self, options: &'a RunOptions) -> Option<&'a Objectives> {
+        self.objectives.as_ref().or(options.objectives.as_ref())
     }
 
     /// The sampling parameters the row's requests send: the run's, with the row's on top.

@@ -15,6 +15,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ImageSize;
+
 /// Largest termination message the kubelet keeps, in bytes.
 pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
 
@@ -107,6 +109,22 @@ pub struct RowReport {
     /// misses); absent without objectives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goodput: Option<f64>,
+    /// The image size of a multimodal row (part of what the row asked for, so runs are
+    /// compared row by row as `coebench compare` matches them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<ImageSize>,
+    /// Tail end-to-end latency, compactly: `[p90, p99]`. Dropped with `ttftTailS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e_tail_s: Option<[Option<f64>; 2]>,
+    /// Tail per-request output tokens per second, compactly: `[p90, p99]` (of the requests'
+    /// values, so p90 is the 90th percentile of the rates, not the slow tail). Dropped with
+    /// `ttftTailS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens_per_s_tail: Option<[Option<f64>; 2]>,
+    /// Whether the row met every percentile objective of its objectives (`p99 TTFT <= 0.5 s`,
+    /// ...); absent without percentile objectives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives_met: Option<bool>,
 }
 
 impl RowReport {
@@ -126,6 +144,32 @@ impl RowReport {
     pub fn server_ttft_p99_s(&self) -> Option<f64> {
         self.ttft_tail_s.and_then(|t| t[3])
     }
+    /// 90th percentile end-to-end latency.
+    pub fn e2e_p90_s(&self) -> Option<f64> {
+        self.e2e_tail_s.and_then(|t| t[0])
+    }
+    /// 99th percentile end-to-end latency.
+    pub fn e2e_p99_s(&self) -> Option<f64> {
+        self.e2e_tail_s.and_then(|t| t[1])
+    }
+    /// 90th percentile of the per-request output tokens per second.
+    pub fn output_tokens_per_s_p90(&self) -> Option<f64> {
+        self.output_tokens_per_s_tail.and_then(|t| t[0])
+    }
+    /// 99th percentile of the per-request output tokens per second.
+    pub fn output_tokens_per_s_p99(&self) -> Option<f64> {
+        self.output_tokens_per_s_tail.and_then(|t| t[1])
+    }
+    fn has_tails(&self) -> bool {
+        self.ttft_tail_s.is_some()
+            || self.e2e_tail_s.is_some()
+            || self.output_tokens_per_s_tail.is_some()
+    }
+    fn drop_tails(&mut self) {
+        self.ttft_tail_s = None;
+        self.e2e_tail_s = None;
+        self.output_tokens_per_s_tail = None;
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -134,7 +178,8 @@ fn is_zero(n: &u32) -> bool {
 
 impl RunReport {
     /// The report as compact JSON of at most [`TERMINATION_MESSAGE_LIMIT`] bytes: the message
-    /// is cut to [`MESSAGE_LIMIT`] bytes, then every row's `ttftTailS` is dropped, then rows
+    /// is cut to [`MESSAGE_LIMIT`] bytes, then every row's tails (`ttftTailS`, `e2eTailS`,
+    /// `outputTokensPerSTail`) are dropped, then rows
     /// are dropped from the end, and counted in `rowsOmitted`, until it fits.
     pub fn to_bounded_json(&self) -> String {
         let mut report = self.clone();
@@ -152,8 +197,8 @@ impl RunReport {
             if json.len() <= TERMINATION_MESSAGE_LIMIT || report.rows.is_empty() {
                 return json;
             }
-            if report.rows.iter().any(|r| r.ttft_tail_s.is_some()) {
-                report.rows.iter_mut().for_each(|r| r.ttft_tail_s = None);
+            if report.rows.iter().any(RowReport::has_tails) {
+                report.rows.iter_mut().for_each(RowReport::drop_tails);
                 continue;
             }
             report.rows.pop();
@@ -162,9 +207,9 @@ impl RunReport {
     }
 }
 
-/// Rows whose numbers share one results ConfigMap. A row's entry is at most about 560 bytes of
+/// Rows whose numbers share one results ConfigMap. A row's entry is at most about 720 bytes of
 /// JSON (a 100-character model name, every number set with full precision), so 1,000 rows stay
-/// under 0.55 MiB, about half the API server's 1 MiB ConfigMap limit.
+/// under 0.7 MiB, below the API server's 1 MiB ConfigMap limit.
 pub const ROWS_PER_RESULTS_CONFIG_MAP: usize = 1000;
 
 /// Name of the `shard`-th results ConfigMap of `run` (from 0): `<run>-results-<shard>`.
@@ -224,6 +269,10 @@ mod tests {
             switching_time_s: Some(0.0),
             ttft_tail_s: Some([Some(0.2345), Some(0.3456), Some(0.1876), Some(0.2987)]),
             goodput: None,
+            image_size: None,
+            e2e_tail_s: Some([Some(1.8765), Some(2.1234)]),
+            output_tokens_per_s_tail: Some([Some(270.5), Some(281.25)]),
+            objectives_met: None,
         }
     }
 
@@ -284,10 +333,14 @@ mod tests {
             switching_time_s: Some(1.0 / 3.0),
             ttft_tail_s: Some([Some(1.0 / 3.0); 4]),
             goodput: Some(1.0 / 3.0),
+            image_size: Some(ImageSize::Medium),
+            e2e_tail_s: Some([Some(1.0 / 3.0); 2]),
+            output_tokens_per_s_tail: Some([Some(1.0 / 3.0); 2]),
+            objectives_met: Some(false),
         };
         let entry = results_row_key(99_999).len() + serde_json::to_string(&widest).unwrap().len();
-        assert!(entry <= 570, "{entry} bytes");
-        assert!(entry * ROWS_PER_RESULTS_CONFIG_MAP < 1024 * 1024 * 55 / 100);
+        assert!(entry <= 730, "{entry} bytes");
+        assert!(entry * ROWS_PER_RESULTS_CONFIG_MAP < 1024 * 1024 * 70 / 100);
     }
 
     #[test]

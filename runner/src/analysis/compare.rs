@@ -15,101 +15,14 @@ use super::bootstrap::{BootstrapSettings, Interval, quantile_difference};
 use super::run_folder::{RowData, RunFolder, Samples};
 use super::{quantile_of, sorted_finite};
 
-/// A compared metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Client-side time to first token (lower is better).
-    Ttft,
-    /// Client-side end-to-end latency (lower is better).
-    E2e,
-    /// Client-side output tokens per second per request (higher is better).
-    TokensPerS,
-}
+pub use coebench_plan::regression::{Metric, QUANTILES, Threshold};
 
-impl Metric {
-    /// Every metric, in report order.
-    pub const ALL: [Metric; 3] = [Metric::Ttft, Metric::E2e, Metric::TokensPerS];
-
-    /// The metric's name in flags and files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::Ttft => "ttft",
-            Metric::E2e => "e2e",
-            Metric::TokensPerS => "tokens_per_s",
-        }
-    }
-
-    /// Whether a larger value is worse.
-    pub fn higher_is_worse(self) -> bool {
-        !matches!(self, Metric::TokensPerS)
-    }
-
-    fn values(self, samples: &Samples) -> &[f64] {
-        match self {
-            Metric::Ttft => &samples.ttft_s,
-            Metric::E2e => &samples.e2e_s,
-            Metric::TokensPerS => &samples.output_tokens_per_s,
-        }
-    }
-
-    /// Parses a metric name.
-    pub fn parse(name: &str) -> Option<Metric> {
-        Metric::ALL.into_iter().find(|m| m.name() == name)
-    }
-}
-
-/// The compared quantiles.
-pub const QUANTILES: [(&str, f64); 3] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)];
-
-/// How large a regression may be before the comparison fails: both bounds that are set must be
-/// exceeded.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Threshold {
-    /// Largest allowed relative change for the worse (0.05 = 5 %).
-    pub relative: Option<f64>,
-    /// Largest allowed absolute change for the worse, in the metric's unit.
-    pub absolute: Option<f64>,
-}
-
-impl Threshold {
-    /// Whether `difference` (for the worse, positive) of a value `baseline` exceeds it.
-    fn exceeded(&self, worse_by: f64, baseline: f64) -> bool {
-        let relative = self
-            .relative
-            .is_none_or(|limit| baseline.abs() > 0.0 && worse_by / baseline.abs() > limit);
-        let absolute = self.absolute.is_none_or(|limit| worse_by > limit);
-        relative && absolute
-    }
-
-    /// Parses `REL%`, `ABS` (a number in the metric's unit) or both joined by `,`
-    /// (`10%`, `0.05`, `10%,0.05`).
-    pub fn parse(text: &str) -> Result<Threshold, String> {
-        let mut threshold = Threshold {
-            relative: None,
-            absolute: None,
-        };
-        for part in text.split(',').map(str::trim) {
-            if let Some(percent) = part.strip_suffix('%') {
-                let value: f64 = percent
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("{part:?} is not a percentage"))?;
-                if !(value >= 0.0 && value.is_finite()) {
-                    return Err(format!("{part:?} must be 0% or more"));
-                }
-                threshold.relative = Some(value / 100.0);
-            } else {
-                let value: f64 = part
-                    .parse()
-                    .map_err(|_| format!("{part:?} is neither a percentage (10%) nor a number"))?;
-                if !(value >= 0.0 && value.is_finite()) {
-                    return Err(format!("{part:?} must be 0 or more"));
-                }
-                threshold.absolute = Some(value);
-            }
-        }
-        Ok(threshold)
+/// A metric's per-request values in a row's samples.
+fn values(metric: Metric, samples: &Samples) -> &[f64] {
+    match metric {
+        Metric::Ttft => &samples.ttft_s,
+        Metric::E2e => &samples.e2e_s,
+        Metric::TokensPerS => &samples.output_tokens_per_s,
     }
 }
 
@@ -130,15 +43,7 @@ impl Default for CompareOptions {
             bootstrap: BootstrapSettings::default(),
             thresholds: Metric::ALL
                 .into_iter()
-                .map(|m| {
-                    (
-                        m,
-                        Threshold {
-                            relative: Some(0.05),
-                            absolute: None,
-                        },
-                    )
-                })
+                .map(|m| (m, Threshold::default()))
                 .collect(),
             min_samples: 5,
         }
@@ -317,7 +222,7 @@ fn compare_row(
 ) -> RowComparison {
     let mut metrics = Vec::new();
     for metric in Metric::ALL {
-        let (b, c) = (metric.values(&base.samples), metric.values(&cand.samples));
+        let (b, c) = (values(metric, &base.samples), values(metric, &cand.samples));
         for (stat, level) in QUANTILES {
             metrics.push(compare_metric(metric, stat, level, b, c, options));
         }
@@ -352,11 +257,7 @@ fn compare_metric(
         .map(|(b, c)| (c - b) / b.abs());
     let verdict = match (difference, b) {
         (Some(d), Some(base)) if d.excludes_zero() => {
-            let worse_by = if metric.higher_is_worse() {
-                d.estimate
-            } else {
-                -d.estimate
-            };
+            let worse_by = metric.worse_by(0.0, d.estimate);
             if worse_by <= 0.0 {
                 Verdict::Improved
             } else if options
@@ -453,23 +354,5 @@ mod tests {
         // Too few requests are not judged.
         let m = compare_metric(Metric::Ttft, "p50", 0.5, &a[..3], &slower, &options(1));
         assert_eq!(m.verdict, Verdict::TooFewSamples);
-    }
-
-    #[test]
-    fn thresholds_parse_with_clear_errors() {
-        assert_eq!(
-            Threshold::parse("10%,0.05").unwrap(),
-            Threshold {
-                relative: Some(0.1),
-                absolute: Some(0.05)
-            }
-        );
-        assert!(Threshold::parse("ten").unwrap_err().contains("\"ten\""));
-        assert!(Threshold::parse("-5%").unwrap_err().contains("0% or more"));
-        // Both bounds must be exceeded.
-        let t = Threshold::parse("10%,0.05").unwrap();
-        assert!(!t.exceeded(0.04, 0.1));
-        assert!(!t.exceeded(0.06, 1.0));
-        assert!(t.exceeded(0.2, 1.0));
     }
 }

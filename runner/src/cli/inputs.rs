@@ -84,6 +84,7 @@ fn quick_plan(row: &QuickRowArgs) -> Result<LoadedPlan, InputErrors> {
             sampling_params: Default::default(),
             dataset: None,
             workers: None,
+            objectives: None,
         }],
         options: RunOptions::default(),
         workers: 1,

@@ -293,7 +293,7 @@ pub async fn run_row(
     execution.response_texts = texts.clone();
     execution.sampling_params = row.effective_sampling_params(&shared.options);
     execution.metadata = shared.options.metadata.clone();
-    execution.objectives = shared.options.objectives;
+    execution.objectives = row.effective_objectives(&shared.options).cloned();
     let timeout = saturating_duration(shared.options.request_timeout_seconds);
     let tokenizer = Arc::clone(&shared.tokenizers.for_model(&row.model).tokenizer);
     let send = {

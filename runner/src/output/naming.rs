@@ -203,6 +203,7 @@ mod tests {
                 sampling_params: Default::default(),
                 dataset: None,
                 workers: None,
+                objectives: None,
             }
             .effective_load(),
             Load::Concurrency(4),

@@ -142,6 +142,7 @@ pub fn concurrency_row(model: &str, input: u32, output: u32, n: u32, c: u32) -> 
         sampling_params: Default::default(),
         dataset: None,
         workers: None,
+        objectives: None,
     }
 }
 

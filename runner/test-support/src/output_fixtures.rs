@@ -155,6 +155,7 @@ pub fn concurrency_row(model: &str, concurrency: u32, num_requests: u32) -> Row 
         sampling_params: Default::default(),
         dataset: None,
         workers: None,
+        objectives: None,
     }
 }
 
@@ -175,6 +176,7 @@ pub fn rate_row(model: &str, qps: f64, image: Option<ImageSize>) -> Row {
         sampling_params: Default::default(),
         dataset: None,
         workers: None,
+        objectives: None,
     }
 }
 

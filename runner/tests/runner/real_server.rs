@@ -152,6 +152,7 @@ fn row(num_requests: u32, concurrency: Option<u32>, qps: Option<f64>) -> Row {
         sampling_params: Default::default(),
         dataset: None,
         workers: None,
+        objectives: None,
     }
 }
 

@@ -220,6 +220,7 @@ impl Columns {
             sampling_params: Default::default(),
             dataset: None,
             workers: None,
+            objectives: None,
         };
         (concurrency.is_some() != qps.is_some()).then_some(row)
     }

@@ -6,7 +6,7 @@
 
 use crate::input::{InputError, InputErrors, ranges, sampling};
 use crate::tokenizers::TokenizerSource;
-use crate::{ApiKind, MAX_WORKERS, Plan, Row, RunOptions};
+use crate::{ApiKind, MAX_WORKERS, Objectives, Plan, Row, RunOptions};
 
 /// What the engine knows about the endpoint's models, for checks a plan alone cannot make.
 pub trait ModelCatalog {
@@ -103,20 +103,21 @@ pub fn validate_plan(
         push(format!("options.metadata.{key}"), problem, &fix);
     }
     if let Some(objectives) = &options.objectives {
-        let set = objectives.set();
-        if set.is_empty() {
-            push(
-                "options.objectives".into(),
-                "no objective is set".into(),
-                "set ttftSeconds, e2eSeconds or interTokenLatencySeconds, or remove objectives",
-            );
+        for (field, problem, fix) in objectives_problems(objectives) {
+            push(format!("options.objectives{field}"), problem, fix);
         }
-        for (name, value) in set {
-            if !(value.is_finite() && value > 0.0) {
+    }
+    for (i, row) in plan.rows.iter().enumerate() {
+        if let Some(objectives) = &row.objectives {
+            for (field, problem, fix) in objectives_problems(objectives) {
                 push(
-                    format!("options.objectives.{name}"),
-                    format!("{value} is not a positive number of seconds"),
-                    "give the largest acceptable latency in seconds, e.g. 0.5",
+                    format!(
+                        "row {} (model {:?}), field objectives{field}",
+                        i + 1,
+                        row.model
+                    ),
+                    problem,
+                    fix,
                 );
             }
         }
@@ -209,6 +210,49 @@ fn tokenizer_values(options: &RunOptions) -> Vec<(String, &str)> {
 }
 
 /// (field, problem, fix) for each problem of one row.
+/// Problems of one set of objectives, as (field suffix, problem, fix).
+fn objectives_problems(objectives: &Objectives) -> Vec<(String, String, &'static str)> {
+    let mut problems = Vec::new();
+    let set = objectives.set();
+    if set.is_empty() && objectives.percentiles.is_empty() {
+        problems.push((
+            String::new(),
+            "no objective is set".into(),
+            "set ttftSeconds, e2eSeconds, interTokenLatencySeconds or percentiles, or remove objectives",
+        ));
+    }
+    let seconds = |v: f64| v.is_finite() && v > 0.0;
+    for (name, value) in set {
+        if !seconds(value) {
+            problems.push((
+                format!(".{name}"),
+                format!("{value} is not a positive number of seconds"),
+                "give the largest acceptable latency in seconds, e.g. 0.5",
+            ));
+        }
+    }
+    for (i, p) in objectives.percentiles.iter().enumerate() {
+        if !(p.percentile > 0.0 && p.percentile <= 100.0) {
+            problems.push((
+                format!(".percentiles[{i}].percentile"),
+                format!(
+                    "{} is not a percentile above 0 and at most 100",
+                    p.percentile
+                ),
+                "give the percentile as a number, e.g. 99 for p99",
+            ));
+        }
+        if !seconds(p.max_seconds) {
+            problems.push((
+                format!(".percentiles[{i}].maxSeconds"),
+                format!("{} is not a positive number of seconds", p.max_seconds),
+                "give the largest acceptable value in seconds, e.g. 0.5",
+            ));
+        }
+    }
+    problems
+}
+
 fn row_problems(
     row: &Row,
     catalog: &dyn ModelCatalog,
@@ -340,6 +384,7 @@ mod tests {
             sampling_params: Default::default(),
             dataset: None,
             workers: None,
+            objectives: None,
         }
     }
 
@@ -410,6 +455,62 @@ mod tests {
             assert!(err.contains(needle), "missing {needle:?} in\n{err}");
         }
         assert!(err.starts_with("10 problems"), "{err}");
+    }
+
+    #[test]
+    fn objectives_of_the_run_and_of_rows_are_checked_with_their_field() {
+        use crate::{ObjectiveMetric, PercentileObjective};
+        let mut own = row("m");
+        own.objectives = Some(Objectives {
+            percentiles: vec![PercentileObjective {
+                metric: ObjectiveMetric::Ttft,
+                percentile: 99.0,
+                max_seconds: 0.5,
+            }],
+            ..Objectives::default()
+        });
+        let mut bad = row("m");
+        bad.objectives = Some(Objectives {
+            percentiles: vec![PercentileObjective {
+                metric: ObjectiveMetric::E2e,
+                percentile: 120.0,
+                max_seconds: -1.0,
+            }],
+            ..Objectives::default()
+        });
+        let mut p = plan(vec![own.clone(), bad]);
+        p.options.objectives = Some(Objectives::default());
+        let err = validate_plan(&p, "plan.yaml", &Catalog)
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "options.objectives: no objective is set",
+            "row 2 (model \"m\"), field objectives.percentiles[0].percentile: 120 is not a percentile above 0 and at most 100",
+            "row 2 (model \"m\"), field objectives.percentiles[0].maxSeconds: -1 is not a positive number of seconds",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in\n{err}");
+        }
+        assert!(err.starts_with("3 problems"), "{err}");
+        // A row's objectives replace the run's; a plan file spells them as documented.
+        let options = RunOptions {
+            objectives: Some(Objectives {
+                ttft_seconds: Some(1.0),
+                ..Objectives::default()
+            }),
+            ..RunOptions::default()
+        };
+        assert_eq!(own.effective_objectives(&options), own.objectives.as_ref());
+        assert_eq!(
+            row("m").effective_objectives(&options),
+            options.objectives.as_ref()
+        );
+        let parsed: Row = serde_json::from_value(serde_json::json!({
+            "model": "m", "inputTokens": 10, "outputTokens": 10, "numRequests": 1, "concurrency": 1,
+            "objectives": {"percentiles": [{"metric": "ttft", "percentile": 99, "maxSeconds": 0.5}]}
+        }))
+        .unwrap();
+        assert_eq!(parsed.objectives, own.objectives);
+        validate_plan(&plan(vec![own]), "p", &Catalog).unwrap();
     }
 
     #[test]

@@ -77,7 +77,8 @@ pub struct RowExecution {
     pub sampling_params: SamplingParams,
     /// The run's metadata.
     pub metadata: BTreeMap<String, String>,
-    /// The run's latency objectives, for goodput.
+    /// The row's latency objectives (its own, else the run's), for goodput and the
+    /// percentile objectives.
     pub objectives: Option<Objectives>,
     /// The row's generated texts, when the run saves them.
     pub response_texts: Option<Arc<ResponseTextSpool>>,

@@ -151,6 +151,9 @@ impl RowSummary {
         map.serialize_entry("results_goodput", &g.and_then(|g| g.share))?;
         map.serialize_entry("results_goodput_requests_met", &g.map(|g| g.met))?;
         map.serialize_entry("results_goodput_requests_counted", &g.map(|g| g.counted))?;
+        let p = self.percentile_objectives.as_ref();
+        map.serialize_entry("results_percentile_objectives_met", &p.map(|p| p.met))?;
+        map.serialize_entry("results_percentile_objectives", &p.map(|p| &p.checks))?;
         map.serialize_entry("results_server_timings", c.server_timings.as_str())?;
         map.serialize_entry("results_cached_input_share", &c.cached_input_share)?;
         let t = &c.tokenizer;

@@ -12,7 +12,9 @@ mod execution;
 mod json;
 mod server_checks;
 
-use crate::statistics::goodput::{Goodput, goodput};
+use crate::statistics::goodput::{
+    Goodput, PercentileObjectivesMet, goodput, percentile_objectives,
+};
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -222,8 +224,11 @@ pub struct RowSummary {
     /// What the records say about the server: stale connections, early stops, server timings,
     /// prefix-cache share, tokenizer check.
     pub server_checks: ServerChecks,
-    /// The share of requests that met the run's latency objectives; `None` without objectives.
+    /// The share of requests that met the row's per-request latency objectives; `None`
+    /// without them.
     pub goodput: Option<Goodput>,
+    /// Whether the row met its percentile objectives, each checked; `None` without them.
+    pub percentile_objectives: Option<PercentileObjectivesMet>,
     /// The sampling parameters the row's requests sent.
     pub sampling_params: coebench_plan::SamplingParams,
     /// The run's metadata.
@@ -349,7 +354,16 @@ impl RowSummary {
             load_accuracy: load_accuracy(load, records),
             client_health: exec.client_health,
             server_checks: ServerChecks::of(exec),
-            goodput: exec.objectives.map(|o| goodput(&exec.digests, &o)),
+            goodput: exec
+                .objectives
+                .as_ref()
+                .filter(|o| !o.set().is_empty())
+                .map(|o| goodput(&exec.digests, o)),
+            percentile_objectives: exec
+                .objectives
+                .as_ref()
+                .filter(|o| !o.percentiles.is_empty())
+                .map(|o| percentile_objectives(&exec.digests, &o.percentiles)),
             sampling_params: exec.sampling_params.clone(),
             metadata: exec.metadata.clone(),
             response_texts_file: exec
@@ -412,6 +426,7 @@ impl RowSummary {
                 server.map(|s| s.p99),
             ]
         });
+        let tail = |metric: &str| self.stats(metric).map(|s| [Some(s.p90), Some(s.p99)]);
         RowReport {
             model: self.model.clone(),
             input_tokens: self.num_input_tokens,
@@ -427,6 +442,10 @@ impl RowSummary {
             switching_time_s: self.switching.switching_time_s,
             ttft_tail_s,
             goodput: self.goodput.and_then(|g| g.share),
+            image_size: self.image_size,
+            e2e_tail_s: tail("client_end_to_end_latency_s"),
+            output_tokens_per_s_tail: tail("client_output_token_per_s_per_request"),
+            objectives_met: self.percentile_objectives.as_ref().map(|p| p.met),
         }
     }
 }

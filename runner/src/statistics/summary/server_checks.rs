@@ -181,6 +181,7 @@ mod tests {
             sampling_params: Default::default(),
             dataset: None,
             workers: None,
+            objectives: None,
         };
         let names = RowNames {
             uuid: uuid::Uuid::nil(),
