@@ -23,6 +23,9 @@ use serde_json::{Value, json};
 
 use super::cluster::{Cluster, ControlPlane};
 
+/// Label and annotation of each Pod of an Indexed Job: its completion index.
+const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
 /// How long the Job controller gets to create a Pod before the suite creates it.
 const JOB_CONTROLLER_GRACE: Duration = Duration::from_secs(20);
 
@@ -113,6 +116,97 @@ impl<'c> Kubelet<'c> {
         .await
         .expect("mark the Job started");
         created
+    }
+
+    /// The Pods of Indexed Job `job`, by index: the Job controller's, or made here from the
+    /// Job's template (labelled and annotated with their index, hostname `<job>-<index>`) when
+    /// no Job controller runs.
+    pub async fn indexed_pods_of(&self, job: &str) -> Vec<Pod> {
+        let jobs = self.cluster.api::<Job>();
+        let job = self
+            .cluster
+            .until(&format!("Job {job}"), || async {
+                jobs.get_opt(job).await.ok()?
+            })
+            .await;
+        let spec = job.spec.clone().expect("a Job spec");
+        assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+        let n = usize::try_from(spec.completions.expect("completions")).expect("positive");
+        let uid = job.uid().expect("a stored Job has a uid");
+        let pods = self.cluster.api::<Pod>();
+        let index_of = |pod: &Pod| -> Option<usize> {
+            pod.labels().get(COMPLETION_INDEX)?.parse().ok()
+        };
+        let mine = |listed: Vec<Pod>| -> Vec<Option<Pod>> {
+            let mut by_index: Vec<Option<Pod>> = vec![None; n];
+            for pod in listed.into_iter().filter(|p| {
+                p.owner_references()
+                    .iter()
+                    .any(|o| o.uid == uid && o.controller == Some(true))
+            }) {
+                if let Some(i) = index_of(&pod).filter(|i| *i < n) {
+                    by_index[i] = Some(pod);
+                }
+            }
+            by_index
+        };
+        if self.cluster.plane != ControlPlane::ApiServerOnly {
+            return self
+                .cluster
+                .until("a Pod for every index", || async {
+                    let listed = pods.list(&ListParams::default()).await.ok()?;
+                    mine(listed.items).into_iter().collect::<Option<Vec<Pod>>>()
+                })
+                .await;
+        }
+        let template = spec.template;
+        let mut made = Vec::new();
+        for index in 0..n {
+            let mut labels = template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            labels.insert("job-name".into(), job.name_any());
+            labels.insert("controller-uid".into(), uid.clone());
+            labels.insert("batch.kubernetes.io/controller-uid".into(), uid.clone());
+            labels.insert(COMPLETION_INDEX.into(), index.to_string());
+            let mut pod_spec = template.spec.clone().expect("a Pod template spec");
+            pod_spec.hostname = Some(format!("{}-{index}", job.name_any()));
+            let pod: Pod = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": format!("{}-{index}-e2e", job.name_any()),
+                    "namespace": self.cluster.namespace,
+                    "labels": labels,
+                    "annotations": {COMPLETION_INDEX: index.to_string()},
+                    "ownerReferences": [{
+                        "apiVersion": "batch/v1", "kind": "Job", "name": job.name_any(),
+                        "uid": uid, "controller": true, "blockOwnerDeletion": true
+                    }]
+                },
+                "spec": pod_spec,
+            }))
+            .expect("a Pod");
+            let created = match pods.create(&PostParams::default(), &pod).await {
+                Ok(created) => created,
+                Err(kube::Error::Api(e)) if e.code == 409 => pods
+                    .get(&pod.name_any())
+                    .await
+                    .expect("read the index's Pod"),
+                Err(e) => panic!("create the Pod of index {index}: {e}"),
+            };
+            made.push(created);
+        }
+        let started = json!({"status": {"startTime": now(), "active": n}});
+        jobs.patch_status(
+            &job.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&started),
+        )
+        .await
+        .expect("mark the Job started");
+        made
     }
 
     /// The container runs (without running anything: see [`Kubelet::run_runner`]).

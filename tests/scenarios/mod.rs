@@ -19,6 +19,7 @@ pub(crate) mod rbac;
 mod results_channel;
 mod schedule;
 mod stale_cache;
+mod workers;
 
 fn condition<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'c Condition> {
     conditions.iter().find(|c| c.type_ == type_)
