@@ -1,0 +1,352 @@
+//! Distributed runs: the exact merge (a record set split across workers through the real
+//! protocol, out of order, gives the files one process writes), `coebench run --workers N`
+//! against the simulator matching one process's request count and open-loop schedule, and a
+//! worker killed mid-row (the coordinator writes what it has and exits 8, naming the worker).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use coebench_plan::Row;
+use coebench_runner::client::measurement::ErrorKind;
+use coebench_runner::distributed::wire::{FromWorker, read_message, write_message};
+use coebench_runner::output::naming;
+use coebench_runner::output::row_files::write_row_files;
+use coebench_runner::statistics::record::RequestRecord;
+use coebench_runner::statistics::record_digest::RecordDigest;
+use coebench_runner::statistics::spool::RecordSpool;
+use coebench_runner::statistics::summary::{RowExecution, RowResult};
+use coebench_test_support::engine_support::{
+    KEY, bundle_yaml, concurrency_row, plan_against, start_simulator,
+};
+use coebench_test_support::output_fixtures::{Req, base_wall, failed, ok, record};
+
+/// A row's records: successes with varied timings and a failure, as one process measured them.
+fn known_records(base: Instant) -> Vec<RequestRecord> {
+    let reqs: Vec<Req> = (0..23u64)
+        .map(|i| {
+            if i == 7 {
+                failed(i * 13, i * 13 + 40, ErrorKind::Http(503))
+            } else {
+                ok(
+                    i * 13 + i % 3,
+                    90 + (i * 37) % 50,
+                    0.05 + (i as f64) / 1000.0,
+                )
+            }
+        })
+        .collect();
+    reqs.iter()
+        .enumerate()
+        .map(|(i, r)| record(base, i as u32, r))
+        .collect()
+}
+
+/// The row finished over `records` (appended in the order given), as the engine finishes it.
+fn finish(row: &Row, base: Instant, dir: &Path, records: &[RequestRecord]) -> RowResult {
+    let names = naming::row_names_with_uuid(0, row, uuid::Uuid::from_u128(7));
+    let mut execution = RowExecution::new(0, row.clone(), "merge", names, base, base_wall());
+    let spool = std::sync::Arc::new(RecordSpool::create(dir, &execution.names.base).unwrap());
+    for record in records {
+        let at = spool.append(record).unwrap();
+        execution.digests.push(RecordDigest::of(record, Some(at)));
+    }
+    execution.spool = Some(spool);
+    execution.ended = base + Duration::from_secs(3);
+    execution.finish()
+}
+
+fn file_bytes(dir: &Path, result: &RowResult) -> (Vec<u8>, Vec<u8>) {
+    let paths = write_row_files(dir, result).unwrap();
+    (
+        std::fs::read(paths.summary).unwrap(),
+        std::fs::read(paths.individual_responses).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn records_split_across_workers_through_the_protocol_merge_into_the_single_process_files() {
+    let base = Instant::now();
+    let row = concurrency_row("expert-a", 20, 4, 23, 6);
+    let records = known_records(base);
+    let single_dir = tempfile::tempdir().unwrap();
+    let single = finish(&row, base, single_dir.path(), &records);
+
+    // Three workers, each sending its share (request i to worker i mod 3) over its own TCP
+    // connection in reverse order; the coordinator reads them as they come.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    for worker in 0..3u32 {
+        let share: Vec<RequestRecord> = records
+            .iter()
+            .filter(|r| r.request_idx % 3 == worker)
+            .rev()
+            .cloned()
+            .collect();
+        tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            for record in share {
+                write_message(&mut stream, &FromWorker::Record(Box::new(record)))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        while let Some(FromWorker::Record(record)) =
+            read_message::<_, FromWorker>(&mut stream).await.unwrap()
+        {
+            received.push(*record);
+        }
+    }
+    assert_eq!(received.len(), records.len());
+    assert_ne!(
+        received.iter().map(|r| r.request_idx).collect::<Vec<_>>(),
+        (0..23).collect::<Vec<_>>(),
+        "the records arrive out of order"
+    );
+    let merged_dir = tempfile::tempdir().unwrap();
+    let merged = finish(&row, base, merged_dir.path(), &received);
+
+    let (single_summary, single_records) = file_bytes(single_dir.path(), &single);
+    let (merged_summary, merged_records) = file_bytes(merged_dir.path(), &merged);
+    assert_eq!(
+        String::from_utf8(merged_records).unwrap(),
+        String::from_utf8(single_records).unwrap()
+    );
+    assert_eq!(
+        String::from_utf8(merged_summary).unwrap(),
+        String::from_utf8(single_summary).unwrap()
+    );
+}
+
+fn coebench() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coebench"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SAMBANOVA_API_KEY", KEY)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn open_row(n: u32, qps: f64) -> Row {
+    Row {
+        concurrency: None,
+        qps: Some(qps),
+        ..concurrency_row("expert-b", 20, 4, n, 1)
+    }
+}
+
+/// Writes `rows` as a plan against `url`'s simulator under `dir`, and returns its path.
+fn write_plan(sim: &coebench_simulator::SimulatorHandle, rows: Vec<Row>, dir: &Path) -> PathBuf {
+    let plan = plan_against(sim, rows, dir);
+    let path = dir.join("plan.json");
+    std::fs::write(&path, serde_json::to_vec(&plan).unwrap()).unwrap();
+    path
+}
+
+fn run_json(dir: &Path) -> serde_json::Value {
+    let path = dir.join("out").join("test-run").join("run.json");
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// Each row's per-request records, from the run's files.
+fn row_records(dir: &Path) -> Vec<Vec<serde_json::Value>> {
+    let manifest = run_json(dir);
+    manifest["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let file = row["individual_responses_file"].as_str().unwrap();
+            let path = dir.join("out").join("test-run").join(file);
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn two_and_four_workers_send_what_one_process_sends_on_its_schedule() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sim = runtime.block_on(start_simulator(&bundle_yaml("")));
+    let rows = vec![
+        concurrency_row("expert-a", 20, 4, 10, 4),
+        open_row(12, 20.0),
+    ];
+    let mut runs = Vec::new();
+    for workers in [1u32, 2, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = write_plan(&sim, rows.clone(), dir.path());
+        let output = coebench()
+            .args(["run", "--no-progress", "--plan"])
+            .arg(&plan)
+            .args(["--workers", &workers.to_string()])
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{workers} workers: {}",
+            describe(&output)
+        );
+        runs.push((workers, row_records(dir.path()), run_json(dir.path()), dir));
+    }
+    let one = &runs[0].1;
+    for (workers, records, manifest, _) in &runs {
+        for (row, row_records) in records.iter().enumerate() {
+            assert_eq!(
+                row_records.len(),
+                one[row].len(),
+                "{workers} workers, row {row}"
+            );
+            let indices: Vec<u64> = row_records
+                .iter()
+                .map(|r| r["request_idx"].as_u64().unwrap())
+                .collect();
+            assert_eq!(indices, (0..one[row].len() as u64).collect::<Vec<_>>());
+            assert!(
+                row_records.iter().all(|r| r["error_code"].is_null()),
+                "{workers} workers, row {row}: {row_records:?}"
+            );
+        }
+        // The open-loop row's intended send offsets are the single-process schedule, exactly.
+        let intended = |records: &[serde_json::Value]| -> Vec<f64> {
+            records
+                .iter()
+                .map(|r| r["intended_send_s"].as_f64().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            intended(&records[1]),
+            intended(&one[1]),
+            "{workers} workers"
+        );
+        if *workers > 1 {
+            let described = &manifest["workers"];
+            assert_eq!(described["count"], *workers, "{manifest}");
+            let others = described["workers"].as_array().unwrap();
+            assert_eq!(others.len(), *workers as usize - 1);
+            assert!(
+                others.iter().all(|w| w["rtt_s"].as_f64().unwrap() > 0.0),
+                "{described}"
+            );
+            // Each worker's share of each row is listed, and every record reached the coordinator.
+            let shares = described["rows"].as_array().unwrap();
+            assert_eq!(shares.len(), 2 * *workers as usize, "{described}");
+            let records: u64 = shares.iter().map(|s| s["records"].as_u64().unwrap()).sum();
+            assert_eq!(records, 22);
+        } else {
+            assert!(manifest.get("workers").is_none());
+        }
+    }
+    runtime.block_on(sim.shutdown()).unwrap();
+}
+
+/// The process ids of `pid`'s children.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    children
+}
+
+#[test]
+fn a_worker_killed_mid_row_fails_the_run_with_worker_lost_after_writing_what_was_measured() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sim = runtime.block_on(start_simulator(&bundle_yaml("")));
+    let dir = tempfile::tempdir().unwrap();
+    // Each request streams 1,500 tokens at a few hundred per second: seconds per request.
+    let plan = write_plan(
+        &sim,
+        vec![
+            concurrency_row("expert-a", 20, 1500, 12, 4),
+            concurrency_row("expert-a", 20, 4, 4, 2),
+        ],
+        dir.path(),
+    );
+    let report = dir.path().join("report.json");
+    let child = coebench()
+        .args(["run", "--no-progress", "--plan"])
+        .arg(&plan)
+        .args(["--workers", "2", "--report-file"])
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first row runs (its spool exists), then kill the worker process.
+    let run_dir = dir.path().join("out").join("test-run");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let worker = loop {
+        let spooling = std::fs::read_dir(&run_dir).ok().is_some_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".records.jsonl"))
+        });
+        let workers = children_of(child.id());
+        if spooling && let Some(&worker) = workers.first() {
+            break worker;
+        }
+        assert!(Instant::now() < deadline, "the row never started");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // SIGKILL by pid, as the OOM killer or a lost node would end it.
+    let killed = Command::new("kill")
+        .args(["-9", &worker.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(8), "{}", describe(&output));
+    let manifest = run_json(dir.path());
+    let exit = &manifest["exit"];
+    assert_eq!(exit["outcome"], "workerLost", "{manifest}");
+    let message = exit["message"].as_str().unwrap();
+    assert!(message.contains("worker 1"), "{message}");
+    assert!(
+        manifest["workers"]["lost"]
+            .as_str()
+            .unwrap()
+            .contains("worker 1")
+    );
+    // The first row's files hold what the coordinator measured; the second row never ran.
+    let rows = manifest["rows"].as_array().unwrap();
+    assert!(
+        rows[0]["individual_responses_file"].is_string(),
+        "{manifest}"
+    );
+    assert_eq!(rows[1]["outcome"], "not_run", "{manifest}");
+    let records = row_records_of(&run_dir, &rows[0]);
+    assert!(!records.is_empty());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["outcome"], "workerLost");
+    runtime.block_on(sim.shutdown()).unwrap();
+}
+
+fn row_records_of(run_dir: &Path, row: &serde_json::Value) -> Vec<serde_json::Value> {
+    let file = row["individual_responses_file"].as_str().unwrap();
+    serde_json::from_slice(&std::fs::read(run_dir.join(file)).unwrap()).unwrap()
+}
