@@ -350,3 +350,107 @@ fn row_records_of(run_dir: &Path, row: &serde_json::Value) -> Vec<serde_json::Va
     let file = row["individual_responses_file"].as_str().unwrap();
     serde_json::from_slice(&std::fs::read(run_dir.join(file)).unwrap()).unwrap()
 }
+
+/// A loopback port free now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn pods_of_an_indexed_job_run_the_same_command_and_only_index_0_writes_results() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sim = runtime.block_on(start_simulator(&bundle_yaml("")));
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        &sim,
+        vec![concurrency_row("expert-a", 20, 4, 9, 3)],
+        dir.path(),
+    );
+    let coordinator = format!("127.0.0.1:{}", free_port());
+    // The same command in every Pod; only JOB_COMPLETION_INDEX differs.
+    let pod = |index: u32| {
+        let reports = dir.path().join(format!("termination-{index}"));
+        let child = coebench()
+            .args(["run", "--no-progress", "--plan"])
+            .arg(&plan)
+            .args([
+                "--workers",
+                "3",
+                "--coordinator",
+                &coordinator,
+                "--report-file",
+            ])
+            .arg(&reports)
+            .env("JOB_COMPLETION_INDEX", index.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        (child, reports)
+    };
+    // Workers start first and wait for the coordinator, as Pods do while its name resolves.
+    let workers: Vec<_> = [2, 1].into_iter().map(pod).collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let (coordinator_pod, coordinator_report) = pod(0);
+    let output = coordinator_pod.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    for (worker, report) in workers {
+        let output = worker.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+        assert!(!report.exists(), "a worker that finished writes no report");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&coordinator_report).unwrap()).unwrap();
+    assert_eq!(report["outcome"], "succeeded", "{report}");
+    let records = &row_records(dir.path())[0];
+    assert_eq!(records.len(), 9);
+    assert_eq!(run_json(dir.path())["workers"]["count"], 3);
+    runtime.block_on(sim.shutdown()).unwrap();
+}
+
+#[test]
+fn a_worker_that_never_connects_fails_the_run_naming_it_and_its_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sim = runtime.block_on(start_simulator(&bundle_yaml("")));
+    let written = write_plan(
+        &sim,
+        vec![concurrency_row("expert-a", 20, 4, 2, 1)],
+        dir.path(),
+    );
+    assert_eq!(written, plan);
+    let report = dir.path().join("termination-log");
+    let output = coebench()
+        .args(["run", "--no-progress", "--plan"])
+        .arg(&plan)
+        .args([
+            "--workers",
+            "2",
+            "--worker-index",
+            "0",
+            "--rendezvous-timeout",
+            "1",
+        ])
+        .arg("--coordinator")
+        .arg(format!("bench-7-0.bench-7-workers:{}", free_port()))
+        .arg("--report-file")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(8), "{}", describe(&output));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["outcome"], "workerLost");
+    let message = report["message"].as_str().unwrap();
+    assert!(
+        message.contains("worker 1 (expected from bench-7-1.bench-7-workers)"),
+        "{message}"
+    );
+    assert!(sim.truth().is_empty(), "nothing was sent");
+    runtime.block_on(sim.shutdown()).unwrap();
+}
