@@ -200,7 +200,7 @@ impl Coordinator {
         tracing::error!("{message}");
         let _ = self.lost.set(message);
         shared.stop.cut_off();
-        self.broadcast(&ToWorker::StopRow).await;
+        self.broadcast(&ToWorker::CutRow).await;
     }
 
     /// Runs row `row_index` on every worker and merges it.
@@ -371,18 +371,22 @@ impl Coordinator {
         let mut gathered = Gathered::default();
         let mut waiting: BTreeSet<u32> = self.links.iter().map(|l| l.index).collect();
         let mut stop_deadline: Option<Instant> = None;
-        let mut stop_forwarded = false;
+        let (mut stop_forwarded, mut cut_forwarded) = (false, false);
         while !waiting.is_empty() {
-            if shared.stop.is_stopped() {
-                if !stop_forwarded {
-                    stop_forwarded = true;
-                    self.broadcast(&ToWorker::StopRow).await;
-                }
+            // An interrupt of the run (and, after its grace, the cut) reaches every worker.
+            if shared.stop.is_stopped() && !stop_forwarded {
+                stop_forwarded = true;
+                self.broadcast(&ToWorker::StopRow).await;
+            }
+            if shared.stop.is_cut_off() && !cut_forwarded {
+                cut_forwarded = true;
+                self.broadcast(&ToWorker::CutRow).await;
                 stop_deadline.get_or_insert(Instant::now() + STOP_WAIT);
             }
             let next = tokio::select! {
                 next = events.recv() => next,
                 () = shared.stop.stopped(), if !stop_forwarded => continue,
+                () = shared.stop.cut(), if !cut_forwarded => continue,
                 () = tokio::time::sleep_until(
                     stop_deadline.unwrap_or_else(|| Instant::now() + HEARTBEAT_TIMEOUT).into()
                 ), if stop_deadline.is_some() => break,

@@ -1,9 +1,11 @@
 //! `coebench run --workers N` on one machine: the running process is the coordinator and worker
 //! 0, and starts workers 1 to N-1 as processes of its own binary (`coebench worker --coordinator
 //! 127.0.0.1:<port> --index <i>`), each pinned to a core where the system allows, connected over
-//! loopback with the same protocol as Pods on Kubernetes.
+//! loopback with the same protocol as Pods on Kubernetes. Workers run in their own process
+//! group, so a terminal's Ctrl-C interrupts the run through the coordinator, as for one process.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -38,6 +40,9 @@ impl LocalWorkers {
                 .arg("--rendezvous-timeout")
                 .arg(rendezvous.as_secs().to_string())
                 .args(extra)
+                // Its own process group: a terminal's Ctrl-C reaches the coordinator only,
+                // which stops the row on every worker as it stops its own.
+                .process_group(0)
                 .spawn()?;
             if cores > 1 && !coebench_support::sys::pin_to_core(child.id(), index as usize % cores)
             {

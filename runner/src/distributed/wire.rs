@@ -48,8 +48,11 @@ pub enum ToWorker {
         /// The worker's clock minus the coordinator's, nanoseconds, as measured.
         clock_offset_ns: i64,
     },
-    /// Stop the row now: requests in flight end and are recorded as interrupted.
+    /// Stop sending the row's requests; those in flight go on (the run was interrupted).
     StopRow,
+    /// End the row's requests in flight now: they are recorded as interrupted (the stop's grace
+    /// is over, or a worker was lost).
+    CutRow,
     /// The coordinator is alive (sent every [`super::HEARTBEAT_PERIOD`]).
     Heartbeat,
     /// The run is over: exit 0.

@@ -219,7 +219,8 @@ async fn run(
                     run_share(&shared, &plan, index, start, ready, &out).await;
                 });
             }
-            ToWorker::StopRow => shared.stop.cut_off(),
+            ToWorker::StopRow => shared.stop.stop(),
+            ToWorker::CutRow => shared.stop.cut_off(),
             ToWorker::Done => break WorkerExit::Done,
             ToWorker::Welcome { .. } | ToWorker::Heartbeat => {}
         }

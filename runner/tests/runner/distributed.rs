@@ -454,3 +454,71 @@ fn a_worker_that_never_connects_fails_the_run_naming_it_and_its_pod() {
     assert!(sim.truth().is_empty(), "nothing was sent");
     runtime.block_on(sim.shutdown()).unwrap();
 }
+
+#[test]
+fn an_interrupt_stops_every_worker_through_the_coordinator_and_the_run_ends_interrupted() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sim = runtime.block_on(start_simulator(&bundle_yaml("")));
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        &sim,
+        vec![concurrency_row("expert-a", 20, 1500, 40, 4)],
+        dir.path(),
+    );
+    let child = coebench()
+        .args(["run", "--no-progress", "--stop-grace", "1", "--plan"])
+        .arg(&plan)
+        .args(["--workers", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run_dir = dir.path().join("out").join("test-run");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let workers = loop {
+        let spooling = std::fs::read_dir(&run_dir).ok().is_some_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".records.jsonl"))
+        });
+        let workers = children_of(child.id());
+        if spooling && !workers.is_empty() {
+            break workers;
+        }
+        assert!(Instant::now() < deadline, "the row never started");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
+    let manifest = run_json(dir.path());
+    assert_eq!(manifest["exit"]["outcome"], "interrupted", "{manifest}");
+    assert!(manifest["workers"]["lost"].is_null(), "{manifest}");
+    // Both workers' requests in flight were cut off and recorded, none sent after the stop.
+    let records = &row_records(dir.path())[0];
+    assert!(records.len() < 40, "{}", records.len());
+    let interrupted: Vec<u64> = records
+        .iter()
+        .filter(|r| r["error_code"] == "interrupted")
+        .map(|r| r["request_idx"].as_u64().unwrap() % 2)
+        .collect();
+    assert!(
+        interrupted.contains(&0) && interrupted.contains(&1),
+        "{records:?}"
+    );
+    // The worker processes exited (told the run is over).
+    for pid in workers {
+        assert!(
+            !Path::new(&format!("/proc/{pid}/stat")).exists() || {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                stat.contains(") Z ")
+            }
+        );
+    }
+    runtime.block_on(sim.shutdown()).unwrap();
+}
