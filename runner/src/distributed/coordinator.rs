@@ -298,6 +298,11 @@ impl Coordinator {
                 client_saturated: report.is_some_and(|r| r.saturated),
             });
         }
+        for share in &shares {
+            shared
+                .observer
+                .worker_row_health(row_index, share.worker, share.client_saturated);
+        }
         let saturated: Vec<String> = shares
             .iter()
             .filter(|s| s.client_saturated)
@@ -398,6 +403,7 @@ impl Coordinator {
                 Event::Message(FromWorker::Record(record)) => {
                     shared.observer.request_started(row_index);
                     shared.observer.request_finished(row_index, &record);
+                    shared.observer.worker_request_finished(row_index, index);
                     gathered
                         .digests
                         .push(keep_record(shared, row_index, spool, &record));

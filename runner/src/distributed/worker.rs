@@ -278,6 +278,7 @@ async fn set_up(
         prompt_nonce,
         write_failure: Arc::new(OnceLock::new()),
         row_starts: Mutex::new(HashMap::new()),
+        worker_index: Some(options.index),
     });
     Ok((shared, ready))
 }

@@ -59,6 +59,9 @@ pub struct RunShared {
     pub write_failure: Arc<OnceLock<String>>,
     /// When each row started, by row index, to place parallel rows on one clock.
     pub row_starts: Mutex<HashMap<usize, Instant>>,
+    /// This process's worker index in a distributed run (0: the coordinator); `None` in a run
+    /// of one process.
+    pub worker_index: Option<u32>,
 }
 
 /// Why a row could not be prepared.
@@ -516,6 +519,9 @@ pub async fn drive_row(
                 let record =
                     RequestRecord::from_measurement(&context, &measurement, &*tokenizer, started);
                 shared.observer.request_finished(row_index, &record);
+                if let Some(worker) = shared.worker_index {
+                    shared.observer.worker_request_finished(row_index, worker);
+                }
                 let digest = match &sink {
                     RecordSink::Spool { spool, .. } => {
                         keep_record(&shared, row_index, spool, &record)

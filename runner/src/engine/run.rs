@@ -242,6 +242,7 @@ pub async fn run_plan(
         ),
         write_failure: Arc::new(OnceLock::new()),
         row_starts: std::sync::Mutex::new(std::collections::HashMap::new()),
+        worker_index: settings.distribution.as_ref().map(|_| 0),
     });
     let mut files = RunFiles {
         table: ConsolidatedTable::new(&run_name)

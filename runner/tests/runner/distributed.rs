@@ -522,3 +522,103 @@ fn an_interrupt_stops_every_worker_through_the_coordinator_and_the_run_ends_inte
     }
     runtime.block_on(sim.shutdown()).unwrap();
 }
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition.
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinators_live_metrics_hold_every_workers_requests_with_a_worker_label() {
+    use coebench_runner::client::ClientOptions;
+    use coebench_runner::distributed::coordinator::{Coordinator, CoordinatorOptions};
+    use coebench_runner::distributed::worker::{WorkerExit, WorkerOptions, serve};
+    use coebench_runner::engine::load::StopSignal;
+    use coebench_runner::engine::observer::RunObserver;
+    use coebench_runner::engine::run::{PlanSource, RowDistribution, RunSettings, run_plan};
+    use coebench_runner::prometheus::{RunLabels, RunMetrics};
+    use std::sync::Arc;
+
+    let sim = start_simulator(&bundle_yaml("")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = plan_against(
+        &sim,
+        vec![concurrency_row("expert-a", 20, 4, 10, 4)],
+        dir.path(),
+    );
+    plan.workers = 2;
+    let env = |name: &str| (name == "SAMBANOVA_API_KEY").then(|| KEY.to_string());
+    // Worker 1 runs in this process (beside the coordinator, in one task), over the same
+    // loopback protocol as a worker process.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let worker = serve(WorkerOptions {
+        coordinator: address,
+        index: 1,
+        rendezvous: Duration::from_secs(60),
+        env: Box::new(env),
+        client: ClientOptions::default(),
+    });
+    let metrics = Arc::new(RunMetrics::new(RunLabels::default()));
+    let observer: Arc<dyn RunObserver> = metrics.clone();
+    let coordinate = async {
+        let coordinator = Arc::new(
+            Coordinator::rendezvous(
+                listener,
+                &plan,
+                CoordinatorOptions {
+                    workers: 2,
+                    rendezvous: Duration::from_secs(60),
+                    expected: Box::new(|i| format!("test worker {i}")),
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        let settings = RunSettings {
+            source: PlanSource::default(),
+            env: Box::new(env),
+            simulator_truth_log: None,
+            client: ClientOptions::default(),
+            distribution: Some(coordinator.clone() as Arc<dyn RowDistribution>),
+        };
+        let result = run_plan(
+            plan.clone(),
+            settings,
+            observer,
+            Arc::new(StopSignal::default()),
+        )
+        .await
+        .unwrap();
+        coordinator.finish().await;
+        result
+    };
+    let (result, worker) = tokio::join!(coordinate, worker);
+    assert_eq!(worker, WorkerExit::Done);
+    assert_eq!(result.rows[0].num_completed_requests, 10);
+    let text = metrics.encode(None).unwrap().body;
+    let row = "namespace=\"\",benchmark=\"\",run=\"test-run\",model=\"expert-a\",row=\"0\"";
+    // The merged series count every request; the worker label splits them 5 and 5.
+    assert_eq!(
+        sample(
+            &text,
+            "coebench_requests_total",
+            &format!("{row},outcome=\"ok\"")
+        ),
+        Some(10.0),
+        "{text}"
+    );
+    for worker in 0..2 {
+        let labels = format!("{row},worker=\"{worker}\"");
+        assert_eq!(
+            sample(&text, "coebench_worker_requests_total", &labels),
+            Some(5.0),
+            "{text}"
+        );
+        assert!(sample(&text, "coebench_worker_client_saturated", &labels).is_some());
+    }
+    sim.shutdown().await.unwrap();
+}
