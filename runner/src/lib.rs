@@ -16,6 +16,7 @@
 //! - [`analysis`]: finished runs read back from their folders and compared (`coebench
 //!   compare`);
 //! - [`engine`]: the run, its rows and their load loops;
+//! - [`distributed`]: a run spread over worker processes or Pods, merged exactly;
 //! - [`prometheus`]: live Prometheus metrics of a run (served, pushed), fed by the engine's
 //!   observer hooks;
 //! - [`results_api`]: each finished row written to the run's results ConfigMaps through the
@@ -26,6 +27,7 @@
 pub mod analysis;
 pub mod client;
 pub mod credentials;
+pub mod distributed;
 pub mod engine;
 pub mod output;
 pub mod prometheus;

@@ -3,7 +3,8 @@
 //! Exit codes: 0 every row ran; 1 an internal error or a failed write; 2 invalid input or
 //! usage (nothing was sent); 3 the endpoint rejected the credentials; 4 every request of every
 //! row failed; 5 interrupted (rows that finished were written); 6 some rows had every request
-//! fail; 7 (`compare`) a significant regression beyond its threshold.
+//! fail; 7 (`compare`) a significant regression beyond its threshold; 8 a worker of a
+//! distributed run was lost or never connected.
 
 mod cli;
 
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Command::Schema => print_schema(),
         Command::Validate(input) => cli::run::validate(input),
         Command::Run(args) => cli::run::run(args),
+        Command::Worker(args) => cli::distributed::worker(args),
         Command::Simulate(args) => cli::simulate::simulate(args),
         Command::Compare(args) => cli::compare::compare(args),
         Command::Report(args) => cli::report::report(args),

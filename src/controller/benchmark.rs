@@ -438,6 +438,7 @@ fn build_run(
             runner,
             results: bench.spec.results.clone(),
             ttl_seconds_after_finished: bench.spec.ttl_seconds_after_finished,
+            workers: bench.spec.workers,
         },
         status: None,
     })

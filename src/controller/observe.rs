@@ -15,6 +15,8 @@ use k8s_openapi::jiff::Timestamp;
 use crate::resources::job::RUNNER_CONTAINER;
 use crate::status::{Outcome, outcome, parse_report};
 
+pub mod workers;
+
 /// How long each kind of waiting may last.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -66,8 +68,17 @@ pub enum Observation {
     },
 }
 
-/// Reads `job` and its `pods` at `now`.
+/// Reads `job` and its `pods` at `now`: the single runner Pod, or for a multi-worker run the
+/// coordinator (index 0) and the workers ([`workers`]).
 pub fn observe(job: &Job, pods: &[Pod], now: Timestamp, limits: &Limits) -> Observation {
+    match workers::worker_count(job) {
+        1 => observe_single(job, pods, now, limits),
+        n => workers::observe_workers(job, pods, n, now, limits),
+    }
+}
+
+/// Reads a Job of one runner Pod (or a multi-worker Job through its coordinator's Pods).
+fn observe_single(job: &Job, pods: &[Pod], now: Timestamp, limits: &Limits) -> Observation {
     let name = job.metadata.name.clone().unwrap_or_default();
     let status = job.status.clone().unwrap_or_default();
     let job_condition = |type_: &str| {

@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::resources::configmap::build_config_map;
 use crate::resources::job::build_job;
 use crate::resources::results::{build_results_channel, results_config_map_names};
+use crate::resources::workers::build_workers_service;
 use crate::resources::{job_name, plan_config_map_name, results_relative_dir};
 use crate::status::{Outcome, row_status, ttft_display};
 
@@ -570,7 +571,7 @@ async fn missing_runner_volume(
 }
 
 /// Creates the plan ConfigMap, the results channel (ConfigMaps, ServiceAccount, Role,
-/// RoleBinding) and then the Job; an existing object of the same deterministic name is kept
+/// RoleBinding), a multi-worker run's headless Service, and then the Job; an existing object of the same deterministic name is kept
 /// when it is this run's.
 async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) -> Result<()> {
     let run_uid = run.uid().unwrap_or_default();
@@ -585,6 +586,9 @@ async fn create_children(run: &CoeBenchmarkRun, namespace: &str, ctx: &Context) 
     }
     create_owned(client, namespace, &channel.role, &run_uid).await?;
     create_owned(client, namespace, &channel.role_binding, &run_uid).await?;
+    if let Some(service) = build_workers_service(run)? {
+        create_owned(client, namespace, &service, &run_uid).await?;
+    }
     let job = build_job(run, &ctx.settings.job)?;
     if create_owned(client, namespace, &job, &run_uid).await? {
         tracing::info!(job = %job.name_any(), "created the runner Job");

@@ -42,6 +42,7 @@ use super::regression::{RegressionSpec, RegressionStatus};
 #[x_kube(validation = Rule::new("!has(self.rows) || self.rows.all(r, has(r.concurrency) != has(r.qps))").message("each row sets exactly one of concurrency and qps"))]
 #[x_kube(validation = Rule::new("!has(self.rows) || self.rows.all(r, !has(r.qps) || r.qps > 0.0)").message("qps must be above 0"))]
 #[x_kube(validation = Rule::new("!has(self.rows) || self.rows.all(r, !has(r.maxSequenceLength) || r.inputTokens + r.outputTokens <= r.maxSequenceLength)").message("inputTokens + outputTokens must fit in maxSequenceLength"))]
+#[x_kube(validation = Rule::new("!has(self.rows) || self.rows.all(r, !has(r.workers) || r.workers <= (has(self.workers) ? self.workers : 1))").message("a row's workers must be at most spec.workers (default 1): raise spec.workers or lower the row's"))]
 pub struct CoeBenchmarkSpec {
     /// The endpoint to benchmark.
     pub endpoint: Endpoint,
@@ -104,6 +105,13 @@ pub struct CoeBenchmarkSpec {
     /// comparison.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regression: Option<RegressionSpec>,
+    /// Worker Pods each run is spread over (1 to 1000, default 1). With more than one, a run is
+    /// an Indexed Job of that many Pods and a headless Service: Pod 0 coordinates and writes
+    /// every result, each Pod gets `runner.resources`, and Pods are spread across nodes. A row
+    /// may use fewer (`rows[].workers`), never more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub workers: Option<u32>,
 }
 
 fn default_successful_history() -> i32 {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use coebench_plan::{ApiKind, ImageSize};
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    TopologySpreadConstraint,
 };
 use kube::KubeSchema;
 use schemars::JsonSchema;
@@ -142,6 +143,12 @@ pub struct RunnerSpec {
     /// for a mirror go in `env` (the token from a Secret, with `valueFrom`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer_cache: Option<PersistentVolumeClaimRef>,
+    /// How the Pods of a multi-worker run (`spec.workers` > 1) are spread. Default: across
+    /// nodes (`kubernetes.io/hostname`, maxSkew 1, `ScheduleAnyway`, over the run's Pods); a
+    /// list given here replaces it, an empty list turns spreading off. Unused with one worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8))]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
 }
 
 /// A volume of files for the runner, mounted read-only at `/files/<name>/`.

@@ -35,6 +35,7 @@ use super::common::{Endpoint, ResultsSpec, RowStatus, RunPhase, RunnerSpec};
 #[x_kube(validation = Rule::new("self == oldSelf").message("a run's spec is immutable: create a new run (or set coebench.dev/run-now on its benchmark)"))]
 #[x_kube(validation = Rule::new("self.rows.all(r, has(r.concurrency) != has(r.qps))").message("each row sets exactly one of concurrency and qps"))]
 #[x_kube(validation = Rule::new("self.rows.all(r, !has(r.qps) || r.qps > 0.0)").message("qps must be above 0"))]
+#[x_kube(validation = Rule::new("self.rows.all(r, !has(r.workers) || r.workers <= (has(self.workers) ? self.workers : 1))").message("a row's workers must be at most spec.workers (default 1): raise spec.workers or lower the row's"))]
 pub struct CoeBenchmarkRunSpec {
     /// The benchmark this run belongs to; empty for a standalone run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,6 +62,17 @@ pub struct CoeBenchmarkRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
+    /// Worker Pods of the run (1 to 1000, default 1), from the benchmark's `spec.workers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub workers: Option<u32>,
+}
+
+impl CoeBenchmarkRunSpec {
+    /// The run's worker Pods: `workers`, default 1.
+    pub fn worker_count(&self) -> u32 {
+        self.workers.unwrap_or(1).max(1)
+    }
 }
 
 /// What started a run.

@@ -202,6 +202,7 @@ fn run() -> CoeBenchmarkRun {
             runner: RunnerSpec::default(),
             results: None,
             ttl_seconds_after_finished: None,
+            workers: None,
         },
     );
     run.metadata.namespace = Some("default".into());
@@ -239,4 +240,30 @@ fn the_nightly_example_is_a_valid_scheduled_benchmark() {
     .unwrap();
     assert_eq!(schedule.time_zone(), "America/New_York");
     assert_eq!(bench.spec.endpoint.api, ApiKind::Simulator);
+}
+
+#[test]
+fn a_rows_workers_fit_in_the_benchmarks() {
+    let mut two = row();
+    two.workers = Some(2);
+    benchmark(json!({"workers": 4, "rows": [two.clone()]}))
+        .validate_cel()
+        .unwrap();
+    benchmark(json!({"workers": 2, "rows": [two.clone()]}))
+        .validate_cel()
+        .unwrap();
+    rejected(
+        &benchmark(json!({"rows": [two.clone()]})),
+        "at most spec.workers",
+    );
+    rejected(
+        &benchmark(json!({"workers": 1, "rows": [two.clone()]})),
+        "at most spec.workers",
+    );
+    let mut run = run();
+    run.spec.rows = vec![two];
+    let err = run.validate_cel().expect_err("a row above the run's workers");
+    assert!(err.to_string().contains("at most spec.workers"), "{err}");
+    run.spec.workers = Some(3);
+    run.validate_cel().unwrap();
 }

@@ -67,7 +67,7 @@ pub fn build_plan(run: &CoeBenchmarkRun, namespace: &str) -> Plan {
         },
         rows: run.spec.rows.clone(),
         options: run.spec.options.clone(),
-        workers: 1,
+        workers: run.spec.worker_count(),
         output: OutputOptions {
             run_name: Some(run.name_any()),
             output_files_dir: Some(dirs.output_files_dir),

@@ -1,5 +1,7 @@
 //! The runner Job of a run: one Pod running `coebench run` on the plan ConfigMap, with the API
-//! key from the Secret, the results volume, and a Pod Security "restricted" security context.
+//! key from the Secret, the results volume, and a Pod Security "restricted" security context
+//! (an Indexed Job of one such Pod per worker for a multi-worker run: see
+//! [`super::workers`]).
 //!
 //! Deadline formula (`activeDeadlineSeconds`): every row may send for `timeoutSeconds` and then
 //! wait `requestTimeoutSeconds` for its last requests, with `timeDelaySeconds` between rows, plus
@@ -169,10 +171,10 @@ pub fn build_job(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Result<Job> {
     let container = runner_container(run, &namespace, defaults);
     let pod = runner_pod(run, defaults, container);
 
-    Ok(Job {
+    let mut job = Job {
         metadata: ObjectMeta {
             name: Some(job_name(&name)),
-            namespace: Some(namespace),
+            namespace: Some(namespace.clone()),
             labels: Some(labels.clone()),
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
@@ -198,7 +200,9 @@ pub fn build_job(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Result<Job> {
             ..JobSpec::default()
         }),
         status: None,
-    })
+    };
+    super::workers::apply_workers(run, &namespace, &mut job);
+    Ok(job)
 }
 
 /// The runner's environment: the user's variables, then `HOME`, `HF_HOME` when a tokenizer
@@ -526,6 +530,7 @@ pub(crate) mod tests {
                     sub_path: Some("perf".into()),
                 }),
                 ttl_seconds_after_finished: None,
+                workers: None,
             },
         );
         run.metadata.namespace = Some("team-a".into());

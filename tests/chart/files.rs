@@ -142,7 +142,7 @@ fn looks_like_a_reason(text: &str) -> bool {
 }
 
 /// PascalCase literals of the operator that are not condition or Event reasons.
-const NOT_REASONS: [(&str, &str); 10] = [
+const NOT_REASONS: [(&str, &str); 11] = [
     ("True", "a condition status"),
     ("False", "a condition status"),
     ("Unknown", "a condition status"),
@@ -150,6 +150,7 @@ const NOT_REASONS: [(&str, &str); 10] = [
     ("TrimHistory", "an Event action"),
     ("Schedule", "an Event action"),
     ("PodScheduled", "a Pod condition type the operator reads"),
+    ("Indexed", "a Job's completionMode the operator reads"),
     ("RunPhases", "the name of a metrics collector"),
     ("NextRuns", "the name of a metrics collector"),
     ("ResultGauges", "the name of a metrics collector"),

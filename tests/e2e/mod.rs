@@ -48,6 +48,7 @@ on_both!(
     deleting_a_benchmark_collects_what_it_made_but_not_the_volume,
     invalid_specs_are_refused_or_named,
     a_missing_secret_and_a_stuck_image_pull_fail_in_bounded_time,
+    a_benchmark_on_three_workers_runs_as_an_indexed_job,
 );
 
 /// The schedule scenario waits for real minutes, so its fake twin is ignored too (run it with

@@ -6,7 +6,7 @@ use std::time::Duration;
 use coebench_operator::crd::RunPhase;
 use coebench_operator::lease;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use serde_json::{Value, json};
 
@@ -466,6 +466,63 @@ pub async fn forbid_then_replace_on_a_minutely_schedule(cluster: &Cluster) {
         .benchmarks()
         .delete("e2e-cron", &DeleteParams::background())
         .await;
+    operator.stop().await;
+}
+
+/// A benchmark on three workers: the run is an Indexed Job of three Pods and a headless
+/// Service; every Pod runs the real distributed runner (index 0 coordinating), and the run's
+/// outcome and rows are the coordinator's, every request of the row counted once.
+pub async fn a_benchmark_on_three_workers_runs_as_an_indexed_job(cluster: &Cluster) {
+    let operator = cluster.operator().await;
+    let mut spec = small_benchmark();
+    spec["workers"] = json!(3);
+    spec["rows"][0]["numRequests"] = json!(9);
+    spec["rows"][0]["concurrency"] = json!(3);
+    cluster
+        .apply_benchmark("e2e-workers", spec)
+        .await
+        .expect("create the benchmark");
+    let job = cluster
+        .until("the Job", || async {
+            cluster.api::<Job>().get_opt("e2e-workers-1").await.ok()?
+        })
+        .await;
+    let job_spec = job.spec.as_ref().unwrap();
+    assert_eq!(job_spec.completion_mode.as_deref(), Some("Indexed"));
+    assert_eq!(job_spec.completions, Some(3));
+    assert_eq!(job_spec.backoff_limit_per_index, Some(0));
+    let service = cluster
+        .api::<Service>()
+        .get("e2e-workers-1-workers")
+        .await
+        .expect("the headless Service");
+    assert_eq!(
+        service.spec.unwrap().cluster_ip.as_deref(),
+        Some("None")
+    );
+    if cluster.plays_kubelet() {
+        let ended = Kubelet::new(cluster).run_workers("e2e-workers-1").await;
+        assert!(
+            ended.iter().all(|(code, _)| *code == 0),
+            "exit codes by index: {:?}",
+            ended.iter().map(|(c, _)| c).collect::<Vec<_>>()
+        );
+        assert!(!ended[0].1.is_empty(), "the coordinator wrote its report");
+        assert!(
+            ended[1..].iter().all(|(_, report)| report.is_empty()),
+            "a worker wrote a report"
+        );
+    }
+    let run = cluster.finished_run("e2e-workers-1").await;
+    let status = run.status.as_ref().unwrap();
+    assert_eq!(
+        phase(&run),
+        Some(RunPhase::Succeeded),
+        "{:?}",
+        status.conditions
+    );
+    assert_eq!(status.rows.len(), 1);
+    assert_eq!(status.rows[0].completed + status.rows[0].errors, 9);
     operator.stop().await;
 }
 

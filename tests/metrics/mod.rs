@@ -91,6 +91,7 @@ async fn prometheus_scrapes_a_runner_and_the_operator_and_promql_agrees_with_the
         env: Box::new(move |name| env.get(name).cloned()),
         simulator_truth_log: None,
         client: ClientOptions::default(),
+        distribution: None,
     };
     let stop = Arc::new(StopSignal::default());
     let result = run_plan(plan, settings, exporter.metrics(), Arc::clone(&stop))

@@ -20,6 +20,7 @@ mod regression;
 mod results_channel;
 mod schedule;
 mod stale_cache;
+mod workers;
 
 fn condition<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'c Condition> {
     conditions.iter().find(|c| c.type_ == type_)

@@ -46,7 +46,7 @@ pub(crate) fn granted(docs: &[Value]) -> BTreeSet<Permission> {
 }
 
 /// The permissions of every request of a full lifecycle: create, succeed, get stuck, trim,
-/// read a CSV, publish Events.
+/// read a CSV, run on several workers, publish Events.
 pub(crate) async fn lifecycle_permissions() -> BTreeSet<Permission> {
     let fake = FakeApiServer::new();
     let (operator, _) = started(&fake, "bench", json!({"successfulRunsHistoryLimit": 0})).await;
@@ -87,6 +87,12 @@ pub(crate) async fn lifecycle_permissions() -> BTreeSet<Permission> {
         fake.get::<Job>(NS, "csv-1")
     })
     .await;
+    // A multi-worker benchmark: its run's headless Service.
+    put_benchmark(&fake, "multi", json!({"workers": 2}));
+    eventually(WAIT, "the multi-worker benchmark's Job", || {
+        fake.get::<Job>(NS, "multi-1")
+    })
+    .await;
     operator.stop().await;
     fake.requests()
         .iter()
@@ -115,6 +121,7 @@ async fn every_call_of_a_full_lifecycle_is_allowed_by_deploy_rbac_yaml() {
         ("", "configmaps", "get"),
         ("", "configmaps", "create"),
         ("", "serviceaccounts", "create"),
+        ("", "services", "create"),
         ("rbac.authorization.k8s.io", "roles", "create"),
         ("rbac.authorization.k8s.io", "rolebindings", "create"),
         ("events.k8s.io", "events", "create"),

@@ -355,6 +355,7 @@ pub fn run_client() {
         env: Box::new(move |name| env.get(name).cloned()),
         simulator_truth_log: None,
         client: ClientOptions::default(),
+        distribution: None,
     };
     let observer: Arc<dyn RunObserver> = collector.clone();
     let result = runtime

@@ -18,7 +18,8 @@ use coebench_plan::{ApiKind, ConsolidatedFileNames, ImageSize, QpsDistribution, 
     after_help = "Exit codes: 0 every row ran; 1 internal error or a failed write; 2 invalid input or \
 usage (nothing was sent); 3 the endpoint rejected the credentials; 4 every request of every row \
 failed; 5 interrupted by SIGTERM/Ctrl-C (rows that finished were written); 6 some rows had every \
-request fail; 7 (compare) a significant regression beyond its threshold."
+request fail; 7 (compare) a significant regression beyond its threshold; 8 a worker of a \
+distributed run (--workers) was lost or never connected."
 )]
 pub struct Cli {
     /// Log format on standard error.
@@ -60,6 +61,10 @@ pub enum Command {
     Report(ReportArgs),
     /// Print the JSON schema of plan files.
     Schema,
+    /// A worker process of a distributed run on this machine (started by `coebench run
+    /// --workers N`).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
 }
 
 /// Where the plan comes from.
@@ -257,6 +262,46 @@ pub struct RunArgs {
     /// No progress bars (tables and paths are still printed).
     #[arg(long, help_heading = "Reporting")]
     pub no_progress: bool,
+    /// Spread the run over N worker processes (overrides the plan's `workers`; default: the
+    /// plan's, else 1). Without --coordinator, this process coordinates and starts the other
+    /// N-1 on this machine.
+    #[arg(long, value_name = "N", help_heading = "Distributed runs")]
+    pub workers: Option<u32>,
+    /// The coordinator's address HOST:PORT (on Kubernetes `<run>-0.<run>-workers:7470`):
+    /// worker index 0 listens on 0.0.0.0:PORT and coordinates, the others connect to it.
+    #[arg(long, value_name = "HOST:PORT", help_heading = "Distributed runs")]
+    pub coordinator: Option<String>,
+    /// This process's worker index with --coordinator (default: JOB_COMPLETION_INDEX, which
+    /// Kubernetes sets in Indexed Jobs).
+    #[arg(
+        long,
+        value_name = "I",
+        env = "JOB_COMPLETION_INDEX",
+        help_heading = "Distributed runs"
+    )]
+    pub worker_index: Option<u32>,
+    /// Seconds every worker has to connect to the coordinator (and to prepare each row).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = coebench_runner::distributed::DEFAULT_RENDEZVOUS_SECONDS,
+        help_heading = "Distributed runs"
+    )]
+    pub rendezvous_timeout: u64,
+}
+
+/// `coebench worker` arguments (started by `coebench run --workers N` on one machine).
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The coordinator's address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub coordinator: String,
+    /// This worker's index, 1 to N-1.
+    #[arg(long, value_name = "I")]
+    pub index: u32,
+    /// Seconds to keep trying to reach the coordinator.
+    #[arg(long, value_name = "SECONDS", default_value_t = coebench_runner::distributed::DEFAULT_RENDEZVOUS_SECONDS)]
+    pub rendezvous_timeout: u64,
 }
 
 /// `coebench report` arguments.

@@ -101,6 +101,9 @@ fn quick_plan(row: &QuickRowArgs) -> Result<LoadedPlan, InputErrors> {
 /// Applies `coebench run`'s override flags to the plan.
 pub fn apply_overrides(plan: &mut Plan, args: &RunArgs) {
     let path = |p: &Path| p.display().to_string();
+    if let Some(workers) = args.workers {
+        plan.workers = workers;
+    }
     let options = &mut plan.options;
     if let Some(seed) = args.seed {
         options.seed = seed;

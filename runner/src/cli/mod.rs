@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod compare;
+pub mod distributed;
 pub mod inputs;
 pub mod messages;
 pub mod report;

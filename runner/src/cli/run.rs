@@ -15,12 +15,15 @@ use coebench_runner::engine::endpoint::EndpointError;
 use coebench_runner::engine::load::StopSignal;
 use coebench_runner::engine::observer::{Observers, RunObserver};
 use coebench_runner::engine::preflight::{check_credentials, check_output_folders, read_datasets};
-use coebench_runner::engine::run::{PlanSource, RunError, RunSettings, exit_code, run_plan};
+use coebench_runner::engine::run::{
+    PlanSource, RowDistribution, RunError, RunSettings, exit_code, run_plan,
+};
 use coebench_runner::prometheus::{ExportOptions, Exporter, RunLabels};
 use coebench_runner::results_api::{ApiAccess, ResultsPublisher};
 use coebench_simulator::{SimulatorConfig, SimulatorError};
 
 use crate::cli::args::{InputArgs, RunArgs};
+use crate::cli::distributed::{self, Role};
 use crate::cli::inputs::{LoadedPlan, apply_overrides, load_plan};
 use crate::cli::messages;
 use crate::cli::signals::handle_stop_signals;
@@ -37,6 +40,19 @@ pub fn run(args: &RunArgs) -> ExitCode {
     apply_overrides(&mut loaded.plan, args);
     for note in &loaded.notes {
         messages::note(note);
+    }
+    let role = match distributed::role(args, loaded.plan.workers) {
+        Ok(role) => role,
+        Err(message) => return fail_before_start(args, RunOutcome::InvalidInput, &message),
+    };
+    if let Role::Worker { coordinator, index } = role.clone() {
+        // A worker takes the plan from the coordinator, and writes no results.
+        return distributed::serve_worker(
+            coordinator,
+            index,
+            std::time::Duration::from_secs(args.rendezvous_timeout),
+            args.report_file.as_deref(),
+        );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -74,11 +90,22 @@ pub fn run(args: &RunArgs) -> ExitCode {
     if let Some(publisher) = &publisher {
         observers.push(publisher.clone());
     }
+    let coordination = match role {
+        Role::Coordinator { listen, local } => {
+            match runtime.block_on(distributed::coordinate(&loaded.plan, listen, local, args)) {
+                Ok(coordination) => Some(coordination),
+                Err((outcome, message)) => return fail_before_start(args, outcome, &message),
+            }
+        }
+        Role::Single | Role::Worker { .. } => None,
+    };
+    let coordinator = coordination.as_ref().map(|c| Arc::clone(&c.coordinator));
     let settings = RunSettings {
         source: plan_source(&args.input, &loaded),
         env: Box::new(|name| std::env::var(name).ok()),
         simulator_truth_log: args.simulator_truth_log.clone(),
         client: ClientOptions::default(),
+        distribution: coordinator.clone().map(|c| c as Arc<dyn RowDistribution>),
     };
     let grace = std::time::Duration::try_from_secs_f64(loaded.plan.options.stop_grace_seconds)
         .unwrap_or(std::time::Duration::from_secs_f64(
@@ -93,6 +120,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
             Arc::clone(&stop),
         )
         .await;
+        if let Some(coordinator) = &coordinator {
+            coordinator.finish().await;
+        }
         if let Some(exporter) = exporter {
             exporter.finish(&stop).await;
         }
@@ -106,6 +136,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
         }
         result
     });
+    if let Some(local) = coordination.and_then(|c| c.local) {
+        local.wait(std::time::Duration::from_secs(15));
+    }
     match result {
         Ok(result) => {
             terminal.print_result(&result);

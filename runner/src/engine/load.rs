@@ -94,12 +94,16 @@ pub fn saturating_deadline(from: Instant, by: Duration) -> Instant {
         .unwrap_or(from)
 }
 
-/// What a loop needs: how to send request `i`, and when to stop.
+/// What a loop needs: how to send request `i`, which requests, from when, and when to stop.
 pub struct LoadContext<S> {
     /// Sends request `index`; `intended` is its scheduled send instant (open loop only).
     pub send: S,
-    /// Number of requests in the row.
-    pub num_requests: u32,
+    /// The row's request indices this loop sends, ascending: every index of the row in one
+    /// process, this worker's share in a distributed row (`distributed::partition`).
+    pub requests: Arc<[u32]>,
+    /// When the row starts: the loop sends nothing before it, and open-loop offsets are
+    /// measured from it (now, in one process; the instant all workers agreed on, otherwise).
+    pub start: Instant,
     /// No request is sent at or after this instant.
     pub deadline: Instant,
     /// Run-wide stop signal.
@@ -129,21 +133,24 @@ where
     F: Future<Output = (u32, T)> + Send + 'static,
     T: Send + 'static,
 {
-    let started = Instant::now();
+    wait_for_start(ctx.start, &ctx.stop).await;
+    let started = ctx.start;
+    let num_requests = requests_in(&ctx);
     let next = Arc::new(AtomicU32::new(0));
-    let results = Arc::new(Mutex::new(Vec::with_capacity(ctx.num_requests as usize)));
+    let results = Arc::new(Mutex::new(Vec::with_capacity(num_requests as usize)));
     let timed_out = Arc::new(AtomicBool::new(false));
     let send = Arc::new(ctx.send);
     let mut workers = JoinSet::new();
-    for _ in 0..concurrency.min(ctx.num_requests) {
-        let (next, results, timed_out, send, stop) = (
+    for _ in 0..concurrency.min(num_requests) {
+        let (next, results, timed_out, send, stop, requests) = (
             Arc::clone(&next),
             Arc::clone(&results),
             Arc::clone(&timed_out),
             Arc::clone(&send),
             Arc::clone(&ctx.stop),
+            Arc::clone(&ctx.requests),
         );
-        let (n, deadline) = (ctx.num_requests, ctx.deadline);
+        let (n, deadline) = (num_requests, ctx.deadline);
         workers.spawn(async move {
             loop {
                 if stop.is_stopped() {
@@ -153,11 +160,11 @@ where
                     timed_out.store(true, Ordering::SeqCst);
                     return;
                 }
-                let index = next.fetch_add(1, Ordering::SeqCst);
-                if index >= n {
+                let position = next.fetch_add(1, Ordering::SeqCst);
+                if position >= n {
                     return;
                 }
-                let item = send(index, None).await;
+                let item = send(requests[position as usize], None).await;
                 if let Ok(mut results) = results.lock() {
                     results.push(item);
                 }
@@ -167,7 +174,7 @@ where
     while workers.join_next().await.is_some() {}
     let ended = Instant::now();
     let finished = take_sorted(&results);
-    let not_sent = ctx.num_requests - finished.len() as u32;
+    let not_sent = num_requests - finished.len() as u32;
     let stopped_early = stop_reason(not_sent, &ctx.stop, timed_out.load(Ordering::SeqCst));
     LoadOutcome {
         finished,
@@ -178,8 +185,9 @@ where
     }
 }
 
-/// Runs an open loop: request `i` is sent at `start + offsets[i]`, slept to as an absolute
-/// deadline with the high-resolution timer, whatever else is in flight.
+/// Runs an open loop: request `i` is sent at `start + offsets[i]` (`offsets` indexed by the row's
+/// request index, so a worker's share keeps the single-process schedule), slept to as an
+/// absolute deadline with the high-resolution timer, whatever else is in flight.
 ///
 /// The dispatcher runs in the caller's task (on the command line, the `block_on` thread, which
 /// the operating system schedules apart from the runtime's workers). Spawning it onto the
@@ -190,8 +198,8 @@ where
     F: Future<Output = (u32, T)> + Send + 'static,
     T: Send + 'static,
 {
-    let started = Instant::now();
-    let num_requests = ctx.num_requests;
+    let started = ctx.start;
+    let num_requests = requests_in(&ctx);
     let (mut finished, stopped_early) = dispatch(ctx, offsets, started).await;
     finished.sort_by_key(|(index, _)| *index);
     let ended = Instant::now();
@@ -218,9 +226,12 @@ where
     T: Send + 'static,
 {
     let mut in_flight = JoinSet::new();
-    let mut finished = Vec::with_capacity(ctx.num_requests as usize);
+    let mut finished = Vec::with_capacity(ctx.requests.len());
     let mut stopped_early = None;
-    for (index, offset) in (0..ctx.num_requests).zip(offsets) {
+    for &index in ctx.requests.iter() {
+        let Some(offset) = offsets.get(index as usize) else {
+            break;
+        };
         let due = started + *offset;
         if due >= ctx.deadline {
             stopped_early = Some(StopReason::Timeout);
@@ -246,6 +257,21 @@ where
         collect(done, &mut finished);
     }
     (finished, stopped_early)
+}
+
+/// Sleeps until `start` (a distributed row's common start), or until the run stops.
+async fn wait_for_start(start: Instant, stop: &StopSignal) {
+    if Instant::now() < start {
+        tokio::select! {
+            () = coebench_support::timer::sleep_until(start) => {}
+            () = stop.stopped() => {}
+        }
+    }
+}
+
+/// The number of requests a loop sends.
+fn requests_in<S>(ctx: &LoadContext<S>) -> u32 {
+    u32::try_from(ctx.requests.len()).unwrap_or(u32::MAX)
 }
 
 fn collect<T>(done: Result<(u32, T), tokio::task::JoinError>, into: &mut Vec<(u32, T)>) {
@@ -307,7 +333,8 @@ mod tests {
     fn context<S>(send: S, n: u32, deadline_in: Duration) -> LoadContext<S> {
         LoadContext {
             send,
-            num_requests: n,
+            requests: (0..n).collect(),
+            start: Instant::now(),
             deadline: Instant::now() + deadline_in,
             stop: Arc::new(StopSignal::default()),
         }

@@ -34,6 +34,12 @@ pub trait RunObserver: Send + Sync {
     fn request_finished(&self, _row_index: usize, _record: &RequestRecord) {}
     /// A row finished and its files were written (`files` is `None` if writing failed).
     fn row_finished(&self, _summary: &RowSummary, _files: Option<&RowFilePaths>) {}
+    /// In a distributed run, a request of row `row_index` finished on worker `worker` (0 is
+    /// the coordinator); [`RunObserver::request_finished`] was called for it too.
+    fn worker_request_finished(&self, _row_index: usize, _worker: u32) {}
+    /// In a distributed run, worker `worker`'s share of row `row_index` ended, its client
+    /// `saturated` or not.
+    fn worker_row_health(&self, _row_index: usize, _worker: u32, _saturated: bool) {}
 }
 
 /// Forwards every hook to each observer in turn.
@@ -59,5 +65,15 @@ impl RunObserver for Observers {
     }
     fn row_finished(&self, summary: &RowSummary, files: Option<&RowFilePaths>) {
         self.0.iter().for_each(|o| o.row_finished(summary, files));
+    }
+    fn worker_request_finished(&self, row_index: usize, worker: u32) {
+        self.0
+            .iter()
+            .for_each(|o| o.worker_request_finished(row_index, worker));
+    }
+    fn worker_row_health(&self, row_index: usize, worker: u32, saturated: bool) {
+        self.0
+            .iter()
+            .for_each(|o| o.worker_row_health(row_index, worker, saturated));
     }
 }

@@ -20,7 +20,7 @@ use crate::statistics::record::{RequestContext, RequestRecord};
 use crate::statistics::record_digest::RecordDigest;
 use crate::statistics::response_texts::ResponseTextSpool;
 use crate::statistics::spool::{RecordSpool, SpoolError};
-use crate::statistics::summary::{RowExecution, RowResult};
+use crate::statistics::summary::{ClientHealth, RowExecution, RowNames, RowResult};
 use crate::workload::image::ImageSet;
 use crate::workload::prompt::dataset::{DATASET_PROMPT_NAME, DatasetPrompts};
 use crate::workload::prompt::{BuiltPrompt, PromptError, PromptSelection, request_tag};
@@ -59,6 +59,9 @@ pub struct RunShared {
     pub write_failure: Arc<OnceLock<String>>,
     /// When each row started, by row index, to place parallel rows on one clock.
     pub row_starts: Mutex<HashMap<usize, Instant>>,
+    /// This process's worker index in a distributed run (0: the coordinator); `None` in a run
+    /// of one process.
+    pub worker_index: Option<u32>,
 }
 
 /// Why a row could not be prepared.
@@ -84,6 +87,9 @@ pub enum RowSetupError {
     /// The row's record spool could not be created.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// A worker of a distributed run was lost before the row started.
+    #[error("{0}")]
+    WorkerLost(String),
 }
 
 /// A row's requests, built before it starts so nothing is tokenised while it runs.
@@ -231,14 +237,102 @@ const WARM_UP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most connections opened ahead of a row.
 const MAX_WARM_CONNECTIONS: u32 = 10_000;
 
-/// Connections a row will have open at once: its concurrency, or a second's worth of arrivals.
-fn connections_needed(row: &Row) -> u32 {
+/// Connections a row will have open at once on one of `workers` processes: its share of the
+/// concurrency, or of a second's worth of arrivals.
+fn connections_needed(row: &Row, workers: u32) -> u32 {
     let wanted = match row.load() {
         Some(Load::Concurrency(c)) => c,
         Some(Load::Rate { qps, .. }) => qps.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
         None => 1,
     };
-    wanted.min(row.num_requests).min(MAX_WARM_CONNECTIONS)
+    wanted
+        .div_ceil(workers.max(1))
+        .min(row.num_requests)
+        .min(MAX_WARM_CONNECTIONS)
+}
+
+/// A row's requests, built, with its connections warmed: ready to start.
+pub struct ReadyRow {
+    prepared: Arc<PreparedRow>,
+    seed: u64,
+}
+
+/// Which of a row's requests this process sends, and how many at once (closed loop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowShare {
+    /// The request indices, ascending.
+    pub requests: Arc<[u32]>,
+    /// Requests in flight at once (closed loop; open-loop rows follow their schedule).
+    pub concurrency: u32,
+}
+
+impl RowShare {
+    /// Every request of `row` at the row's own concurrency: a row run by one process.
+    pub fn whole(row: &Row) -> RowShare {
+        RowShare {
+            requests: (0..row.num_requests).collect(),
+            concurrency: row_concurrency(row),
+        }
+    }
+}
+
+/// A closed-loop row's concurrency (1 for a row validation would reject).
+pub fn row_concurrency(row: &Row) -> u32 {
+    match row.load() {
+        Some(Load::Concurrency(concurrency)) => concurrency,
+        _ => row.concurrency.unwrap_or(1),
+    }
+}
+
+/// When a row starts, on this process's monotonic clock and on the run's wall clock.
+#[derive(Debug, Clone, Copy)]
+pub struct RowClock {
+    /// The instant the row starts; records' offsets are measured from it.
+    pub started: Instant,
+    /// The run's wall-clock time at `started`.
+    pub started_wall: jiff::Timestamp,
+    /// Added to this process's wall-clock readings to put them on the run's clock: zero in one
+    /// process, a worker's measured offset from the coordinator, negated, on a worker.
+    pub wall_correction: jiff::SignedDuration,
+}
+
+impl RowClock {
+    /// A row starting now, in one process.
+    pub fn now() -> RowClock {
+        RowClock {
+            started: Instant::now(),
+            started_wall: jiff::Timestamp::now(),
+            wall_correction: jiff::SignedDuration::ZERO,
+        }
+    }
+}
+
+/// Where a row's finished records go.
+#[derive(Clone)]
+pub enum RecordSink {
+    /// The row's spool (and generated texts), a digest of each kept: one process, or a
+    /// coordinator's own share.
+    Spool {
+        /// The row's record spool.
+        spool: Arc<RecordSpool>,
+        /// The row's generated texts, when the run saves them.
+        texts: Option<Arc<ResponseTextSpool>>,
+    },
+    /// On to a distributed row's coordinator (a worker's share).
+    Forward(tokio::sync::mpsc::Sender<RequestRecord>),
+}
+
+/// What sending a row's share did.
+pub struct DrivenShare {
+    /// The loop's outcome: a digest per request sent (spooled only with a spool sink).
+    pub outcome: LoadOutcome<RecordDigest>,
+    /// The client's health while it sent the share.
+    pub health: ClientHealth,
+}
+
+/// The prefix of a row's request ids (`<prefix>-<row>-<request>`): the start of its UUID.
+pub fn request_id_prefix(names: &RowNames) -> String {
+    names.uuid.simple().to_string()[..12].to_string()
 }
 
 /// Runs row `row_index` to the end (or until the run is stopped) and summarises it.
@@ -247,10 +341,51 @@ pub async fn run_row(
     row_index: usize,
     row: &Row,
 ) -> Result<RowResult, RowSetupError> {
+    let ready = prepare_row(shared, row_index, row, 1).await?;
+    let clock = RowClock::now();
+    let (execution, sink) = begin_row(
+        shared,
+        row_index,
+        row,
+        clock,
+        naming::row_names(row_index, row),
+    )?;
+    let prefix = request_id_prefix(&execution.names);
+    let driven = drive_row(
+        shared,
+        row_index,
+        row,
+        &ready,
+        &RowShare::whole(row),
+        clock,
+        &prefix,
+        sink,
+    )
+    .await;
+    let outcome = driven.outcome;
+    Ok(finish_row(
+        shared,
+        execution,
+        outcome.finished,
+        outcome.ended,
+        outcome.not_sent,
+        driven.health,
+    )
+    .await)
+}
+
+/// Builds row `row_index`'s requests and warms the connections this process (one of
+/// `workers`) will need.
+pub async fn prepare_row(
+    shared: &RunShared,
+    row_index: usize,
+    row: &Row,
+    workers: u32,
+) -> Result<ReadyRow, RowSetupError> {
     let seed = row_seed(shared.options.seed, row_index);
     let prepared = Arc::new(PreparedRow::build(shared, row, seed)?);
     if shared.options.warm_up_connections {
-        let connections = connections_needed(row);
+        let connections = connections_needed(row, workers);
         let opened = tokio::select! {
             opened = shared.client.warm_up(connections, WARM_UP_TIMEOUT) => opened,
             () = shared.stop.stopped() => 0,
@@ -262,14 +397,23 @@ pub async fn run_row(
             "connections warmed up"
         );
     }
-    let started_wall = jiff::Timestamp::now();
-    let started = Instant::now();
+    Ok(ReadyRow { prepared, seed })
+}
+
+/// Begins row `row_index` at `clock` under `names`: creates its spool (and text spool), tells
+/// the observers, and returns its execution and the sink of its records.
+pub fn begin_row(
+    shared: &RunShared,
+    row_index: usize,
+    row: &Row,
+    clock: RowClock,
+    names: RowNames,
+) -> Result<(RowExecution, RecordSink), RowSetupError> {
     shared
         .row_starts
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(row_index, started);
-    let names = naming::row_names(row_index, row);
+        .insert(row_index, clock.started);
     let spool = Arc::new(RecordSpool::create(&shared.run_dir, &names.base)?);
     let texts = if shared.options.save_response_texts {
         Some(Arc::new(ResponseTextSpool::create(
@@ -280,43 +424,61 @@ pub async fn run_row(
         None
     };
     shared.observer.row_started(row_index, row, &names.base);
-    let request_tag = names.uuid.simple().to_string()[..12].to_string();
     let mut execution = RowExecution::new(
         row_index,
         row.clone(),
         &shared.run_name,
         names,
-        started,
-        started_wall,
+        clock.started,
+        clock.started_wall,
     );
     execution.spool = Some(Arc::clone(&spool));
     execution.response_texts = texts.clone();
     execution.sampling_params = row.effective_sampling_params(&shared.options);
     execution.metadata = shared.options.metadata.clone();
     execution.objectives = row.effective_objectives(&shared.options).cloned();
+    Ok((execution, RecordSink::Spool { spool, texts }))
+}
+
+/// Sends `share` of the row's requests from `clock.started`, each finished request's record to
+/// `sink`, under the client's health monitor.
+#[allow(clippy::too_many_arguments)]
+pub async fn drive_row(
+    shared: &Arc<RunShared>,
+    row_index: usize,
+    row: &Row,
+    ready: &ReadyRow,
+    share: &RowShare,
+    clock: RowClock,
+    request_id_prefix: &str,
+    sink: RecordSink,
+) -> DrivenShare {
     let timeout = saturating_duration(shared.options.request_timeout_seconds);
     let tokenizer = Arc::clone(&shared.tokenizers.for_model(&row.model).tokenizer);
+    let started = clock.started;
     let send = {
         let shared = Arc::clone(shared);
-        let prepared = Arc::clone(&prepared);
+        let prepared = Arc::clone(&ready.prepared);
         let model = row.model.clone();
         let tokenizer = Arc::clone(&tokenizer);
         let max_tokens = row.output_tokens;
+        let prefix = request_id_prefix.to_string();
         move |index: u32, intended: Option<Instant>| {
             let shared = Arc::clone(&shared);
             let prepared = Arc::clone(&prepared);
-            let spool = Arc::clone(&spool);
-            let texts = texts.clone();
+            let sink = sink.clone();
             let model = model.clone();
             let tokenizer = Arc::clone(&tokenizer);
-            let request_id = format!("{request_tag}-{row_index}-{index}");
+            let request_id = format!("{prefix}-{row_index}-{index}");
             async move {
                 let (request, prompt) = prepared.request(index);
                 shared.observer.request_started(row_index);
-                let measurement = shared
+                let mut measurement = shared
                     .client
                     .send_interruptible(request, &request_id, timeout, shared.stop.cut())
                     .await;
+                measurement.start_wall += clock.wall_correction;
+                measurement.end_wall += clock.wall_correction;
                 if let Some(error) = &measurement.error
                     && matches!(error.kind, ErrorKind::Http(401 | 403))
                 {
@@ -327,7 +489,9 @@ pub async fn run_row(
                     ));
                     shared.stop.stop();
                 }
-                if let Some(texts) = &texts
+                if let RecordSink::Spool {
+                    texts: Some(texts), ..
+                } = &sink
                     && let Err(e) = texts.append(
                         index,
                         prompt.name,
@@ -355,55 +519,96 @@ pub async fn run_row(
                 let record =
                     RequestRecord::from_measurement(&context, &measurement, &*tokenizer, started);
                 shared.observer.request_finished(row_index, &record);
-                let spooled = match spool.append(&record) {
-                    Ok(at) => Some(at),
-                    Err(e) => {
-                        tracing::error!(
-                            row = row_index,
-                            request = index,
-                            "cannot spool the record: {e}"
-                        );
-                        // A full disk: stop sending, what cannot be stored is not measured.
-                        let _ = shared.write_failure.set(e.to_string());
-                        shared.stop.stop();
-                        None
+                if let Some(worker) = shared.worker_index {
+                    shared.observer.worker_request_finished(row_index, worker);
+                }
+                let digest = match &sink {
+                    RecordSink::Spool { spool, .. } => {
+                        keep_record(&shared, row_index, spool, &record)
+                    }
+                    RecordSink::Forward(to) => {
+                        let digest = RecordDigest::of(&record, None);
+                        // A closed channel means the coordinator is gone; the worker ends then.
+                        let _ = to.send(record).await;
+                        digest
                     }
                 };
-                (index, RecordDigest::of(&record, spooled))
+                (index, digest)
             }
         }
     };
     let context = LoadContext {
         send,
-        num_requests: row.num_requests,
+        requests: Arc::clone(&share.requests),
+        start: started,
         deadline: saturating_deadline(started, saturating_duration(shared.options.timeout_seconds)),
         stop: Arc::clone(&shared.stop),
     };
     let monitor = HealthMonitor::start();
     let outcome: LoadOutcome<RecordDigest> = match row.load() {
         Some(Load::Rate { qps, distribution }) => {
-            let offsets = arrival_offsets(row.num_requests, qps, distribution, seed);
+            let offsets = arrival_offsets(row.num_requests, qps, distribution, ready.seed);
             open_loop(context, &offsets).await
         }
-        Some(Load::Concurrency(concurrency)) => closed_loop(context, concurrency).await,
-        // Validation rejects such rows; a plan that skipped it still runs them closed-loop at 1.
-        None => closed_loop(context, row.concurrency.unwrap_or(1)).await,
+        // Validation rejects rows with neither; a plan that skipped it still runs them
+        // closed-loop.
+        _ => closed_loop(context, share.concurrency).await,
     };
-    execution.client_health = monitor.finish();
-    let server_counted = outcome
-        .finished
+    DrivenShare {
+        outcome,
+        health: monitor.finish(),
+    }
+}
+
+/// Appends `record` to `spool` and returns its digest; a failed append (a full disk) stops the
+/// run, since what cannot be stored is not measured.
+pub fn keep_record(
+    shared: &RunShared,
+    row_index: usize,
+    spool: &RecordSpool,
+    record: &RequestRecord,
+) -> RecordDigest {
+    let spooled = match spool.append(record) {
+        Ok(at) => Some(at),
+        Err(e) => {
+            tracing::error!(
+                row = row_index,
+                request = record.request_idx,
+                "cannot spool the record: {e}"
+            );
+            let _ = shared.write_failure.set(e.to_string());
+            shared.stop.stop();
+            None
+        }
+    };
+    RecordDigest::of(record, spooled)
+}
+
+/// Finishes a row that ran: the chat-template probe, then the summary over `digests` (every
+/// process's records in a distributed row).
+pub async fn finish_row(
+    shared: &RunShared,
+    mut execution: RowExecution,
+    digests: Vec<RecordDigest>,
+    ended: Instant,
+    not_sent: u32,
+    health: ClientHealth,
+) -> RowResult {
+    execution.client_health = health;
+    let server_counted = digests
         .iter()
         .any(|r| r.is_success() && r.server_number_input_tokens.is_some());
     // Not under parallel rows: the probe would load this model in the middle of the other
     // rows' traffic and inject a switch into their measurements.
     if server_counted && !shared.stop.is_stopped() && shared.options.parallel_rows <= 1 {
+        let tokenizer = Arc::clone(&shared.tokenizers.for_model(&execution.row.model).tokenizer);
         execution.template_overhead = shared
             .template_overheads
-            .of(&shared.client, &tokenizer, &row.model)
+            .of(&shared.client, &tokenizer, &execution.row.model)
             .await;
     }
-    execution.digests = outcome.finished;
-    execution.ended = outcome.ended;
-    execution.not_sent = outcome.not_sent;
-    Ok(execution.finish())
+    execution.digests = digests;
+    execution.ended = ended;
+    execution.not_sent = not_sent;
+    execution.finish()
 }

@@ -16,7 +16,7 @@ use crate::engine::row::{RowSetupError, RunShared, run_row};
 use crate::engine::template_probe::TemplateOverheads;
 use crate::output::OutputError;
 use crate::output::consolidated::{ConsolidatedPaths, ConsolidatedTable};
-use crate::output::manifest::{ManifestExit, RunManifest, write_manifest};
+use crate::output::manifest::{ManifestExit, ManifestWorkers, RunManifest, write_manifest};
 use crate::output::mixed_switching::write_mixed_switching;
 use crate::output::naming::{self, default_run_name};
 use crate::output::row_files::{run_dir, write_row_files};
@@ -62,6 +62,36 @@ pub struct RunSettings {
     pub simulator_truth_log: Option<PathBuf>,
     /// Client options.
     pub client: ClientOptions,
+    /// Runs each row over several worker processes instead of this one alone (a distributed
+    /// run's coordinator); `None`: one process.
+    pub distribution: Option<Arc<dyn RowDistribution>>,
+}
+
+/// The future of a row run by a [`RowDistribution`].
+pub type RowFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<RowResult, RowSetupError>> + Send + 'a>,
+>;
+
+/// A row spread over several worker processes: what a distributed run's coordinator does in
+/// place of [`run_row`]. It finishes each row through the same [`RowExecution::finish`] and the
+/// run writes its files as for any row.
+///
+/// [`RowExecution::finish`]: crate::statistics::summary::RowExecution::finish
+pub trait RowDistribution: Send + Sync {
+    /// The prompt nonce every worker was given (prompts and request ids must be the ones one
+    /// process would send).
+    fn prompt_nonce(&self) -> u64;
+    /// Runs row `row_index` on every worker, this process's share included, and merges it.
+    fn run_row<'a>(
+        &'a self,
+        shared: &'a Arc<RunShared>,
+        row_index: usize,
+        row: &'a Row,
+    ) -> RowFuture<'a>;
+    /// Why a worker was lost, once one was: the run then ends with [`RunOutcome::WorkerLost`].
+    fn worker_lost(&self) -> Option<String>;
+    /// The workers' clock offsets, round trips and per-row health, for `run.json`.
+    fn manifest(&self) -> ManifestWorkers;
 }
 
 /// A run that could not start. Nothing was sent.
@@ -206,9 +236,13 @@ pub async fn run_plan(
         stop: Arc::clone(&stop),
         auth_failure: Arc::new(OnceLock::new()),
         template_overheads: TemplateOverheads::default(),
-        prompt_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
+        prompt_nonce: settings.distribution.as_ref().map_or_else(
+            || uuid::Uuid::new_v4().as_u64_pair().0,
+            |d| d.prompt_nonce(),
+        ),
         write_failure: Arc::new(OnceLock::new()),
         row_starts: std::sync::Mutex::new(std::collections::HashMap::new()),
+        worker_index: settings.distribution.as_ref().map(|_| 0),
     });
     let mut files = RunFiles {
         table: ConsolidatedTable::new(&run_name)
@@ -239,8 +273,14 @@ pub async fn run_plan(
                 files.add(not_run(row_index, row, &run_name));
                 continue;
             }
-            let result = run_row(&shared, row_index, row).await;
+            let result = match &settings.distribution {
+                Some(distribution) => distribution.run_row(&shared, row_index, row).await,
+                None => run_row(&shared, row_index, row).await,
+            };
             files.finish_row(row_index, row, result, &shared);
+            if let Some(distribution) = &settings.distribution {
+                files.manifest.workers = Some(distribution.manifest());
+            }
             files.write_table_and_manifest();
         }
     }
@@ -254,12 +294,24 @@ pub async fn run_plan(
             }
         }
     }
-    let (outcome, message) = decide_outcome(
-        &files.summaries,
-        shared.auth_failure.get(),
-        stop.is_stopped(),
-        files.write_failure.as_deref(),
-    );
+    let worker_lost = settings.distribution.as_ref().and_then(|d| d.worker_lost());
+    if let Some(distribution) = &settings.distribution {
+        files.manifest.workers = Some(distribution.manifest());
+    }
+    let (outcome, message) = match worker_lost {
+        Some(lost) if shared.auth_failure.get().is_none() => (
+            RunOutcome::WorkerLost,
+            Some(format!(
+                "{lost}; what the workers measured before was written"
+            )),
+        ),
+        _ => decide_outcome(
+            &files.summaries,
+            shared.auth_failure.get(),
+            stop.is_stopped(),
+            files.write_failure.as_deref(),
+        ),
+    };
     files.manifest.finish(
         jiff::Timestamp::now(),
         ManifestExit {

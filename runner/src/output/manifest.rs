@@ -38,6 +38,61 @@ pub struct RunManifest {
     pub rows: Vec<ManifestRow>,
     /// How the run ended; `None` while it runs.
     pub exit: Option<ManifestExit>,
+    /// A distributed run's workers (clock offsets, round trips, health per row); absent for a
+    /// run of one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<ManifestWorkers>,
+}
+
+/// A distributed run's workers, as its coordinator (worker 0) measured them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ManifestWorkers {
+    /// Worker processes (or Pods) in the run, the coordinator included.
+    pub count: u32,
+    /// Each worker other than the coordinator: its clock and connection.
+    pub workers: Vec<ManifestWorker>,
+    /// Each worker's share of each row that ran, and its client's health.
+    pub rows: Vec<ManifestWorkerRow>,
+    /// The worker that was lost, and how, when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<String>,
+}
+
+/// One worker's clock, as the coordinator measured it by repeated round trips.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ManifestWorker {
+    /// The worker's index (0 is the coordinator).
+    pub index: u32,
+    /// The host the worker connected from.
+    pub host: String,
+    /// The worker's wall clock minus the coordinator's, seconds, from the round trip with the
+    /// smallest RTT; every record of the worker was put on the coordinator's clock with it.
+    pub clock_offset_s: f64,
+    /// The smallest round-trip time measured, seconds (the offset's uncertainty is half of it).
+    pub rtt_s: f64,
+    /// Round trips measured.
+    pub samples: u32,
+}
+
+/// One worker's share of one row and how healthy its client was.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ManifestWorkerRow {
+    /// Position of the row in the plan.
+    pub row_index: usize,
+    /// The worker's index (0 is the coordinator).
+    pub worker: u32,
+    /// Requests the worker was given.
+    pub requests: u32,
+    /// Requests it sent whose records reached the coordinator.
+    pub records: u32,
+    /// The largest dispatch delay of its open-loop requests, seconds.
+    pub dispatch_delay_max_s: Option<f64>,
+    /// The p99 of its runtime's scheduling lag, seconds.
+    pub event_loop_lag_p99_s: Option<f64>,
+    /// Its process's CPU, as a fraction of the cores it may use.
+    pub cpu_utilization: Option<f64>,
+    /// Whether its client was the bottleneck (`client_saturated`).
+    pub client_saturated: bool,
 }
 
 /// The inputs of a run.
@@ -121,6 +176,7 @@ impl RunManifest {
             run_name: run_name.into(),
             started_at: crate::statistics::record::utc_timestamp(started),
             ended_at: None,
+            workers: None,
             inputs: ManifestInputs::default(),
             endpoint: ManifestEndpoint {
                 api: endpoint.api,

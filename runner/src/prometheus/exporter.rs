@@ -17,7 +17,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::buckets::{END_TO_END_SECONDS, INTER_TOKEN_SECONDS, TTFT_SECONDS};
-use super::labels::{OutcomeLabels, RowLabels, RunLabels};
+use super::labels::{OutcomeLabels, RowLabels, RunLabels, WorkerLabels};
 use crate::engine::observer::{RunObserver, RunStarted};
 use crate::output::row_files::RowFilePaths;
 use crate::statistics::record::RequestRecord;
@@ -88,6 +88,8 @@ pub struct RunMetrics {
     rows: Family<RunLabels, Gauge>,
     current_row: Family<RunLabels, Gauge>,
     rows_finished: Family<RunLabels, Counter>,
+    worker_requests: Family<WorkerLabels, Counter>,
+    worker_saturated: Family<WorkerLabels, Gauge>,
     handles: RwLock<Vec<Option<Arc<RowHandles>>>>,
 }
 
@@ -190,8 +192,24 @@ impl RunMetrics {
             "Rows that finished (or could not run)",
             rows_finished.clone(),
         );
+        let worker_requests = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "worker_requests",
+            "Requests that finished on each worker of a distributed run (worker 0 is the \
+             coordinator; the other series are the merged run's)",
+            worker_requests.clone(),
+        );
+        let worker_saturated = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "worker_client_saturated",
+            "1 when a worker's client was the bottleneck in its share of the row (set when the \
+             row ends), else 0",
+            worker_saturated.clone(),
+        );
         RunMetrics {
             registry,
+            worker_requests,
+            worker_saturated,
             labels: RwLock::new(labels),
             requests,
             input_tokens,
@@ -228,6 +246,14 @@ impl RunMetrics {
     fn row_handles(&self, row_index: usize) -> Option<Arc<RowHandles>> {
         let handles = self.handles.read().ok()?;
         handles.get(row_index).cloned().flatten()
+    }
+
+    /// The labels of worker `worker`'s series of row `row_index`, once the row started.
+    fn worker_labels(&self, row_index: usize, worker: u32) -> Option<WorkerLabels> {
+        Some(WorkerLabels {
+            row: self.row_handles(row_index)?.labels.clone(),
+            worker: worker.to_string(),
+        })
     }
 
     fn create_row(&self, labels: RowLabels) -> RowHandles {
@@ -280,6 +306,20 @@ impl RunObserver for RunMetrics {
                 all.resize(row_index + 1, None);
             }
             all[row_index] = Some(handles);
+        }
+    }
+
+    fn worker_request_finished(&self, row_index: usize, worker: u32) {
+        if let Some(labels) = self.worker_labels(row_index, worker) {
+            self.worker_requests.get_or_create(&labels).inc();
+        }
+    }
+
+    fn worker_row_health(&self, row_index: usize, worker: u32, saturated: bool) {
+        if let Some(labels) = self.worker_labels(row_index, worker) {
+            self.worker_saturated
+                .get_or_create(&labels)
+                .set(i64::from(saturated));
         }
     }
 

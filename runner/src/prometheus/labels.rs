@@ -100,6 +100,16 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// The labels of a worker's series in a distributed run: the row's, and the worker's index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// The row's labels.
+    #[prometheus(flatten)]
+    pub row: RowLabels,
+    /// The worker's index (0 is the coordinator).
+    pub worker: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,31 @@ pub fn raise_open_file_limit() -> Option<u64> {
     Some(limit.rlim_cur)
 }
 
+/// Pins process `pid` (0: this one) to CPU core `core`, so worker processes of one machine do
+/// not migrate between cores. Returns whether the kernel accepted it (not on other systems).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn pin_to_core(pid: u32, core: usize) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: an all-zero cpu_set_t is the empty set, a valid value of this plain C struct.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if core >= libc::CPU_SETSIZE as usize {
+        return false;
+    }
+    // SAFETY: `core` is below CPU_SETSIZE, so CPU_SET writes inside `set`.
+    unsafe { libc::CPU_SET(core, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed, read only during the call.
+    unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+}
+
+/// Pins a process to a core: not supported here.
+#[cfg(not(target_os = "linux"))]
+pub fn pin_to_core(_pid: u32, _core: usize) -> bool {
+    false
+}
+
 /// CPU time (user + system) this process has used so far, across all its threads.
 #[allow(unsafe_code)]
 pub fn process_cpu_time() -> Option<Duration> {

@@ -199,6 +199,7 @@ pub async fn run_observed(
         env: Box::new(move |name| env.get(name).cloned()),
         simulator_truth_log: None,
         client: ClientOptions::default(),
+        distribution: None,
     };
     run_plan(plan, settings, observer, Arc::new(StopSignal::default())).await
 }

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The library's top-level modules, lowest first.
-const LAYERS: [&str; 9] = [
+const LAYERS: [&str; 10] = [
     "credentials",
     "workload",
     "client",
@@ -15,6 +15,7 @@ const LAYERS: [&str; 9] = [
     "output",
     "analysis",
     "engine",
+    "distributed",
     "prometheus",
     "results_api",
 ];

@@ -11,6 +11,7 @@ mod cli;
 mod client_http;
 mod compare;
 mod datasets;
+mod distributed;
 mod engine_health;
 mod engine_run;
 mod engine_scale;

@@ -44,6 +44,7 @@ async fn a_run_against_the_simulator_counts_requests_tokens_and_error_classes() 
         env: Box::new(move |name| env.get(name).cloned()),
         simulator_truth_log: None,
         client: ClientOptions::default(),
+        distribution: None,
     };
     let observer: Arc<dyn RunObserver> = metrics.clone();
     let result = run_plan(plan, settings, observer, Arc::new(StopSignal::default()))

@@ -104,7 +104,7 @@ pub(super) async fn resolve_rows(
         },
         rows,
         options: bench.spec.options.clone(),
-        workers: 1,
+        workers: bench.spec.workers.unwrap_or(1),
         output: OutputOptions::default(),
     };
     match validate_plan(&plan, &source, &UnknownCatalog) {

@@ -47,6 +47,9 @@ use http_api::handle;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// Label and annotation of each Pod of an Indexed Job: its completion index.
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
 /// One request as the fake saw it.
 #[derive(Clone, Debug)]
 pub struct RequestRecord {
@@ -179,6 +182,7 @@ fn kind_of(plural: &str) -> &'static str {
         "secrets" => "Secret",
         "persistentvolumeclaims" => "PersistentVolumeClaim",
         "jobs" => "Job",
+        "services" => "Service",
         "events" => "Event",
         "leases" => "Lease",
         "namespaces" => "Namespace",
@@ -659,6 +663,76 @@ impl FakeApiServer {
             j["status"]["active"] = json!(1);
         });
         pod_name
+    }
+
+    /// Plays the Job controller for an Indexed Job (`completionMode: Indexed`): creates one
+    /// Pod per index from the template (Pending, scheduled), labelled and annotated with its
+    /// index and with the hostname `<job>-<index>`, and marks the Job started. Returns the
+    /// Pods' names, by index.
+    pub fn start_indexed_job_pods(&self, namespace: &str, job: &str) -> Vec<String> {
+        use k8s_openapi::api::batch::v1::Job;
+        use k8s_openapi::api::core::v1::Pod;
+        let job_value = {
+            let key = Key {
+                resource: resource_of::<Job>(),
+                namespace: namespace.into(),
+                name: job.into(),
+            };
+            self.state()
+                .objects
+                .get(&key)
+                .cloned()
+                .expect("the Job exists")
+        };
+        assert_eq!(job_value["spec"]["completionMode"], "Indexed");
+        let completions = job_value["spec"]["completions"].as_u64().expect("completions");
+        let template = &job_value["spec"]["template"];
+        let now = self.now_string();
+        let names: Vec<String> = (0..completions)
+            .map(|index| {
+                let pod_name = format!("{job}-{index}-x7k2p");
+                let mut labels = template["metadata"]["labels"].clone();
+                labels["job-name"] = json!(job);
+                labels[COMPLETION_INDEX] = json!(index.to_string());
+                let mut spec = template["spec"].clone();
+                spec["hostname"] = json!(format!("{job}-{index}"));
+                let pod = json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {
+                        "name": pod_name, "namespace": namespace, "labels": labels,
+                        "annotations": {COMPLETION_INDEX: index.to_string()},
+                        "ownerReferences": [{
+                            "apiVersion": "batch/v1", "kind": "Job", "name": job,
+                            "uid": job_value["metadata"]["uid"], "controller": true
+                        }]
+                    },
+                    "spec": spec,
+                    "status": {
+                        "phase": "Pending",
+                        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]
+                    }
+                });
+                self.put_value(&resource_of::<Pod>(), pod);
+                pod_name
+            })
+            .collect();
+        self.modify::<Job>(namespace, job, |j| {
+            j["status"]["startTime"] = json!(now);
+            j["status"]["active"] = json!(completions);
+        });
+        names
+    }
+
+    /// Plays the scheduler: `pod` cannot be scheduled (`PodScheduled=False`, `Unschedulable`).
+    pub fn set_pod_unschedulable(&self, namespace: &str, pod: &str, message: &str) {
+        use k8s_openapi::api::core::v1::Pod;
+        self.modify::<Pod>(namespace, pod, |p| {
+            p["status"] = json!({
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "False",
+                    "reason": "Unschedulable", "message": message}]
+            });
+        });
     }
 
     /// Plays the kubelet: the runner container of `pod` waits with `reason`.

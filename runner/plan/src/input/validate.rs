@@ -129,6 +129,26 @@ pub fn validate_plan(
             "set workers to the number of worker processes (or Pods) to spread the load over",
         );
     }
+    if plan.workers > 1 && options.parallel_rows > 1 {
+        push(
+            "options.parallelRows".into(),
+            format!(
+                "parallel rows ({}) cannot be combined with {} workers",
+                options.parallel_rows, plan.workers
+            ),
+            "run the rows one after another (parallelRows 1), or use one worker",
+        );
+    }
+    if plan.workers > 1 && options.save_response_texts {
+        push(
+            "options.saveResponseTexts".into(),
+            format!(
+                "generated texts are not gathered from {} workers",
+                plan.workers
+            ),
+            "turn saveResponseTexts off, or use one worker",
+        );
+    }
     for (i, row) in plan.rows.iter().enumerate() {
         if let Some(workers) = row.workers
             && !(1..=plan.workers).contains(&workers)
