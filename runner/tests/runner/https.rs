@@ -86,8 +86,7 @@ async fn a_run_over_https_trusts_the_given_certificate_and_fails_clearly_without
     plan.output.run_name = Some("missing".into());
     let err = run_with_env(plan, &[("SAMBANOVA_API_KEY", KEY)])
         .await
-        .err()
-        .expect("a missing CA certificate stops the run")
+        .expect_err("a missing CA certificate stops the run")
         .to_string();
     assert!(
         err.contains("nowhere.pem") && err.contains("caCertificate"),
