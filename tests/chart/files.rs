@@ -142,7 +142,7 @@ fn looks_like_a_reason(text: &str) -> bool {
 }
 
 /// PascalCase literals of the operator that are not condition or Event reasons.
-const NOT_REASONS: [(&str, &str); 10] = [
+const NOT_REASONS: [(&str, &str); 12] = [
     ("True", "a condition status"),
     ("False", "a condition status"),
     ("Unknown", "a condition status"),
@@ -153,6 +153,8 @@ const NOT_REASONS: [(&str, &str); 10] = [
     ("RunPhases", "the name of a metrics collector"),
     ("NextRuns", "the name of a metrics collector"),
     ("ResultGauges", "the name of a metrics collector"),
+    ("RegressedGauge", "the name of a metrics collector"),
+    ("CompareWithBaseline", "an Event action"),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
