@@ -142,7 +142,7 @@ fn looks_like_a_reason(text: &str) -> bool {
 }
 
 /// PascalCase literals of the operator that are not condition or Event reasons.
-const NOT_REASONS: [(&str, &str); 11] = [
+const NOT_REASONS: [(&str, &str); 13] = [
     ("True", "a condition status"),
     ("False", "a condition status"),
     ("Unknown", "a condition status"),
@@ -154,6 +154,8 @@ const NOT_REASONS: [(&str, &str); 11] = [
     ("RunPhases", "the name of a metrics collector"),
     ("NextRuns", "the name of a metrics collector"),
     ("ResultGauges", "the name of a metrics collector"),
+    ("RegressedGauge", "the name of a metrics collector"),
+    ("CompareWithBaseline", "an Event action"),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

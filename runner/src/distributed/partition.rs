@@ -72,6 +72,7 @@ mod tests {
             sampling_params: Default::default(),
             dataset: None,
             workers: None,
+            objectives: None,
         }
     }
 
