@@ -262,7 +262,9 @@ fn a_rows_workers_fit_in_the_benchmarks() {
     );
     let mut run = run();
     run.spec.rows = vec![two];
-    let err = run.validate_cel().expect_err("a row above the run's workers");
+    let err = run
+        .validate_cel()
+        .expect_err("a row above the run's workers");
     assert!(err.to_string().contains("at most spec.workers"), "{err}");
     run.spec.workers = Some(3);
     run.validate_cel().unwrap();

@@ -133,12 +133,15 @@ pub fn apply_workers(run: &CoeBenchmarkRun, namespace: &str, job: &mut Job) {
             .args
             .get_or_insert_with(Vec::new)
             .extend(worker_args(run, namespace));
-        container.ports.get_or_insert_with(Vec::new).push(ContainerPort {
-            name: Some(COORDINATOR_PORT_NAME.into()),
-            container_port: COORDINATOR_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        });
+        container
+            .ports
+            .get_or_insert_with(Vec::new)
+            .push(ContainerPort {
+                name: Some(COORDINATOR_PORT_NAME.into()),
+                container_port: COORDINATOR_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            });
     }
 }
 
@@ -259,7 +262,11 @@ mod tests {
         assert_eq!(spread.len(), 1);
         let s = &spread[0];
         assert_eq!(
-            (s.max_skew, s.topology_key.as_str(), s.when_unsatisfiable.as_str()),
+            (
+                s.max_skew,
+                s.topology_key.as_str(),
+                s.when_unsatisfiable.as_str()
+            ),
             (1, "kubernetes.io/hostname", "ScheduleAnyway")
         );
         let selector = s.label_selector.as_ref().unwrap().match_labels.as_ref();
@@ -314,7 +321,10 @@ mod tests {
         let name = workers_service_name(&long);
         assert!(name.len() <= 63, "{name}");
         assert!(name.ends_with("-workers"), "{name}");
-        assert_ne!(name, workers_service_name(&("b".repeat(52) + "-1234567891")));
+        assert_ne!(
+            name,
+            workers_service_name(&("b".repeat(52) + "-1234567891"))
+        );
         assert_eq!(workers_service_name("bench-1"), "bench-1-workers");
     }
 }

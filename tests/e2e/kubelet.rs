@@ -134,9 +134,8 @@ impl<'c> Kubelet<'c> {
         let n = usize::try_from(spec.completions.expect("completions")).expect("positive");
         let uid = job.uid().expect("a stored Job has a uid");
         let pods = self.cluster.api::<Pod>();
-        let index_of = |pod: &Pod| -> Option<usize> {
-            pod.labels().get(COMPLETION_INDEX)?.parse().ok()
-        };
+        let index_of =
+            |pod: &Pod| -> Option<usize> { pod.labels().get(COMPLETION_INDEX)?.parse().ok() };
         let mine = |listed: Vec<Pod>| -> Vec<Option<Pod>> {
             let mut by_index: Vec<Option<Pod>> = vec![None; n];
             for pod in listed.into_iter().filter(|p| {
@@ -341,7 +340,10 @@ impl<'c> Kubelet<'c> {
                 container.args.as_deref().unwrap_or_default(),
                 &[
                     ("--plan", plan_file.display().to_string()),
-                    ("--output-files-dir", dir.path().join("out").display().to_string()),
+                    (
+                        "--output-files-dir",
+                        dir.path().join("out").display().to_string(),
+                    ),
                     (
                         "--consolidated-results-dir",
                         dir.path().join("consolidated").display().to_string(),
@@ -369,9 +371,9 @@ impl<'c> Kubelet<'c> {
                     command.env(&env.name, value);
                 }
             }
-            let child = command.spawn().unwrap_or_else(|e| {
-                panic!("start {} for index {index}: {e}", binary.display())
-            });
+            let child = command
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {} for index {index}: {e}", binary.display()));
             children.push((child, report));
         }
         let mut ended = Vec::new();
@@ -498,7 +500,7 @@ fn local_args(args: &[String], replace: &[(&str, String)]) -> Vec<String> {
             continue;
         }
         out.push(arg.clone());
-        if let Some((_, value)) = replace.iter().find(|(flag, _)| flag == arg) {
+        if let Some((_, value)) = replace.iter().find(|(flag, _)| *flag == arg.as_str()) {
             iter.next();
             out.push(value.clone());
         }
@@ -520,7 +522,14 @@ fn coebench_binary() -> std::path::PathBuf {
     let binary = profile_dir.join("coebench");
     if !binary.exists() {
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--locked", "-p", "coebench-runner", "--bin", "coebench"])
+            .args([
+                "build",
+                "--locked",
+                "-p",
+                "coebench-runner",
+                "--bin",
+                "coebench",
+            ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build");

@@ -496,10 +496,7 @@ pub async fn a_benchmark_on_three_workers_runs_as_an_indexed_job(cluster: &Clust
         .get("e2e-workers-1-workers")
         .await
         .expect("the headless Service");
-    assert_eq!(
-        service.spec.unwrap().cluster_ip.as_deref(),
-        Some("None")
-    );
+    assert_eq!(service.spec.unwrap().cluster_ip.as_deref(), Some("None"));
     if cluster.plays_kubelet() {
         let ended = Kubelet::new(cluster).run_workers("e2e-workers-1").await;
         assert!(

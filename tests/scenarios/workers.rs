@@ -59,7 +59,9 @@ async fn a_multi_worker_run_creates_exactly_its_service_and_indexed_job() {
     assert_eq!(fake.list::<Service>(NS).len(), 1);
     let run = fake.get::<CoeBenchmarkRun>(NS, "bench-1").unwrap();
     assert_eq!(run.spec.workers, Some(3));
-    let service = fake.get::<Service>(NS, "bench-1-workers").expect("the Service");
+    let service = fake
+        .get::<Service>(NS, "bench-1-workers")
+        .expect("the Service");
     assert_eq!(
         service.metadata.owner_references.as_ref().unwrap()[0].uid,
         run.uid().unwrap()
@@ -83,7 +85,11 @@ async fn a_multi_worker_run_creates_exactly_its_service_and_indexed_job() {
         "{args}"
     );
     let plan: Plan = serde_json::from_str(
-        &fake.get::<ConfigMap>(NS, "bench-1-plan").unwrap().data.unwrap()["plan.json"],
+        &fake
+            .get::<ConfigMap>(NS, "bench-1-plan")
+            .unwrap()
+            .data
+            .unwrap()["plan.json"],
     )
     .unwrap();
     assert_eq!(plan.workers, 3);

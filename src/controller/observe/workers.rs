@@ -127,7 +127,10 @@ pub(super) fn observe_workers(
                             lost.what,
                             limits.container_config.as_secs(),
                             lost.pod.as_deref().map_or_else(
-                                || format!("job/{}", job.metadata.name.as_deref().unwrap_or_default()),
+                                || format!(
+                                    "job/{}",
+                                    job.metadata.name.as_deref().unwrap_or_default()
+                                ),
                                 |p| format!("pod/{p}")
                             ),
                         ),
@@ -214,7 +217,10 @@ fn pod_failure(pod: &Pod) -> Option<(String, Option<Timestamp>)> {
         }
         let reason = t.reason.map(|r| format!(" ({r})")).unwrap_or_default();
         return Some((
-            format!("failed: its runner exited with code {}{reason}", t.exit_code),
+            format!(
+                "failed: its runner exited with code {}{reason}",
+                t.exit_code
+            ),
             t.finished_at.map(|f| f.0),
         ));
     }
@@ -222,7 +228,10 @@ fn pod_failure(pod: &Pod) -> Option<(String, Option<Timestamp>)> {
     if status.phase.as_deref() == Some("Failed") {
         let reason = status.reason.clone().unwrap_or_else(|| "Failed".into());
         let message = status.message.clone().unwrap_or_default();
-        return Some((format!("failed: {reason} {message}").trim_end().into(), deleted));
+        return Some((
+            format!("failed: {reason} {message}").trim_end().into(),
+            deleted,
+        ));
     }
     deleted.map(|at| ("was deleted while running".to_string(), Some(at)))
 }
@@ -377,7 +386,12 @@ mod tests {
         let coordinator = ended(0, 0, &report(RunOutcome::Succeeded, "all rows"), 40);
         let Observation::Finished {
             outcome, report, ..
-        } = observe(&j, &[worker, coordinator, ended(2, 0, "", 45)], at(60), &limits())
+        } = observe(
+            &j,
+            &[worker, coordinator, ended(2, 0, "", 45)],
+            at(60),
+            &limits(),
+        )
         else {
             panic!("finished")
         };
@@ -387,8 +401,10 @@ mod tests {
 
     #[test]
     fn a_failed_worker_fails_the_run_as_worker_lost_naming_it() {
-        let j = job(json!({"startTime": time(0), "failed": 2, "failedIndexes": "0,2",
-            "conditions": [{"type": "Failed", "status": "True", "reason": "FailedIndexes"}]}));
+        let j = job(
+            json!({"startTime": time(0), "failed": 2, "failedIndexes": "0,2",
+            "conditions": [{"type": "Failed", "status": "True", "reason": "FailedIndexes"}]}),
+        );
         let coordinator = ended(
             0,
             8,

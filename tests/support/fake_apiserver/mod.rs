@@ -685,7 +685,9 @@ impl FakeApiServer {
                 .expect("the Job exists")
         };
         assert_eq!(job_value["spec"]["completionMode"], "Indexed");
-        let completions = job_value["spec"]["completions"].as_u64().expect("completions");
+        let completions = job_value["spec"]["completions"]
+            .as_u64()
+            .expect("completions");
         let template = &job_value["spec"]["template"];
         let now = self.now_string();
         let names: Vec<String> = (0..completions)
