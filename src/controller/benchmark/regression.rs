@@ -103,7 +103,7 @@ pub(super) async fn step(
                 .iter()
                 .rev()
                 .copied()
-                .filter(|r| !judged(*r) && r.name_any() != *name)
+                .filter(|r| !judged(r) && r.name_any() != *name)
                 .collect();
             if !candidates.is_empty() {
                 let baseline = named_baseline(name, runs, &mut regression, &namespace, ctx).await?;
