@@ -40,7 +40,14 @@ async fn prometheus_scrapes_a_runner_and_the_operator_and_promql_agrees_with_the
     let fake = FakeApiServer::new();
     put_secret(&fake, "sn-key", "apiKey");
     put_claim(&fake, "results");
-    let operator = Operator::start(&fake, fast_settings()).await;
+    // The run happens between the Job's creation and its Pod's: the bounds on a Job without a
+    // Pod must not end it first on a loaded machine.
+    let patient = Settings {
+        unschedulable_timeout: Duration::from_secs(600),
+        startup_timeout: Duration::from_secs(600),
+        ..fast_settings()
+    };
+    let operator = Operator::start(&fake, patient).await;
     put_benchmark(&fake, "nightly", json!({}));
     eventually(WAIT, "the runner Job", || fake.get::<Job>(NS, "nightly-1")).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
