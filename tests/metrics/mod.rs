@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coebench_operator::controller::Settings;
 use coebench_operator::http;
 use coebench_plan::report::RunOutcome;
 use coebench_runner::client::ClientOptions;
