@@ -139,19 +139,6 @@ pub fn validate_plan(
             "run the rows one after another (parallelRows 1), or use one worker",
         );
     }
-    if plan.workers > 1 && plan.endpoint.api == ApiKind::Simulator {
-        push(
-            "endpoint.api".into(),
-            format!(
-                "the in-process simulator would run inside each of the {} workers, each \
-                 worker loading its own endpoint",
-                plan.workers
-            ),
-            "serve one endpoint for every worker (`coebench simulate --listen 127.0.0.1:8080`) \
-             and set endpoint.api to sncloud and endpoint.url to http://127.0.0.1:8080/v1, or \
-             use one worker",
-        );
-    }
     if plan.workers > 1 && options.save_response_texts {
         push(
             "options.saveResponseTexts".into(),
@@ -435,37 +422,6 @@ mod tests {
             workers: 1,
             output: OutputOptions::default(),
         }
-    }
-
-    #[test]
-    fn workers_are_bounded_and_exclude_what_a_distributed_run_cannot_do() {
-        let mut wide = row("small");
-        wide.workers = Some(3);
-        let mut p = plan(vec![row("small"), wide]);
-        p.workers = 2;
-        p.options.parallel_rows = 2;
-        let errors = validate_plan(&p, "p", &Catalog).unwrap_err().to_string();
-        for expected in [
-            "row 2 (model \"small\"), field workers",
-            "3 workers is outside 1 to the plan's 2 workers",
-            "parallel rows (2) cannot be combined with 2 workers",
-            "the in-process simulator would run inside each of the 2 workers",
-            "coebench simulate --listen",
-        ] {
-            assert!(errors.contains(expected), "{expected:?} in {errors}");
-        }
-        p.workers = 0;
-        let errors = validate_plan(&p, "p", &Catalog).unwrap_err().to_string();
-        assert!(
-            errors.contains("0 workers is outside 1 to 1000"),
-            "{errors}"
-        );
-
-        let mut served = plan(vec![row("small")]);
-        served.workers = 4;
-        served.endpoint.api = ApiKind::Sncloud;
-        served.endpoint.url = Some("http://127.0.0.1:8080/v1".into());
-        validate_plan(&served, "p", &Catalog).unwrap();
     }
 
     #[test]
