@@ -620,43 +620,37 @@ impl FakeApiServer {
         self.state().remove(&self.inner.events, &key).is_some()
     }
 
+    /// The stored Job `namespace/job`, as JSON.
+    fn stored_job(&self, namespace: &str, job: &str) -> Value {
+        let key = Key {
+            resource: resource_of::<k8s_openapi::api::batch::v1::Job>(),
+            namespace: namespace.into(),
+            name: job.into(),
+        };
+        self.state()
+            .objects
+            .get(&key)
+            .cloned()
+            .expect("the Job exists")
+    }
+
     /// Plays the Job controller: creates the runner Pod of Job `namespace/job` from its
     /// template (Pending, scheduled) and marks the Job started. Returns the Pod's name.
     pub fn start_job_pod(&self, namespace: &str, job: &str) -> String {
         use k8s_openapi::api::batch::v1::Job;
         use k8s_openapi::api::core::v1::Pod;
-        let job_value = {
-            let key = Key {
-                resource: resource_of::<Job>(),
-                namespace: namespace.into(),
-                name: job.into(),
-            };
-            self.state()
-                .objects
-                .get(&key)
-                .cloned()
-                .expect("the Job exists")
-        };
+        let job_value = self.stored_job(namespace, job);
         let template = &job_value["spec"]["template"];
         let pod_name = format!("{job}-x7k2p");
-        let mut labels = template["metadata"]["labels"].clone();
-        labels["job-name"] = json!(job);
         let now = self.now_string();
-        let pod = json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {
-                "name": pod_name, "namespace": namespace, "labels": labels,
-                "ownerReferences": [{
-                    "apiVersion": "batch/v1", "kind": "Job", "name": job,
-                    "uid": job_value["metadata"]["uid"], "controller": true
-                }]
-            },
-            "spec": template["spec"],
-            "status": {
-                "phase": "Pending",
-                "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]
-            }
-        });
+        let pod = pending_job_pod(
+            &job_value,
+            namespace,
+            &pod_name,
+            json!({}),
+            template["spec"].clone(),
+            &now,
+        );
         self.put_value(&resource_of::<Pod>(), pod);
         self.modify::<Job>(namespace, job, |j| {
             j["status"]["startTime"] = json!(now);
@@ -672,18 +666,7 @@ impl FakeApiServer {
     pub fn start_indexed_job_pods(&self, namespace: &str, job: &str) -> Vec<String> {
         use k8s_openapi::api::batch::v1::Job;
         use k8s_openapi::api::core::v1::Pod;
-        let job_value = {
-            let key = Key {
-                resource: resource_of::<Job>(),
-                namespace: namespace.into(),
-                name: job.into(),
-            };
-            self.state()
-                .objects
-                .get(&key)
-                .cloned()
-                .expect("the Job exists")
-        };
+        let job_value = self.stored_job(namespace, job);
         assert_eq!(job_value["spec"]["completionMode"], "Indexed");
         let completions = job_value["spec"]["completions"]
             .as_u64()
@@ -693,27 +676,16 @@ impl FakeApiServer {
         let names: Vec<String> = (0..completions)
             .map(|index| {
                 let pod_name = format!("{job}-{index}-x7k2p");
-                let mut labels = template["metadata"]["labels"].clone();
-                labels["job-name"] = json!(job);
-                labels[COMPLETION_INDEX] = json!(index.to_string());
                 let mut spec = template["spec"].clone();
                 spec["hostname"] = json!(format!("{job}-{index}"));
-                let pod = json!({
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {
-                        "name": pod_name, "namespace": namespace, "labels": labels,
-                        "annotations": {COMPLETION_INDEX: index.to_string()},
-                        "ownerReferences": [{
-                            "apiVersion": "batch/v1", "kind": "Job", "name": job,
-                            "uid": job_value["metadata"]["uid"], "controller": true
-                        }]
-                    },
-                    "spec": spec,
-                    "status": {
-                        "phase": "Pending",
-                        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]
-                    }
-                });
+                let pod = pending_job_pod(
+                    &job_value,
+                    namespace,
+                    &pod_name,
+                    json!({COMPLETION_INDEX: index.to_string()}),
+                    spec,
+                    &now,
+                );
                 self.put_value(&resource_of::<Pod>(), pod);
                 pod_name
             })
@@ -833,4 +805,42 @@ pub async fn eventually<T>(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A Pending, scheduled Pod of the stored Job `job_value`, as the Job controller makes it: the
+/// template's labels with `job-name`, plus `index_labels` (also set as annotations: an Indexed
+/// Job's completion index), the Job as controlling owner, and `spec`.
+fn pending_job_pod(
+    job_value: &Value,
+    namespace: &str,
+    pod_name: &str,
+    index_labels: Value,
+    spec: Value,
+    now: &str,
+) -> Value {
+    let job = &job_value["metadata"]["name"];
+    let mut labels = job_value["spec"]["template"]["metadata"]["labels"].clone();
+    labels["job-name"] = job.clone();
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": pod_name, "namespace": namespace, "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": "batch/v1", "kind": "Job", "name": job,
+                "uid": job_value["metadata"]["uid"], "controller": true
+            }]
+        },
+        "spec": spec,
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]
+        }
+    });
+    if let Some(extra) = index_labels.as_object().filter(|m| !m.is_empty()) {
+        for (k, v) in extra {
+            pod["metadata"]["labels"][k] = v.clone();
+        }
+        pod["metadata"]["annotations"] = index_labels;
+    }
+    pod
 }
