@@ -4,15 +4,18 @@ use super::*;
 use coebench_plan::report::RunOutcome;
 use serde_json::json;
 
-fn at(seconds: i64) -> Timestamp {
+/// An instant `seconds` after a fixed origin (shared with the worker rules' tests).
+pub(super) fn at(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).unwrap()
 }
 
-fn time(seconds: i64) -> String {
+/// [`at`], as the API server writes it.
+pub(super) fn time(seconds: i64) -> String {
     at(seconds).to_string()
 }
 
-fn limits() -> Limits {
+/// The bounds every rule test uses.
+pub(super) fn limits() -> Limits {
     Limits {
         image_pull: Duration::from_secs(60),
         container_config: Duration::from_secs(30),

@@ -294,28 +294,10 @@ fn parse_indexes(text: &str) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::super::observe;
+    use super::super::tests::{at, limits, time};
     use super::*;
     use coebench_plan::report::{RunOutcome, RunReport};
     use serde_json::json;
-    use std::time::Duration;
-
-    fn at(seconds: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
-    }
-
-    fn time(seconds: i64) -> String {
-        at(seconds).to_string()
-    }
-
-    fn limits() -> Limits {
-        Limits {
-            image_pull: Duration::from_secs(60),
-            container_config: Duration::from_secs(30),
-            unschedulable: Duration::from_secs(120),
-            startup: Duration::from_secs(300),
-            deadline_grace: Duration::from_secs(60),
-        }
-    }
 
     fn job(status: serde_json::Value) -> Job {
         serde_json::from_value(json!({
