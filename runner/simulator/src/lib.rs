@@ -124,6 +124,10 @@ pub struct StartOptions {
     pub record_token_times: bool,
     /// Serve HTTPS ([`TlsSetting`]) instead of plain HTTP. Default: none, plain HTTP.
     pub tls: Option<TlsSetting>,
+    /// Bind with `SO_REUSEPORT`, so several simulator processes can listen on one port and the
+    /// kernel spreads connections between them (past one process's open-file limit, or its
+    /// core). Each process keeps its own truth log. Default false.
+    pub reuse_port: bool,
 }
 
 impl Default for StartOptions {
@@ -134,6 +138,7 @@ impl Default for StartOptions {
             shutdown_grace: Duration::from_secs(30),
             record_token_times: false,
             tls: None,
+            reuse_port: false,
         }
     }
 }
@@ -152,6 +157,8 @@ pub struct ServeOptions {
     /// `--tls` (with `--tls-name`, `--tls-cert-out`) or `--tls-cert` and `--tls-key`: serve
     /// HTTPS.
     pub tls: Option<TlsSetting>,
+    /// `--reuse-port`: bind with `SO_REUSEPORT` (several processes on one port).
+    pub reuse_port: bool,
 }
 
 /// Runs a simulator for the command line: loads the config (or the built-in bundle), applies
@@ -172,6 +179,7 @@ pub async fn serve(
         truth_log: options.truth_log,
         keep_truth_in_memory: false,
         tls: options.tls,
+        reuse_port: options.reuse_port,
         ..StartOptions::default()
     };
     let handle = Simulator::start_with(config, options.listen, start).await?;
@@ -202,7 +210,7 @@ impl Simulator {
     ) -> Result<SimulatorHandle, SimulatorError> {
         config.validate()?;
         let tls = options.tls.as_ref().map(tls::server_tls).transpose()?;
-        let listener = bind(listen).map_err(|source| SimulatorError::Bind {
+        let listener = bind(listen, options.reuse_port).map_err(|source| SimulatorError::Bind {
             addr: listen,
             source,
         })?;
@@ -294,13 +302,16 @@ impl Simulator {
 const LISTEN_BACKLOG: u32 = 16_384;
 
 /// Binds `addr` with a deep accept queue ([`LISTEN_BACKLOG`]).
-fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }

@@ -6,6 +6,7 @@
 //! scheduler's and the batch runner's job; bytes are `wire.rs`'s.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -61,10 +62,11 @@ pub(crate) async fn accept_loop(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     conns.spawn(serve_connection(
                         stream,
+                        peer,
                         tls.clone(),
                         ctx.clone(),
                         for_connections.clone(),
@@ -105,6 +107,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// above that.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
+    peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     ctx: Arc<Ctx>,
     mut shutdown: watch::Receiver<bool>,
@@ -118,7 +121,7 @@ async fn serve_connection(
     };
     let times = stream.times();
     let Some(acceptor) = tls else {
-        return serve_http(stream, times, ctx, shutdown).await;
+        return serve_http(stream, times, peer, ctx, shutdown).await;
     };
     let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
     let stream = tokio::select! {
@@ -135,14 +138,15 @@ async fn serve_connection(
         },
         () = stopped(&mut shutdown) => return,
     };
-    serve_http(stream, times, ctx, shutdown).await;
+    serve_http(stream, times, peer, ctx, shutdown).await;
 }
 
 /// Serves HTTP/1.1 on `io` until the client closes it or `shutdown` turns true; `times` are
-/// the underlying socket's.
+/// the underlying socket's, `peer` the client's address.
 async fn serve_http<I>(
     io: I,
     times: coebench_support::socket_time::SocketTimes,
+    peer: SocketAddr,
     ctx: Arc<Ctx>,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -151,7 +155,7 @@ async fn serve_http<I>(
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
         let received = times.received_unix_us();
-        async move { Ok::<_, Infallible>(handle(req, ctx, received).await) }
+        async move { Ok::<_, Infallible>(handle(req, ctx, received, peer).await) }
     });
     let conn = http1::Builder::new()
         .keep_alive(true)
@@ -206,11 +210,13 @@ fn dispatch(method: &Method, path: &str) -> Dispatch {
     }
 }
 
-/// Serves one request; `received_unix_us` is when the kernel received its head, if known.
+/// Serves one request from `peer`; `received_unix_us` is when the kernel received its head, if
+/// known.
 async fn handle(
     req: Request<Incoming>,
     ctx: Arc<Ctx>,
     received_unix_us: Option<i64>,
+    peer: SocketAddr,
 ) -> Response<SimBody> {
     let arrival = Instant::now();
     let dispatch = dispatch(req.method(), req.uri().path());
@@ -241,6 +247,7 @@ async fn handle(
     );
     // A timestamp from before this request's head (an older read) is not its arrival.
     record.received_unix_us = received_unix_us.filter(|&us| us <= record.arrival_unix_us);
+    record.client_address = Some(peer.to_string());
     let result = match route {
         Ok(route) => serve(req, &ctx, route, &mut record, arrival).await,
         Err(message) => Err(ApiError::not_found("unknown_route", message)),

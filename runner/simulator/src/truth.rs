@@ -42,6 +42,10 @@ pub struct TruthRecord {
     pub ordinal: u64,
     /// The client's `x-request-id`, or a generated UUID when it sent none.
     pub request_id: String,
+    /// The client's address and port as the simulator accepted the connection (which worker,
+    /// which source address of a distributed run sent the request).
+    #[serde(default)]
+    pub client_address: Option<String>,
     /// The model that served it (resolved name).
     pub model: Option<String>,
     /// The route it was posted to; `None` for a path or method the simulator does not serve.
@@ -146,6 +150,7 @@ impl TruthRecord {
         TruthRecord {
             ordinal,
             request_id,
+            client_address: None,
             model: None,
             route,
             stream: false,

@@ -28,6 +28,7 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         truth_log: args.truth_log.clone(),
         seed: args.seed,
         tls: tls_setting(args),
+        reuse_port: args.reuse_port,
     };
     // Register the signal handlers before the simulator starts listening, so a SIGTERM that
     // arrives as soon as it says where it listens still shuts it down gracefully.

@@ -2,6 +2,7 @@
 //! batching, executor queueing, and the timing formulas. Wall-clock assertions are loose lower
 //! bounds only; exact checks are on the truth records, which the model computes.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::support::*;
@@ -270,6 +271,7 @@ async fn serve_runs_the_builtin_bundle_until_told_to_stop() {
         truth_log: Some(log.clone()),
         seed: Some(3),
         tls: None,
+        reuse_port: false,
     };
     let server = tokio::spawn(coebench_simulator::serve(options, async move {
         let _ = stop_rx.await;
@@ -290,4 +292,42 @@ async fn serve_runs_the_builtin_bundle_until_told_to_stop() {
     assert_eq!(record.request_id, "cli");
     // The built-in bundle's chat template is counted.
     assert!(record.prompt_tokens.unwrap() > 37);
+}
+
+#[tokio::test]
+async fn simulators_share_a_port_with_reuse_port_and_each_logs_the_clients_address() {
+    let reuse = || StartOptions {
+        reuse_port: true,
+        ..StartOptions::default()
+    };
+    let first = Simulator::start_with(config(BASE), "127.0.0.1:0".parse().unwrap(), reuse())
+        .await
+        .unwrap();
+    let port = first.local_addr();
+    // Without SO_REUSEPORT a second simulator cannot bind the port; with it, both listen.
+    let refused = Simulator::start_with(config(BASE), port, StartOptions::default()).await;
+    assert!(refused.is_err(), "a plain bind of a taken port must fail");
+    let second = Simulator::start_with(config(BASE), port, reuse())
+        .await
+        .unwrap();
+    assert_eq!(second.local_addr(), port);
+    // The kernel spreads connections over both; between them they served every request, and
+    // each truth record names the client's address.
+    for i in 0..24 {
+        stream_chat(port, &format!("r{i}"), "beta", 2).await;
+    }
+    let (a, b) = (first.truth(), second.truth());
+    assert_eq!(a.len() + b.len(), 24);
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "{} and {}",
+        a.len(),
+        b.len()
+    );
+    for record in a.iter().chain(&b) {
+        let client: SocketAddr = record.client_address.as_ref().unwrap().parse().unwrap();
+        assert!(client.ip().is_loopback(), "{client}");
+    }
+    first.shutdown().await.unwrap();
+    second.shutdown().await.unwrap();
 }
