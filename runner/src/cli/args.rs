@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use coebench_plan::input::sampling;
 use coebench_plan::{ApiKind, ConsolidatedFileNames, ImageSize, QpsDistribution, SamplingParams};
+use coebench_runner::client::source::SourceAddresses;
 
 /// Benchmark LLM endpoints that serve many models behind one API (a composition of experts).
 #[derive(Debug, Parser)]
@@ -288,6 +289,13 @@ pub struct RunArgs {
         help_heading = "Distributed runs"
     )]
     pub rendezvous_timeout: u64,
+    /// Local addresses the client's connections bind to, in turn: a comma-separated list, or
+    /// an IPv4 range such as 127.0.0.2-127.0.0.9 (every 127.x.y.z is the loopback on Linux).
+    /// One source address reaches one endpoint address over at most the ephemeral port range
+    /// (about 28,000 connections); the workers of a run split the list. Default: the kernel
+    /// chooses.
+    #[arg(long, value_name = "ADDRESSES", help_heading = "Distributed runs")]
+    pub source_addresses: Option<SourceAddresses>,
 }
 
 /// `coebench worker` arguments (started by `coebench run --workers N` on one machine).
@@ -302,6 +310,9 @@ pub struct WorkerArgs {
     /// Seconds to keep trying to reach the coordinator.
     #[arg(long, value_name = "SECONDS", default_value_t = coebench_runner::distributed::DEFAULT_RENDEZVOUS_SECONDS)]
     pub rendezvous_timeout: u64,
+    /// The run's source addresses, all of them (this worker binds to its share).
+    #[arg(long, value_name = "ADDRESSES")]
+    pub source_addresses: Option<SourceAddresses>,
 }
 
 /// `coebench report` arguments.
@@ -389,6 +400,11 @@ pub struct SimulateArgs {
         help_heading = "HTTPS"
     )]
     pub tls_key: Option<PathBuf>,
+    /// Bind with SO_REUSEPORT, so several `coebench simulate` processes can listen on one port
+    /// and the kernel spreads connections between them: a load past one process's open-file
+    /// limit or core. Give each its own --truth-log.
+    #[arg(long)]
+    pub reuse_port: bool,
 }
 
 /// `--api` values.

@@ -11,6 +11,7 @@ use coebench_plan::MAX_WORKERS;
 use coebench_plan::Plan;
 use coebench_plan::report::{RunOutcome, RunReport};
 use coebench_runner::client::ClientOptions;
+use coebench_runner::client::source::SourceAddresses;
 use coebench_runner::distributed::coordinator::{Coordinator, CoordinatorOptions};
 use coebench_runner::distributed::expected_host;
 use coebench_runner::distributed::local::LocalWorkers;
@@ -115,8 +116,12 @@ pub async fn coordinate(
                 format!("cannot find coebench's binary: {e}"),
             )
         })?;
-        let spawned =
-            LocalWorkers::spawn(&exe, address, plan.workers, rendezvous, &[]).map_err(|e| {
+        let extra: Vec<String> = match &args.source_addresses {
+            Some(sources) => vec!["--source-addresses".into(), sources.to_string()],
+            None => Vec::new(),
+        };
+        let spawned = LocalWorkers::spawn(&exe, address, plan.workers, rendezvous, &extra)
+            .map_err(|e| {
                 (
                     RunOutcome::Failed,
                     format!("cannot start the worker processes: {e}"),
@@ -137,13 +142,22 @@ pub async fn coordinate(
         Box::new(move |i| expected_host(&coordinator_address, i))
     };
     tracing::info!(%address, workers = plan.workers, "waiting for the workers");
+    let advertised_host = (!local).then(|| {
+        let coordinator = args.coordinator.as_deref().unwrap_or_default();
+        coordinator
+            .rsplit_once(':')
+            .map_or(coordinator, |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string()
+    });
     let coordinator = Coordinator::rendezvous(
         listener,
-        plan,
         CoordinatorOptions {
             workers: plan.workers,
             rendezvous,
             expected,
+            advertised_host,
         },
     )
     .await
@@ -160,17 +174,19 @@ pub fn worker(args: &WorkerArgs) -> ExitCode {
         args.coordinator.clone(),
         args.index,
         Duration::from_secs(args.rendezvous_timeout),
+        args.source_addresses.clone().unwrap_or_default(),
         None,
     )
 }
 
-/// Runs this process as worker `index` of the run `coordinator` coordinates, to its end.
-/// Exit 0 when the run is done, 8 when the coordinator was lost; `report_file` gets a report
-/// only then.
+/// Runs this process as worker `index` of the run `coordinator` coordinates, to its end, its
+/// connections bound to its share of `sources`. Exit 0 when the run is done, 8 when the
+/// coordinator was lost; `report_file` gets a report only then.
 pub fn serve_worker(
     coordinator: String,
     index: u32,
     rendezvous: Duration,
+    sources: SourceAddresses,
     report_file: Option<&std::path::Path>,
 ) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -190,6 +206,7 @@ pub fn serve_worker(
         rendezvous,
         env: Box::new(|name| std::env::var(name).ok()),
         client: ClientOptions::default(),
+        source_addresses: sources,
     }));
     let (outcome, message) = match exit {
         WorkerExit::Done => return ExitCode::SUCCESS,

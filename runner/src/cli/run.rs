@@ -45,12 +45,17 @@ pub fn run(args: &RunArgs) -> ExitCode {
         Ok(role) => role,
         Err(message) => return fail_before_start(args, RunOutcome::InvalidInput, &message),
     };
+    let sources = args.source_addresses.clone().unwrap_or_default();
+    if let Err(e) = sources.check_bindable() {
+        return fail_before_start(args, RunOutcome::InvalidInput, &e.to_string());
+    }
     if let Role::Worker { coordinator, index } = role.clone() {
         // A worker takes the plan from the coordinator, and writes no results.
         return distributed::serve_worker(
             coordinator,
             index,
             std::time::Duration::from_secs(args.rendezvous_timeout),
+            sources,
             args.report_file.as_deref(),
         );
     }
@@ -104,7 +109,10 @@ pub fn run(args: &RunArgs) -> ExitCode {
         source: plan_source(&args.input, &loaded),
         env: Box::new(|name| std::env::var(name).ok()),
         simulator_truth_log: args.simulator_truth_log.clone(),
-        client: ClientOptions::default(),
+        client: ClientOptions {
+            source_addresses: sources.share(loaded.plan.workers, 0),
+            ..ClientOptions::default()
+        },
         distribution: coordinator.clone().map(|c| c as Arc<dyn RowDistribution>),
     };
     let grace = std::time::Duration::try_from_secs_f64(loaded.plan.options.stop_grace_seconds)

@@ -2,11 +2,14 @@
 //! [`TimestampedStream`](coebench_support::socket_time::TimestampedStream) whose
 //! [`SocketTimes`](coebench_support::socket_time::SocketTimes) reach each response through its extensions,
 //! so [`super::exchange`] can time a request from the write of its first byte and each body
-//! frame from the kernel's receipt of its bytes. It only connects; TLS is layered on top by
+//! frame from the kernel's receipt of its bytes. Given several source addresses, it binds each
+//! new connection to the next one in turn. It only connects; TLS is layered on top by
 //! [`super::transport`].
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use http::Uri;
@@ -16,9 +19,23 @@ use tower_service::Service;
 
 use coebench_support::socket_time::TimestampedStream;
 
-/// [`HttpConnector`] yielding timestamped connections.
+/// [`HttpConnector`]s yielding timestamped connections, one per source address, used in turn.
 #[derive(Debug, Clone)]
-pub(crate) struct TimedConnector(pub HttpConnector);
+pub(crate) struct TimedConnector {
+    connectors: Arc<[HttpConnector]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl TimedConnector {
+    /// Connects through `connectors` in turn (at least one).
+    pub(crate) fn new(connectors: Vec<HttpConnector>) -> Self {
+        assert!(!connectors.is_empty(), "at least one connector");
+        TimedConnector {
+            connectors: connectors.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
 
 /// A connection with its socket times; `Connection` hands them to every response.
 #[derive(Debug)]
@@ -77,12 +94,14 @@ impl Service<Uri> for TimedConnector {
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // `HttpConnector` is always ready.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.0.call(uri);
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.connectors.len();
+        let connecting = self.connectors[turn].clone().call(uri);
         Box::pin(async move {
             let tcp = connecting.await.map_err(BoxError::from)?.into_inner();
             Ok(TokioIo::new(TimedConnection(TimestampedStream::new(tcp)?)))

@@ -9,7 +9,7 @@
 //!
 //! Submodules, one job each: [`sse`] parses event streams; `endpoint` builds URLs, headers and
 //! bodies; `decode` turns events into token events and server metrics; `usage` maps usage
-//! blocks; `connector` makes timestamped connections; `tls` says which certificates to trust;
+//! blocks; `connector` makes timestamped connections (from the [`source`] addresses given); `tls` says which certificates to trust;
 //! `transport` builds the pooled client; `exchange` times one request.
 
 mod connector;
@@ -18,6 +18,7 @@ mod endpoint;
 mod exchange;
 mod keep_alive;
 pub mod measurement;
+pub mod source;
 pub mod sse;
 mod tls;
 pub(crate) mod transport;
@@ -35,6 +36,7 @@ use serde_json::Value;
 
 use self::decode::{Decoder, Recorder};
 use self::endpoint::Target;
+use self::source::SourceAddresses;
 use crate::client::measurement::{ErrorKind, Measurement, RequestError, ServerMetrics};
 use crate::credentials::ResolvedEndpoint;
 use crate::credentials::redaction::{MIN_SECRET_LEN, Redactor};
@@ -52,6 +54,9 @@ pub struct ClientOptions {
     pub ignore_eos: bool,
     /// Timeout of [`EndpointClient::list_models`]. Default 10 s.
     pub list_models_timeout: Duration,
+    /// Local addresses new connections bind to, in turn (`--source-addresses`: this process's
+    /// share). Default none: the kernel chooses.
+    pub source_addresses: SourceAddresses,
 }
 
 impl Default for ClientOptions {
@@ -59,6 +64,7 @@ impl Default for ClientOptions {
         ClientOptions {
             ignore_eos: true,
             list_models_timeout: Duration::from_secs(10),
+            source_addresses: SourceAddresses::default(),
         }
     }
 }
@@ -202,7 +208,10 @@ impl EndpointClient {
     /// and the key's header syntax; errors quote the URL with the key redacted.
     pub fn new(endpoint: ResolvedEndpoint, options: ClientOptions) -> Result<Self, ClientError> {
         let target = endpoint::resolve(&endpoint, &options)?;
-        let http = transport::build(endpoint.ca_certificate.as_deref())?;
+        let http = transport::build(
+            endpoint.ca_certificate.as_deref(),
+            &options.source_addresses,
+        )?;
         let redactor = match &endpoint.api_key {
             Some(key) => {
                 if !key.is_secret() {

@@ -32,6 +32,7 @@ use tower_service::Service;
 use super::ClientError;
 use super::connector::TimedConnector;
 use super::keep_alive::ReusePolicy;
+use super::source::SourceAddresses;
 use coebench_support::socket_time::SocketTimes;
 
 /// How long an idle pooled connection is kept when the server announced no timeout.
@@ -152,19 +153,32 @@ pub(crate) struct Sent {
     pub stale_retry: bool,
 }
 
-/// Builds the client, trusting the webpki roots and the certificates of `ca_certificate`. The
-/// pool has no connection limit: every in-flight request gets its own connection, idle ones
-/// are reused, so thousands of concurrent streams are fine.
-pub(crate) fn build(ca_certificate: Option<&std::path::Path>) -> Result<HttpClient, ClientError> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_keepalive(Some(Duration::from_secs(60)));
+/// Builds the client, trusting the webpki roots and the certificates of `ca_certificate`, its
+/// new connections bound to `sources` in turn (none: the kernel chooses). The pool has no
+/// connection limit: every in-flight request gets its own connection, idle ones are reused, so
+/// thousands of concurrent streams are fine.
+pub(crate) fn build(
+    ca_certificate: Option<&std::path::Path>,
+    sources: &SourceAddresses,
+) -> Result<HttpClient, ClientError> {
+    let tcp = |source: Option<std::net::IpAddr>| {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        http.set_local_address(source);
+        http
+    };
+    let connectors = if sources.is_empty() {
+        vec![tcp(None)]
+    } else {
+        sources.addresses().iter().map(|a| tcp(Some(*a))).collect()
+    };
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(super::tls::client_config(ca_certificate)?)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(TimedConnector(http));
+        .wrap_connector(TimedConnector::new(connectors));
     Ok(HttpClient {
         inner: Arc::new(Pool {
             connector: https,

@@ -9,6 +9,8 @@
 //! worker, what arrived is written, and the run ends with `WorkerLost`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -26,7 +28,7 @@ use crate::engine::row::{
     RowClock, RowSetupError, RunShared, begin_row, drive_row, finish_row, keep_record, prepare_row,
     request_id_prefix,
 };
-use crate::engine::run::{RowDistribution, RowFuture};
+use crate::engine::run::{RowDistribution, RowFuture, WelcomeFuture};
 use crate::output::manifest::{ManifestWorker, ManifestWorkerRow, ManifestWorkers};
 use crate::output::naming;
 use crate::statistics::record_digest::RecordDigest;
@@ -50,11 +52,21 @@ pub struct CoordinatorOptions {
     pub rendezvous: Duration,
     /// Where worker `i` is expected from, for messages (a Pod's DNS name, a local process).
     pub expected: Box<dyn Fn(u32) -> String + Send + Sync>,
+    /// The name workers reach the coordinator's host by, when they run on other hosts (Pods):
+    /// an in-process simulator then listens on every interface and workers are given this
+    /// name. `None`: the workers share this host and its loopback.
+    pub advertised_host: Option<String>,
 }
 
 /// What happened to a worker, as its connection's reader saw it.
 enum Event {
     Message(FromWorker),
+    /// The answer to a clock ping, stamped (coordinator's clock) as it was read.
+    Pong {
+        seq: u32,
+        remote_ns: i64,
+        received_ns: i64,
+    },
     Lost(String),
 }
 
@@ -63,7 +75,14 @@ struct Link {
     index: u32,
     host: String,
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
-    clock: ClockEstimate,
+    /// The latest estimate (at the rendezvous, then before each row).
+    clock: Mutex<ClockEstimate>,
+}
+
+impl Link {
+    fn clock(&self) -> ClockEstimate {
+        *self.clock.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A coordinator whose workers are all connected; it runs the rows.
@@ -73,6 +92,9 @@ pub struct Coordinator {
     events: tokio::sync::Mutex<mpsc::Receiver<(u32, Event)>>,
     prompt_nonce: u64,
     rendezvous: Duration,
+    advertised_host: Option<String>,
+    /// The next clock ping's number.
+    next_ping: AtomicU32,
     lost: OnceLock<String>,
     rows: Mutex<Vec<ManifestWorkerRow>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -88,11 +110,11 @@ impl Drop for Coordinator {
 type Hellos = HashMap<u32, (OwnedReadHalf, OwnedWriteHalf, String)>;
 
 impl Coordinator {
-    /// Waits on `listener` for workers 1 to `workers - 1`, measures their clocks and sends them
-    /// `plan`. `Err` names the workers that never came (the run then fails with `WorkerLost`).
+    /// Waits on `listener` for workers 1 to `workers - 1` and measures their clocks; the plan
+    /// follows with [`RowDistribution::welcome`] once the endpoint is ready. `Err` names the
+    /// workers that never came (the run then fails with `WorkerLost`).
     pub async fn rendezvous(
         listener: TcpListener,
-        plan: &Plan,
         options: CoordinatorOptions,
     ) -> Result<Coordinator, String> {
         let deadline = Instant::now() + options.rendezvous;
@@ -148,7 +170,7 @@ impl Coordinator {
                 index,
                 host,
                 writer: tokio::sync::Mutex::new(writer),
-                clock,
+                clock: Mutex::new(clock),
             });
             tasks.push(tokio::spawn(heartbeats(Arc::clone(&link))));
             links.push(link);
@@ -159,16 +181,12 @@ impl Coordinator {
             events: tokio::sync::Mutex::new(events),
             prompt_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
             rendezvous: options.rendezvous,
+            advertised_host: options.advertised_host,
+            next_ping: AtomicU32::new(CLOCK_SAMPLES),
             lost: OnceLock::new(),
             rows: Mutex::new(Vec::new()),
             tasks,
         };
-        coordinator
-            .broadcast(&ToWorker::Welcome {
-                plan: Box::new(plan.clone()),
-                prompt_nonce: coordinator.prompt_nonce,
-            })
-            .await;
         Ok(coordinator)
     }
 
@@ -215,7 +233,13 @@ impl Coordinator {
         self.broadcast(&ToWorker::PrepareRow { row_index }).await;
         let ready = prepare_row(shared, row_index, row, workers).await?;
         self.wait_ready(shared, row_index, &mut events).await?;
-        let slowest = self.links.iter().map(|l| l.clock.rtt_ns).max().unwrap_or(0);
+        self.measure_clocks(shared, &mut events).await?;
+        let slowest = self
+            .links
+            .iter()
+            .map(|l| l.clock().rtt_ns)
+            .max()
+            .unwrap_or(0);
         let margin = i64::try_from(START_MARGIN.as_nanos()).unwrap_or(i64::MAX);
         let start_ns = unix_now_ns()
             .saturating_add(margin)
@@ -233,7 +257,7 @@ impl Coordinator {
                 row_index,
                 request_id_prefix: prefix.clone(),
                 start_unix_ns: start_ns,
-                clock_offset_ns: link.clock.offset_ns,
+                clock_offset_ns: link.clock().offset_ns,
             };
             let mut writer = link.writer.lock().await;
             if let Err(e) = write_message(&mut *writer, &start).await {
@@ -268,6 +292,9 @@ impl Coordinator {
             event_loop_lag_p99_s: driven.health.event_loop_lag_p99_s,
             cpu_utilization: driven.health.cpu_utilization,
             client_saturated: driven.health.saturated,
+            clock_offset_s: None,
+            clock_rtt_s: None,
+            lost: None,
         }];
         let mut digests = outcome.finished;
         let mut not_sent = outcome.not_sent;
@@ -296,6 +323,11 @@ impl Coordinator {
                 event_loop_lag_p99_s: report.and_then(|r| r.event_loop_lag_p99_s),
                 cpu_utilization: report.and_then(|r| r.cpu_utilization),
                 client_saturated: report.is_some_and(|r| r.saturated),
+                clock_offset_s: Some(link.clock().offset_ns as f64 / 1e9),
+                clock_rtt_s: Some(link.clock().rtt_ns as f64 / 1e9),
+                lost: gathered.lost.get(&link.index).map(|why| {
+                    format!("worker {} (from {}) was lost: {why}", link.index, link.host)
+                }),
             });
         }
         for share in &shares {
@@ -364,6 +396,81 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Measures every worker's clock again just before a row starts ([`CLOCK_SAMPLES`] round
+    /// trips each, all workers in step), so a clock that drifted or stepped since the last
+    /// row is caught before the row's records are placed on the coordinator's time base.
+    async fn measure_clocks(
+        &self,
+        shared: &RunShared,
+        events: &mut mpsc::Receiver<(u32, Event)>,
+    ) -> Result<(), RowSetupError> {
+        let mut samples: HashMap<u32, Vec<ClockSample>> = HashMap::new();
+        for _ in 0..CLOCK_SAMPLES {
+            let seq = self.next_ping.fetch_add(1, Ordering::Relaxed);
+            let mut sent = HashMap::new();
+            for link in &self.links {
+                let mut writer = link.writer.lock().await;
+                sent.insert(link.index, unix_now_ns());
+                if let Err(e) = write_message(&mut *writer, &ToWorker::Ping { seq }).await {
+                    tracing::debug!(worker = link.index, "cannot ping the worker: {e}");
+                }
+            }
+            let deadline = Instant::now() + HEARTBEAT_TIMEOUT;
+            while !sent.is_empty() {
+                let event = tokio::time::timeout_at(deadline.into(), events.recv()).await;
+                let (index, why) = match event {
+                    Ok(Some((
+                        index,
+                        Event::Pong {
+                            seq: s,
+                            remote_ns,
+                            received_ns,
+                        },
+                    ))) if s == seq => {
+                        if let Some(sent_ns) = sent.remove(&index) {
+                            samples.entry(index).or_default().push(ClockSample {
+                                sent_ns,
+                                remote_ns,
+                                received_ns,
+                            });
+                        }
+                        continue;
+                    }
+                    Ok(Some((index, Event::Message(FromWorker::Failed { message })))) => {
+                        (index, message)
+                    }
+                    Ok(Some((index, Event::Lost(why)))) => (index, why),
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => {
+                        let first = sent.keys().min().copied().unwrap_or(0);
+                        (first, "it did not answer a clock round trip".to_string())
+                    }
+                };
+                self.lose(shared, index, &why).await;
+                return Err(RowSetupError::WorkerLost(
+                    self.lost.get().cloned().unwrap_or(why),
+                ));
+            }
+        }
+        for link in &self.links {
+            let measured = samples
+                .get(&link.index)
+                .and_then(|s| ClockEstimate::from_samples(s));
+            if let Some(measured) = measured {
+                let before = link.clock();
+                tracing::debug!(
+                    worker = link.index,
+                    offset_ms = measured.offset_ns as f64 / 1e6,
+                    drift_ms = (measured.offset_ns - before.offset_ns) as f64 / 1e6,
+                    rtt_ms = measured.rtt_ns as f64 / 1e6,
+                    "worker clock measured again"
+                );
+                *link.clock.lock().unwrap_or_else(|e| e.into_inner()) = measured;
+            }
+        }
+        Ok(())
+    }
+
     /// Gathers every worker's records of row `row_index` into `spool` until each has reported
     /// its share done (or was lost).
     async fn gather(
@@ -419,17 +526,15 @@ impl Coordinator {
                 Event::Message(FromWorker::Failed { message }) | Event::Lost(message) => {
                     waiting.remove(&index);
                     self.lose(shared, index, &message).await;
+                    gathered.lost.insert(index, message);
                 }
-                Event::Message(_) => {}
+                Event::Message(_) | Event::Pong { .. } => {}
             }
         }
         for index in waiting {
-            self.lose(
-                shared,
-                index,
-                "it did not report its share after the row was stopped",
-            )
-            .await;
+            let why = "it did not report its share after the row was stopped";
+            self.lose(shared, index, why).await;
+            gathered.lost.insert(index, why.to_string());
         }
         gathered
     }
@@ -441,11 +546,39 @@ struct Gathered {
     digests: Vec<RecordDigest>,
     records: HashMap<u32, u32>,
     reports: HashMap<u32, ShareReport>,
+    /// Why each lost worker was lost.
+    lost: HashMap<u32, String>,
 }
 
 impl RowDistribution for Coordinator {
     fn prompt_nonce(&self) -> u64 {
         self.prompt_nonce
+    }
+
+    fn simulator_listen(&self) -> IpAddr {
+        match self.advertised_host {
+            Some(_) => IpAddr::from([0, 0, 0, 0]),
+            None => IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
+    fn welcome<'a>(&'a self, plan: &'a Plan, simulator: Option<&'a str>) -> WelcomeFuture<'a> {
+        Box::pin(async move {
+            // On other hosts, workers reach the simulator by the coordinator's name.
+            let simulator = simulator.map(|url| match &self.advertised_host {
+                Some(host) => url_on_host(url, host),
+                None => url.to_string(),
+            });
+            if let Some(url) = &simulator {
+                tracing::info!(%url, "the workers send to this process's simulator");
+            }
+            self.broadcast(&ToWorker::Welcome {
+                plan: Box::new(plan.clone()),
+                prompt_nonce: self.prompt_nonce,
+                simulator,
+            })
+            .await;
+        })
     }
 
     fn run_row<'a>(
@@ -470,15 +603,32 @@ impl RowDistribution for Coordinator {
                 .map(|l| ManifestWorker {
                     index: l.index,
                     host: l.host.clone(),
-                    clock_offset_s: l.clock.offset_ns as f64 / 1e9,
-                    rtt_s: l.clock.rtt_ns as f64 / 1e9,
-                    samples: l.clock.samples,
+                    clock_offset_s: l.clock().offset_ns as f64 / 1e9,
+                    rtt_s: l.clock().rtt_ns as f64 / 1e9,
+                    samples: l.clock().samples,
                 })
                 .collect(),
             rows: self.rows.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             lost: self.lost.get().cloned(),
         }
     }
+}
+
+/// `url` with its host replaced by `host` (scheme, port and path kept); `url` itself when it
+/// is not a URL.
+fn url_on_host(url: &str, host: &str) -> String {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return url.to_string();
+    };
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    let path = uri.path_and_query().map_or("", |p| p.as_str());
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    format!("{scheme}://{host}{port}{path}")
 }
 
 /// The message for workers that never connected.
@@ -531,6 +681,11 @@ async fn read_events(index: u32, mut reader: OwnedReadHalf, events: mpsc::Sender
     loop {
         let event = match tokio::time::timeout(HEARTBEAT_TIMEOUT, read_message(&mut reader)).await {
             Ok(Ok(Some(FromWorker::Heartbeat))) => continue,
+            Ok(Ok(Some(FromWorker::Pong { seq, unix_ns }))) => Event::Pong {
+                seq,
+                remote_ns: unix_ns,
+                received_ns: unix_now_ns(),
+            },
             Ok(Ok(Some(message))) => Event::Message(message),
             Ok(Ok(None)) => Event::Lost("its connection closed".into()),
             Ok(Err(e)) => Event::Lost(e.to_string()),
@@ -582,4 +737,25 @@ fn dispatch_delay_max(digests: &[RecordDigest]) -> Option<f64> {
 
 fn len_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_on_other_hosts_reach_the_simulator_by_the_coordinators_name() {
+        assert_eq!(
+            url_on_host(
+                "http://0.0.0.0:41234/v1",
+                "bench-3-0.bench-3-workers.ns.svc"
+            ),
+            "http://bench-3-0.bench-3-workers.ns.svc:41234/v1"
+        );
+        assert_eq!(
+            url_on_host("http://0.0.0.0:80/v1", "fd00::7"),
+            "http://[fd00::7]:80/v1"
+        );
+        assert_eq!(url_on_host("not a url", "h"), "not a url");
+    }
 }

@@ -11,7 +11,7 @@ use crate::statistics::summary::ClientHealth;
 use coebench_plan::Plan;
 
 /// Version of this protocol; a worker of another version is turned away at its hello.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest message accepted (a plan with its rows is the largest).
 pub const MAX_FRAME_BYTES: u32 = 64 << 20;
@@ -26,6 +26,9 @@ pub enum ToWorker {
         plan: Box<Plan>,
         /// Mixed into the prompts' tags (drawn once per run by the coordinator).
         prompt_nonce: u64,
+        /// For a simulator plan: the URL of the simulator the coordinator serves, which every
+        /// worker sends to (one simulator, one truth log for the run).
+        simulator: Option<String>,
     },
     /// A clock round trip: answer with [`FromWorker::Pong`] at once.
     Ping {

@@ -6,6 +6,7 @@
 //! the run is done, and reports the coordinator lost when the connection closes or falls silent.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,9 @@ use super::wire::{
     FromWorker, PROTOCOL_VERSION, ShareReport, ToWorker, read_message, write_message,
 };
 use super::{HEARTBEAT_PERIOD, HEARTBEAT_TIMEOUT, host_name};
+use crate::client::source::SourceAddresses;
 use crate::client::{ClientOptions, EndpointClient};
-use crate::engine::endpoint::{ReadyEndpoint, prepare_endpoint};
+use crate::engine::endpoint::{ReadyEndpoint, prepare_endpoint, use_served_simulator};
 use crate::engine::load::StopSignal;
 use crate::engine::observer::Observers;
 use crate::engine::preflight::read_datasets;
@@ -45,8 +47,11 @@ pub struct WorkerOptions {
     pub rendezvous: Duration,
     /// Reads an environment variable (the endpoint's credentials).
     pub env: EnvReader,
-    /// Client options.
+    /// Client options (their source addresses are replaced by this worker's share of
+    /// `source_addresses`).
     pub client: ClientOptions,
+    /// The run's source addresses, all of them.
+    pub source_addresses: SourceAddresses,
 }
 
 /// How a worker ended.
@@ -150,9 +155,13 @@ async fn run(
     let wait = deadline
         .saturating_duration_since(Instant::now())
         .max(HEARTBEAT_TIMEOUT);
-    let (plan, prompt_nonce) = loop {
+    let (plan, prompt_nonce, simulator) = loop {
         match next_message(reader, wait).await {
-            Ok(ToWorker::Welcome { plan, prompt_nonce }) => break (*plan, prompt_nonce),
+            Ok(ToWorker::Welcome {
+                plan,
+                prompt_nonce,
+                simulator,
+            }) => break (*plan, prompt_nonce, simulator),
             Ok(ToWorker::Ping { seq }) => {
                 let _ = out.send(pong(seq)).await;
             }
@@ -161,7 +170,7 @@ async fn run(
             Err(why) => return WorkerExit::CoordinatorLost(why),
         }
     };
-    let (shared, endpoint) = match set_up(&plan, prompt_nonce, options).await {
+    let (shared, endpoint) = match set_up(&plan, prompt_nonce, simulator, options).await {
         Ok(set) => set,
         Err(message) => {
             let _ = out
@@ -240,16 +249,29 @@ fn pong(seq: u32) -> FromWorker {
     }
 }
 
-/// What the worker needs to send requests: the endpoint, client, tokenizers and datasets, as the
-/// coordinator has them.
+/// What the worker needs to send requests: the endpoint (for a simulator plan, the
+/// coordinator's `simulator`), client, tokenizers and datasets, as the coordinator has them.
 async fn set_up(
     plan: &Plan,
     prompt_nonce: u64,
+    simulator: Option<String>,
     options: &WorkerOptions,
 ) -> Result<(Arc<RunShared>, ReadyEndpoint), String> {
-    let ready = prepare_endpoint(&plan.endpoint, &*options.env, None)
-        .await
-        .map_err(|e| e.to_string())?;
+    let ready = match simulator {
+        Some(url) if plan.endpoint.api == ApiKind::Simulator => {
+            use_served_simulator(&plan.endpoint, url)
+        }
+        _ => {
+            prepare_endpoint(
+                &plan.endpoint,
+                &*options.env,
+                None,
+                IpAddr::from([127, 0, 0, 1]),
+            )
+            .await
+        }
+    }
+    .map_err(|e| e.to_string())?;
     let models: Vec<String> = plan.rows.iter().map(|r| r.model.clone()).collect();
     let tokenizers = ModelTokenizers::resolve(
         &models,
@@ -260,8 +282,12 @@ async fn set_up(
     .await
     .map_err(|e| e.to_string())?;
     let datasets = read_datasets(plan).map_err(|e| e.to_string())?;
-    let client = EndpointClient::new(ready.resolved().clone(), options.client.clone())
-        .map_err(|e| e.to_string())?;
+    let client_options = ClientOptions {
+        source_addresses: options.source_addresses.share(plan.workers, options.index),
+        ..options.client.clone()
+    };
+    let client =
+        EndpointClient::new(ready.resolved().clone(), client_options).map_err(|e| e.to_string())?;
     let shared = Arc::new(RunShared {
         client,
         tokenizers,

@@ -2,6 +2,7 @@
 //! in order, write each row's files as it finishes, keep the consolidated table and manifest
 //! current, and decide how the run ended.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -67,6 +68,9 @@ pub struct RunSettings {
     pub distribution: Option<Arc<dyn RowDistribution>>,
 }
 
+/// The future of [`RowDistribution::welcome`].
+pub type WelcomeFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
 /// The future of a row run by a [`RowDistribution`].
 pub type RowFuture<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<RowResult, RowSetupError>> + Send + 'a>,
@@ -88,6 +92,13 @@ pub trait RowDistribution: Send + Sync {
         row_index: usize,
         row: &'a Row,
     ) -> RowFuture<'a>;
+    /// Where an in-process simulator listens so every worker reaches it: the loopback when
+    /// the workers share this host, every interface when they are Pods of their own.
+    fn simulator_listen(&self) -> IpAddr;
+    /// Hands every worker the run once the endpoint is ready and the plan valid:
+    /// `simulator` is the in-process simulator's URL (as this process reaches it), for the
+    /// workers to send to in place of a simulator of their own.
+    fn welcome<'a>(&'a self, plan: &'a Plan, simulator: Option<&'a str>) -> WelcomeFuture<'a>;
     /// Why a worker was lost, once one was: the run then ends with [`RunOutcome::WorkerLost`].
     fn worker_lost(&self) -> Option<String>;
     /// The workers' clock offsets, round trips and per-row health, for `run.json`.
@@ -180,10 +191,15 @@ pub async fn run_plan(
     observer: Arc<dyn RunObserver>,
     stop: Arc<StopSignal>,
 ) -> Result<RunResult, RunError> {
+    let simulator_listen = settings
+        .distribution
+        .as_ref()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |d| d.simulator_listen());
     let ready: ReadyEndpoint = prepare_endpoint(
         &plan.endpoint,
         &*settings.env,
         settings.simulator_truth_log.as_deref(),
+        simulator_listen,
     )
     .await?;
     validate_plan(&plan, &settings.source.description, ready.catalog())?;
@@ -255,6 +271,11 @@ pub async fn run_plan(
         run_dir: run_dir.clone(),
         consolidated_dir,
     };
+    if let Some(distribution) = &settings.distribution {
+        distribution
+            .welcome(&plan, ready.hosted_simulator_url())
+            .await;
+    }
     let width = plan.options.parallel_rows.max(1) as usize;
     if width > 1 {
         run_rows_in_parallel(&plan, &shared, &mut files, width).await;

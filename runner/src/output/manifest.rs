@@ -93,6 +93,17 @@ pub struct ManifestWorkerRow {
     pub cpu_utilization: Option<f64>,
     /// Whether its client was the bottleneck (`client_saturated`).
     pub client_saturated: bool,
+    /// The worker's clock minus the coordinator's, seconds, as measured just before the row
+    /// (applied to every record of its share); absent for the coordinator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_s: Option<f64>,
+    /// The round trip that measurement came from, seconds (the offset is within half of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_rtt_s: Option<f64>,
+    /// Why the worker was lost during the row (its share then ended early, and what it had not
+    /// reported was not measured); absent when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<String>,
 }
 
 /// The inputs of a run.

@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 
 use super::MetricsError;
 use super::exporter::RunMetrics;
+use crate::client::source::SourceAddresses;
 use crate::client::transport;
 use crate::credentials::redaction::redact_url_credentials;
 
@@ -62,10 +63,11 @@ pub async fn push(gateway: &str, run: &str, metrics: &RunMetrics) -> Result<(), 
             url: shown.clone(),
             reason: e.to_string(),
         })?;
-    let client = transport::build(None).map_err(|e| MetricsError::Push {
-        url: shown.clone(),
-        reason: e.to_string(),
-    })?;
+    let client =
+        transport::build(None, &SourceAddresses::default()).map_err(|e| MetricsError::Push {
+            url: shown.clone(),
+            reason: e.to_string(),
+        })?;
     let exchange = async {
         let response = client
             .request(request)

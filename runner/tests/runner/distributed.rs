@@ -245,6 +245,11 @@ fn two_and_four_workers_send_what_one_process_sends_on_its_schedule() {
             // Each worker's share of each row is listed, and every record reached the coordinator.
             let shares = described["rows"].as_array().unwrap();
             assert_eq!(shares.len(), 2 * *workers as usize, "{described}");
+            // Every worker's clock was measured again before each row, and the row says so.
+            for share in shares.iter().filter(|s| s["worker"] != 0) {
+                assert!(share["clock_rtt_s"].as_f64().unwrap() > 0.0, "{share}");
+                assert!(share["clock_offset_s"].is_f64(), "{share}");
+            }
             let records: u64 = shares.iter().map(|s| s["records"].as_u64().unwrap()).sum();
             assert_eq!(records, 22);
         } else {
@@ -252,6 +257,124 @@ fn two_and_four_workers_send_what_one_process_sends_on_its_schedule() {
         }
     }
     runtime.block_on(sim.shutdown()).unwrap();
+}
+
+#[test]
+fn workers_bind_their_connections_to_their_share_of_the_source_addresses() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sim = runtime.block_on(start_simulator(&bundle_yaml("")));
+    let dir = tempfile::tempdir().unwrap();
+    // 8 streams: 4 per worker, so each worker opens connections from both of its addresses.
+    let plan = write_plan(
+        &sim,
+        vec![concurrency_row("expert-a", 20, 4, 16, 8)],
+        dir.path(),
+    );
+    let output = coebench()
+        .args(["run", "--no-progress", "--plan"])
+        .arg(&plan)
+        .args([
+            "--workers",
+            "2",
+            "--source-addresses",
+            "127.0.0.2-127.0.0.5",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let records = &row_records(dir.path())[0];
+    let truth = sim.truth();
+    let source_of = |id: &str| -> String {
+        let record = truth
+            .iter()
+            .find(|t| t.request_id == id)
+            .expect("in the truth");
+        let address: std::net::SocketAddr =
+            record.client_address.as_ref().unwrap().parse().unwrap();
+        address.ip().to_string()
+    };
+    let mut used = [Vec::new(), Vec::new()];
+    for record in records {
+        let index = record["request_idx"].as_u64().unwrap();
+        // Closed loop: request i is worker (i mod 8) mod 2's.
+        let worker = (index % 8 % 2) as usize;
+        used[worker].push(source_of(record["request_id"].as_str().unwrap()));
+    }
+    for list in &mut used {
+        list.sort();
+        list.dedup();
+    }
+    assert_eq!(
+        used[0],
+        ["127.0.0.2", "127.0.0.4"],
+        "worker 0 binds to every second address from the first"
+    );
+    assert_eq!(
+        used[1],
+        ["127.0.0.3", "127.0.0.5"],
+        "worker 1 to the others"
+    );
+
+    // An address this host does not have fails the run before it starts, naming it.
+    let output = coebench()
+        .args(["run", "--no-progress", "--plan"])
+        .arg(&plan)
+        .args(["--source-addresses", "127.0.0.2,192.0.2.1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--source-addresses") && stderr.contains("cannot bind 192.0.2.1"),
+        "{stderr}"
+    );
+    runtime.block_on(sim.shutdown()).unwrap();
+}
+
+#[test]
+fn the_workers_of_a_simulator_plan_send_to_the_coordinators_one_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sim.yaml");
+    std::fs::write(&config, bundle_yaml("")).unwrap();
+    let mut plan = coebench_test_support::engine_support::plan_against_url(
+        "http://unused.invalid",
+        vec![concurrency_row("expert-a", 20, 4, 12, 6), open_row(9, 30.0)],
+        dir.path(),
+    );
+    plan.endpoint.api = coebench_plan::ApiKind::Simulator;
+    plan.endpoint.url = None;
+    plan.endpoint.simulator = Some(config.display().to_string());
+    let path = dir.path().join("plan.json");
+    std::fs::write(&path, serde_json::to_vec(&plan).unwrap()).unwrap();
+    let truth = dir.path().join("truth.jsonl");
+    let output = coebench()
+        .args(["run", "--no-progress", "--plan"])
+        .arg(&path)
+        .args(["--workers", "3", "--simulator-truth-log"])
+        .arg(&truth)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let records: Vec<serde_json::Value> = row_records(dir.path()).into_iter().flatten().collect();
+    assert_eq!(records.len(), 21);
+    assert!(
+        records.iter().all(|r| r["error_code"].is_null()),
+        "{records:?}"
+    );
+    // One simulator served every worker: its truth log holds every request of the run (a
+    // simulator per worker would have logged only the coordinator's third).
+    let logged: std::collections::HashSet<String> = std::fs::read_to_string(&truth)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .map(|t| t["request_id"].as_str().unwrap().to_string())
+        .collect();
+    for record in &records {
+        assert!(
+            logged.contains(record["request_id"].as_str().unwrap()),
+            "{record}"
+        );
+    }
 }
 
 /// The process ids of `pid`'s children.
@@ -330,6 +453,22 @@ fn a_worker_killed_mid_row_fails_the_run_with_worker_lost_after_writing_what_was
             .as_str()
             .unwrap()
             .contains("worker 1")
+    );
+    // The row it was lost in says so in worker 1's share of it.
+    let shares = manifest["workers"]["rows"].as_array().unwrap();
+    let lost_share = shares
+        .iter()
+        .find(|s| s["row_index"] == 0 && s["worker"] == 1)
+        .expect("worker 1's share of row 1");
+    assert!(
+        lost_share["lost"].as_str().unwrap().contains("worker 1"),
+        "{lost_share}"
+    );
+    assert!(
+        shares
+            .iter()
+            .all(|s| s["worker"] == 1 || s.get("lost").is_none()),
+        "{shares:?}"
     );
     // The first row's files hold what the coordinator measured; the second row never ran.
     let rows = manifest["rows"].as_array().unwrap();
@@ -561,6 +700,7 @@ async fn the_coordinators_live_metrics_hold_every_workers_requests_with_a_worker
         rendezvous: Duration::from_secs(60),
         env: Box::new(env),
         client: ClientOptions::default(),
+        source_addresses: Default::default(),
     });
     let metrics = Arc::new(RunMetrics::new(RunLabels::default()));
     let observer: Arc<dyn RunObserver> = metrics.clone();
@@ -568,11 +708,11 @@ async fn the_coordinators_live_metrics_hold_every_workers_requests_with_a_worker
         let coordinator = Arc::new(
             Coordinator::rendezvous(
                 listener,
-                &plan,
                 CoordinatorOptions {
                     workers: 2,
                     rendezvous: Duration::from_secs(60),
                     expected: Box::new(|i| format!("test worker {i}")),
+                    advertised_host: None,
                 },
             )
             .await
