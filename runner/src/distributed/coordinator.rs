@@ -231,7 +231,8 @@ impl Coordinator {
         let workers = row.effective_workers(self.workers);
         let mut events = self.events.lock().await;
         self.broadcast(&ToWorker::PrepareRow { row_index }).await;
-        let ready = prepare_row(shared, row_index, row, workers).await?;
+        let local_share = partition::share(row, workers, 0);
+        let ready = prepare_row(shared, row_index, row, &local_share, workers).await?;
         self.wait_ready(shared, row_index, &mut events).await?;
         self.measure_clocks(shared, &mut events).await?;
         let slowest = self
@@ -268,7 +269,6 @@ impl Coordinator {
         let Some(spool) = execution.spool.clone() else {
             return Err(RowSetupError::WorkerLost("the row has no spool".into()));
         };
-        let local_share = partition::share(row, workers, 0);
         let (driven, gathered) = tokio::join!(
             drive_row(
                 shared,

@@ -322,8 +322,9 @@ async fn prepare(
         return;
     };
     let workers = row.effective_workers(plan.workers);
-    if !partition::share(row, workers, index).requests.is_empty() {
-        match prepare_row(shared, row_index, row, workers).await {
+    let share = partition::share(row, workers, index);
+    if !share.requests.is_empty() {
+        match prepare_row(shared, row_index, row, &share, workers).await {
             Ok(ready) => {
                 prepared
                     .lock()

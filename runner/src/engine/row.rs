@@ -92,20 +92,30 @@ pub enum RowSetupError {
     WorkerLost(String),
 }
 
-/// A row's requests, built before it starts so nothing is tokenised while it runs.
+/// A row's requests (this process's share of them), built before it starts so nothing is
+/// tokenised while it runs.
 struct PreparedRow {
     /// Each distinct prepared request and its prompt.
     built: Vec<(PreparedRequest, Arc<BuiltPrompt>)>,
-    /// Which of `built` each request sends, by request index.
+    /// Which of `built` each request sends, by request index ([`NOT_BUILT`] for the requests
+    /// of other workers' shares).
     by_request: Vec<u32>,
 }
+
+/// A request of `by_request` this process does not send.
+const NOT_BUILT: u32 = u32::MAX;
 
 impl PreparedRow {
     /// One request per prompt template (`identicalPrompts`), or one per request, each prompt
     /// opening with its own seeded tag (the default).
-    fn build(shared: &RunShared, row: &Row, seed: u64) -> Result<PreparedRow, RowSetupError> {
+    fn build(
+        shared: &RunShared,
+        row: &Row,
+        seed: u64,
+        requests: &[u32],
+    ) -> Result<PreparedRow, RowSetupError> {
         if let Some(dataset) = &row.dataset {
-            return PreparedRow::build_from_dataset(shared, row, dataset, seed);
+            return PreparedRow::build_from_dataset(shared, row, dataset, seed, requests);
         }
         let options = &shared.options;
         let prompts = &shared.tokenizers.for_model(&row.model).prompts;
@@ -126,14 +136,15 @@ impl PreparedRow {
         };
         let sampling_params = row.effective_sampling_params(options);
         let mut built = Vec::new();
-        let mut by_request = Vec::with_capacity(row.num_requests as usize);
+        let mut by_request = vec![NOT_BUILT; row.num_requests as usize];
         let mut by_template: HashMap<&'static str, u32> = HashMap::new();
-        for index in 0..u64::from(row.num_requests) {
+        for &request in requests {
+            let index = u64::from(request);
             let template = selection.template(index);
             if options.identical_prompts
                 && let Some(&at) = by_template.get(template.name)
             {
-                by_request.push(at);
+                by_request[request as usize] = at;
                 continue;
             }
             let prompt = if options.identical_prompts {
@@ -146,7 +157,7 @@ impl PreparedRow {
                 )
             }
             .map_err(prompt_error)?;
-            let request = shared
+            let prepared = shared
                 .client
                 .prepare(&RequestSpec {
                     model: &row.model,
@@ -159,9 +170,9 @@ impl PreparedRow {
                 })
                 .map_err(|e| RowSetupError::Request(e.to_string()))?;
             let at = u32::try_from(built.len()).unwrap_or(u32::MAX);
-            built.push((request, prompt));
+            built.push((prepared, prompt));
             by_template.insert(template.name, at);
-            by_request.push(at);
+            by_request[request as usize] = at;
         }
         Ok(PreparedRow { built, by_request })
     }
@@ -173,6 +184,7 @@ impl PreparedRow {
         row: &Row,
         spec: &Dataset,
         seed: u64,
+        requests: &[u32],
     ) -> Result<PreparedRow, RowSetupError> {
         let options = &shared.options;
         let dataset = shared
@@ -191,12 +203,12 @@ impl PreparedRow {
         };
         let sampling_params = row.effective_sampling_params(options);
         let mut built = Vec::new();
-        let mut by_request = Vec::with_capacity(row.num_requests as usize);
+        let mut by_request = vec![NOT_BUILT; row.num_requests as usize];
         let mut by_position: HashMap<usize, u32> = HashMap::new();
-        for index in 0..u64::from(row.num_requests) {
-            let position = dataset.position(spec.order, seed, index);
+        for &request in requests {
+            let position = dataset.position(spec.order, seed, u64::from(request));
             if let Some(&at) = by_position.get(&position) {
-                by_request.push(at);
+                by_request[request as usize] = at;
                 continue;
             }
             let line = dataset.line(position);
@@ -206,7 +218,7 @@ impl PreparedRow {
                 tokens: u32::try_from(tokenizer.count_tokens(&line.prompt)).unwrap_or(u32::MAX),
             });
             let image = line.image.as_ref().or(row_image.as_ref());
-            let request = shared
+            let prepared = shared
                 .client
                 .prepare(&RequestSpec {
                     model: &row.model,
@@ -219,13 +231,14 @@ impl PreparedRow {
                 })
                 .map_err(|e| RowSetupError::Request(e.to_string()))?;
             let at = u32::try_from(built.len()).unwrap_or(u32::MAX);
-            built.push((request, prompt));
+            built.push((prepared, prompt));
             by_position.insert(position, at);
-            by_request.push(at);
+            by_request[request as usize] = at;
         }
         Ok(PreparedRow { built, by_request })
     }
 
+    /// Request `index`'s body and prompt; `index` is of the share the row was built for.
     fn request(&self, index: u32) -> &(PreparedRequest, Arc<BuiltPrompt>) {
         &self.built[self.by_request[index as usize] as usize]
     }
@@ -341,7 +354,8 @@ pub async fn run_row(
     row_index: usize,
     row: &Row,
 ) -> Result<RowResult, RowSetupError> {
-    let ready = prepare_row(shared, row_index, row, 1).await?;
+    let share = RowShare::whole(row);
+    let ready = prepare_row(shared, row_index, row, &share, 1).await?;
     let clock = RowClock::now();
     let (execution, sink) = begin_row(
         shared,
@@ -351,17 +365,7 @@ pub async fn run_row(
         naming::row_names(row_index, row),
     )?;
     let prefix = request_id_prefix(&execution.names);
-    let driven = drive_row(
-        shared,
-        row_index,
-        row,
-        &ready,
-        &RowShare::whole(row),
-        clock,
-        &prefix,
-        sink,
-    )
-    .await;
+    let driven = drive_row(shared, row_index, row, &ready, &share, clock, &prefix, sink).await;
     let outcome = driven.outcome;
     Ok(finish_row(
         shared,
@@ -374,16 +378,24 @@ pub async fn run_row(
     .await)
 }
 
-/// Builds row `row_index`'s requests and warms the connections this process (one of
-/// `workers`) will need.
+/// Builds the requests of `share` (this process's share of row `row_index`, one of
+/// `workers`) and warms the connections it will need. Building is CPU work (prompts for every
+/// request): on a multi-thread runtime it runs in place of the runtime's thread, so the
+/// process's other tasks (a distributed run's heartbeats) go on meanwhile.
 pub async fn prepare_row(
     shared: &RunShared,
     row_index: usize,
     row: &Row,
+    share: &RowShare,
     workers: u32,
 ) -> Result<ReadyRow, RowSetupError> {
     let seed = row_seed(shared.options.seed, row_index);
-    let prepared = Arc::new(PreparedRow::build(shared, row, seed)?);
+    let build = || PreparedRow::build(shared, row, seed, &share.requests);
+    let built = match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(build),
+        _ => build(),
+    };
+    let prepared = Arc::new(built?);
     if shared.options.warm_up_connections {
         let connections = connections_needed(row, workers);
         let opened = tokio::select! {
