@@ -29,15 +29,16 @@ fn compare(baseline: &Path, candidate: &Path, json: &Path) -> (i32, String, serd
         .arg(candidate)
         .arg("--json")
         .arg(json)
-        // Wider than the default 5%: this machine's own load moves a rerun's timings by a few
-        // percent and milliseconds; the slower expert is 40% slower.
+        // Wider than the default 5%: this machine's own load moves a rerun's timings (a busy
+        // simulator thread paces tokens late; a full CI suite beside a release build flagged a
+        // rerun at 15%); the slower expert takes 67% longer end to end, at 40% of the rate.
         .args([
             "--max-regression",
-            "ttft=15%,0.01",
+            "ttft=30%,0.01",
             "--max-regression",
-            "e2e=15%,0.01",
+            "e2e=30%,0.01",
             "--max-regression",
-            "tokens_per_s=15%",
+            "tokens_per_s=30%",
         ])
         .output()
         .expect("coebench runs");
