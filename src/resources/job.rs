@@ -511,6 +511,7 @@ pub(crate) mod tests {
                         name: "sn-key".into(),
                         key: "apiKey".into(),
                     }),
+                    ca_certificate: None,
                 },
                 rows: vec![row.clone(), row],
                 options: RunOptions {
@@ -867,6 +868,7 @@ pub(crate) mod tests {
             api: ApiKind::Simulator,
             url: None,
             api_key_secret_ref: None,
+            ca_certificate: None,
         };
         let job = build_job(&run, &JobDefaults::default()).unwrap();
         assert!(
