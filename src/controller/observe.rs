@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::resources::ca_certificate::mounted_ca_secret;
 use crate::resources::job::RUNNER_CONTAINER;
 use crate::status::{Outcome, outcome, parse_report};
 
@@ -334,17 +335,28 @@ fn container_config_problem(detail: &str) -> (&'static str, String) {
 
 /// A Pod scheduled at `since` whose container is still being created past the start-up limit:
 /// the Pod's status does not say why, its Events do (`FailedMount`, `FailedAttachVolume`
-/// "Multi-Attach error" for a ReadWriteOnce claim attached to another node).
+/// "Multi-Attach error" for a ReadWriteOnce claim attached to another node). A Pod that mounts
+/// its CA certificate from a Secret names it: the operator cannot read it to check it first.
 fn startup_timed_out(
     pod: &Pod,
     since: Timestamp,
     now: Timestamp,
     limits: &Limits,
 ) -> Option<Observation> {
-    (elapsed(&since, now) > limits.startup).then(|| Observation::Stuck {
+    if elapsed(&since, now) <= limits.startup {
+        return None;
+    }
+    let ca_secret = mounted_ca_secret(pod)
+        .map(|(name, key)| {
+            format!(
+                "; or the Secret {name} or its key {key:?} of endpoint.caCertificate.secretKeyRef is missing (the operator reads no Secrets; the kubelet's FailedMount event names it): create it in the run's namespace"
+            )
+        })
+        .unwrap_or_default();
+    Some(Observation::Stuck {
         reason: "StartupTimeout",
         message: format!(
-            "the runner container was still being created {} s after its Pod was scheduled; usually a volume that cannot be mounted or attached: `kubectl describe pod/{}` shows FailedMount or Multi-Attach (a ReadWriteOnce results claim in use on another node)",
+            "the runner container was still being created {} s after its Pod was scheduled; usually a volume that cannot be mounted or attached: `kubectl describe pod/{}` shows FailedMount or Multi-Attach (a ReadWriteOnce results claim in use on another node){ca_secret}",
             limits.startup.as_secs(),
             pod.metadata.name.as_deref().unwrap_or_default()
         ),

@@ -3,9 +3,10 @@
 //!
 //! Steps, each idempotent (a restarted operator repeats them without duplicating anything):
 //! 1. validate the plan (`Valid`); an invalid plan fails the run, since its spec is immutable;
-//! 2. before the Job exists, check the PersistentVolumeClaim; wait for it at most
-//!    `dependencyTimeout` (`JobCreated=False` meanwhile), then fail (a missing Secret or key is
-//!    reported by the kubelet on the Pod and read in step 4);
+//! 2. before the Job exists, check the claims and ConfigMaps it mounts, the CA certificate's
+//!    ConfigMap key included ([`dependencies`]); wait for them at most `dependencyTimeout`
+//!    (`JobCreated=False` meanwhile), then fail (a missing Secret or key is reported by the
+//!    kubelet on the Pod and read in step 4);
 //! 3. create the ConfigMap and the Job under deterministic names (AlreadyExists is success);
 //! 4. read the Job and its Pods ([`observe`](super::observe)) into phase, conditions and, at the
 //!    end, the per-row summary of the runner's report; a stuck run fails and its Job is deleted.
@@ -19,7 +20,7 @@ use std::time::Duration;
 use coebench_plan::input::validate::{UnknownCatalog, validate_plan};
 use coebench_plan::report::{RowReport, row_index_of_key};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
@@ -39,6 +40,9 @@ use crate::resources::results::{build_results_channel, results_config_map_names}
 use crate::resources::workers::build_workers_service;
 use crate::resources::{job_name, plan_config_map_name, results_relative_dir};
 use crate::status::{Outcome, row_status, ttft_display};
+use dependencies::missing_dependency;
+
+mod dependencies;
 
 const CONTROLLER: &str = "run";
 
@@ -487,87 +491,6 @@ fn results_written(step: &mut Step, run: &CoeBenchmarkRun, reported: bool) {
         ),
     };
     step.set(types::RESULTS_WRITTEN, status, reason, &message);
-}
-
-/// A missing results claim, as (reason, message). A missing Secret or key is not checked here:
-/// the kubelet reports it on the Pod (`CreateContainerConfigError`, read by
-/// [`observe`](super::observe)), so the operator needs no access to Secrets.
-async fn missing_dependency(
-    run: &CoeBenchmarkRun,
-    namespace: &str,
-    ctx: &Context,
-) -> Result<Option<(&'static str, String)>> {
-    if let Some(results) = &run.spec.results {
-        let claim = &results.persistent_volume_claim.claim_name;
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
-        let found = claims.get_opt(claim).await.map_err(Error::kube(format!(
-            "read PersistentVolumeClaim {namespace}/{claim}"
-        )))?;
-        if found.is_none() {
-            return Ok(Some((
-                "VolumeClaimNotFound",
-                format!(
-                    "PersistentVolumeClaim {namespace}/{claim} (results.persistentVolumeClaim) does not exist; create it, or remove spec.results to not keep files"
-                ),
-            )));
-        }
-    }
-    missing_runner_volume(run, namespace, ctx).await
-}
-
-/// The first ConfigMap or claim of `runner.files` and `runner.tokenizerCache` that is missing.
-async fn missing_runner_volume(
-    run: &CoeBenchmarkRun,
-    namespace: &str,
-    ctx: &Context,
-) -> Result<Option<(&'static str, String)>> {
-    let runner = &run.spec.runner;
-    let mut claims: Vec<(String, String)> = Vec::new();
-    for (i, files) in runner.files.iter().flatten().enumerate() {
-        if let Some(config_map) = &files.config_map {
-            let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-            let found = api
-                .get_opt(&config_map.name)
-                .await
-                .map_err(Error::kube(format!(
-                    "read ConfigMap {namespace}/{}",
-                    config_map.name
-                )))?;
-            if found.is_none() {
-                return Ok(Some((
-                    "ConfigMapNotFound",
-                    format!(
-                        "ConfigMap {namespace}/{} (runner.files[{i}].configMap) does not exist; create it with `kubectl create configmap {} -n {namespace} --from-file=<file>`",
-                        config_map.name, config_map.name
-                    ),
-                )));
-            }
-        }
-        if let Some(claim) = &files.persistent_volume_claim {
-            claims.push((
-                claim.claim_name.clone(),
-                format!("runner.files[{i}].persistentVolumeClaim"),
-            ));
-        }
-    }
-    if let Some(cache) = &runner.tokenizer_cache {
-        claims.push((cache.claim_name.clone(), "runner.tokenizerCache".into()));
-    }
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
-    for (claim, field) in claims {
-        let found = api.get_opt(&claim).await.map_err(Error::kube(format!(
-            "read PersistentVolumeClaim {namespace}/{claim}"
-        )))?;
-        if found.is_none() {
-            return Ok(Some((
-                "VolumeClaimNotFound",
-                format!(
-                    "PersistentVolumeClaim {namespace}/{claim} ({field}) does not exist; create it, or remove {field}"
-                ),
-            )));
-        }
-    }
-    Ok(None)
 }
 
 /// Creates the plan ConfigMap, the results channel (ConfigMaps, ServiceAccount, Role,

@@ -12,11 +12,13 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The endpoint to benchmark: which API it speaks, where it is, and the Secret with its key.
+/// The endpoint to benchmark: which API it speaks, where it is, the Secret with its key, and
+/// the CA that signed its certificate when no public one did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.api in ['sncloud', 'sambastudio'] ? has(self.apiKeySecretRef) : true").message("endpoint.apiKeySecretRef is required for api sncloud and sambastudio: name the Secret and key that hold the API key"))]
 #[x_kube(validation = Rule::new("self.api in ['sambastudio', 'openai'] ? has(self.url) : true").message("endpoint.url is required for api sambastudio and openai"))]
+#[x_kube(validation = Rule::new("self.api == 'simulator' ? !has(self.caCertificate) : true").message("endpoint.caCertificate is not allowed with api simulator (the simulator runs inside the runner and needs no certificate): remove caCertificate, or set api and url to your HTTPS endpoint"))]
 pub struct Endpoint {
     /// The API flavour: `sncloud`, `sambastudio`, `openai`, or `simulator` (the runner's
     /// built-in simulated endpoint, which needs no URL or key: handy for demos).
@@ -31,6 +33,29 @@ pub struct Endpoint {
     /// Required for `sncloud` and `sambastudio`, optional for `openai`, unused for `simulator`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// Certificates (PEM) to trust for an `https` endpoint besides the public (webpki) roots:
+    /// a private CA's certificate, or the server's self-signed one. The key is mounted
+    /// read-only into every runner Pod as `/etc/coebench-ca/ca.crt`, the plan's
+    /// `endpoint.caCertificate`. Default: only the public roots (or `SSL_CERT_FILE` set in
+    /// `runner.env`). Not allowed for `simulator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<CaCertificateRef>,
+}
+
+/// Where an endpoint's CA certificate is: a key of a ConfigMap (checked by the operator before
+/// it creates the Job) or of a Secret (which the operator cannot read: a missing one keeps the
+/// runner Pod from starting), in the resource's namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.configMapKeyRef) != has(self.secretKeyRef)").message("endpoint.caCertificate sets exactly one of configMapKeyRef and secretKeyRef: name the ConfigMap (or the Secret) and the key that hold the PEM certificate"))]
+pub struct CaCertificateRef {
+    /// A ConfigMap key holding the PEM certificates (a certificate is public: a ConfigMap is
+    /// the usual place, e.g. one trust-manager writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<ConfigMapKeyRef>,
+    /// A Secret key holding the PEM certificates (e.g. `ca.crt` of a cert-manager Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
 }
 
 /// A key in a Secret of the resource's namespace.

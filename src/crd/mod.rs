@@ -18,8 +18,8 @@ pub use benchmark::{
     CoeBenchmark, CoeBenchmarkSpec, CoeBenchmarkStatus, ConcurrencyPolicy, ResultSummary, RowsFrom,
 };
 pub use common::{
-    ConfigMapKeyRef, Endpoint, ImagePullPolicy, PersistentVolumeClaimRef, ResultsSpec, RowStatus,
-    RunPhase, RunnerFiles, RunnerSpec, SecretKeyRef,
+    CaCertificateRef, ConfigMapKeyRef, Endpoint, ImagePullPolicy, PersistentVolumeClaimRef,
+    ResultsSpec, RowStatus, RunPhase, RunnerFiles, RunnerSpec, SecretKeyRef,
 };
 pub use regression::{MaxRegression, RegressionSpec, RegressionStatus};
 pub use run::{

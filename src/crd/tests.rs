@@ -196,6 +196,7 @@ fn run() -> CoeBenchmarkRun {
                 api: ApiKind::Simulator,
                 url: None,
                 api_key_secret_ref: None,
+                ca_certificate: None,
             },
             rows: vec![row()],
             options: RunOptions::default(),
@@ -267,5 +268,59 @@ fn a_rows_workers_fit_in_the_benchmarks() {
         .expect_err("a row above the run's workers");
     assert!(err.to_string().contains("at most spec.workers"), "{err}");
     run.spec.workers = Some(3);
+    run.validate_cel().unwrap();
+}
+
+#[test]
+fn a_ca_certificate_names_exactly_one_config_map_or_secret_key() {
+    let openai = |ca: serde_json::Value| {
+        benchmark(json!({"endpoint": {
+            "api": "openai", "url": "https://vllm.internal/v1", "caCertificate": ca
+        }}))
+    };
+    let config_map = json!({"name": "corp-ca", "key": "ca.crt"});
+    let secret = json!({"name": "vllm-tls", "key": "ca.crt"});
+    openai(json!({"configMapKeyRef": config_map.clone()}))
+        .validate_cel()
+        .unwrap();
+    openai(json!({"secretKeyRef": secret.clone()}))
+        .validate_cel()
+        .unwrap();
+    rejected(
+        &openai(json!({"configMapKeyRef": config_map, "secretKeyRef": secret})),
+        "exactly one of configMapKeyRef and secretKeyRef",
+    );
+    rejected(
+        &openai(json!({})),
+        "exactly one of configMapKeyRef and secretKeyRef",
+    );
+}
+
+#[test]
+fn the_simulator_takes_no_ca_certificate() {
+    rejected(
+        &benchmark(json!({"endpoint": {
+            "api": "simulator",
+            "caCertificate": {"configMapKeyRef": {"name": "corp-ca", "key": "ca.crt"}}
+        }})),
+        "endpoint.caCertificate is not allowed with api simulator",
+    );
+    let mut run = run();
+    run.spec.endpoint.ca_certificate = Some(CaCertificateRef {
+        config_map_key_ref: None,
+        secret_key_ref: Some(SecretKeyRef {
+            name: "vllm-tls".into(),
+            key: "ca.crt".into(),
+        }),
+    });
+    let err = run
+        .validate_cel()
+        .expect_err("a simulator run with a CA certificate");
+    assert!(
+        err.to_string().contains("not allowed with api simulator"),
+        "{err}"
+    );
+    run.spec.endpoint.api = ApiKind::Openai;
+    run.spec.endpoint.url = Some("https://vllm.internal/v1".into());
     run.validate_cel().unwrap();
 }

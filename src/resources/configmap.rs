@@ -9,6 +9,7 @@ use kube::api::ObjectMeta;
 
 use crate::crd::CoeBenchmarkRun;
 use crate::error::{Error, Result};
+use crate::resources::ca_certificate::plan_ca_certificate;
 use crate::resources::{
     RESULTS_MOUNT, namespace_and_owner, plan_config_map_name, results_relative_dir, run_labels,
 };
@@ -49,8 +50,8 @@ pub fn run_dirs(run: &CoeBenchmarkRun, namespace: &str) -> RunDirs {
     }
 }
 
-/// The runner's plan for `run`: its endpoint (key from [`API_KEY_ENV`]), rows, options and
-/// output folders.
+/// The runner's plan for `run`: its endpoint (key from [`API_KEY_ENV`], CA certificate from its
+/// mount), rows, options and output folders.
 pub fn build_plan(run: &CoeBenchmarkRun, namespace: &str) -> Plan {
     let dirs = run_dirs(run, namespace);
     let endpoint = &run.spec.endpoint;
@@ -63,7 +64,7 @@ pub fn build_plan(run: &CoeBenchmarkRun, namespace: &str) -> Plan {
                 .as_ref()
                 .map(|_| API_KEY_ENV.to_string()),
             simulator: None,
-            ca_certificate: None,
+            ca_certificate: plan_ca_certificate(run),
         },
         rows: run.spec.rows.clone(),
         options: run.spec.options.clone(),

@@ -1,5 +1,5 @@
 //! The runner Job of a run: one Pod running `coebench run` on the plan ConfigMap, with the API
-//! key from the Secret, the results volume, and a Pod Security "restricted" security context
+//! key from the Secret, the results volume, the endpoint's CA certificate when it names one, and a Pod Security "restricted" security context
 //! (an Indexed Job of one such Pod per worker for a multi-worker run: see
 //! [`super::workers`]).
 //!
@@ -25,6 +25,7 @@ use kube::api::ObjectMeta;
 
 use crate::crd::CoeBenchmarkRun;
 use crate::error::Result;
+use crate::resources::ca_certificate::ca_certificate_volume;
 use crate::resources::configmap::{API_KEY_ENV, PLAN_DIR, PLAN_KEY, run_dirs};
 use crate::resources::{
     RESULTS_MOUNT, job_name, namespace_and_owner, plan_config_map_name, run_labels,
@@ -312,7 +313,7 @@ fn file_volumes(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Vec<(Volume, V
 }
 
 /// The Pod's volumes: the plan's ConfigMap, the results (the claim, or an emptyDir), `/tmp`,
-/// then the `runner.files` volumes and the tokenizer cache.
+/// then the `runner.files` volumes, the tokenizer cache and the endpoint's CA certificate.
 fn runner_volumes(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Vec<Volume> {
     let results_volume = match &run.spec.results {
         Some(results) => Volume {
@@ -355,6 +356,7 @@ fn runner_volumes(run: &CoeBenchmarkRun, defaults: &JobDefaults) -> Vec<Volume> 
     ]
     .into_iter()
     .chain(file_volumes(run, defaults).into_iter().map(|(v, _)| v))
+    .chain(ca_certificate_volume(run).map(|(v, _)| v))
     .collect()
 }
 
@@ -401,6 +403,7 @@ fn runner_container(run: &CoeBenchmarkRun, namespace: &str, defaults: &JobDefaul
             ]
             .into_iter()
             .chain(file_volumes(run, defaults).into_iter().map(|(_, m)| m))
+            .chain(ca_certificate_volume(run).map(|(_, m)| m))
             .collect(),
         ),
         security_context: Some(SecurityContext {
@@ -511,6 +514,7 @@ pub(crate) mod tests {
                         name: "sn-key".into(),
                         key: "apiKey".into(),
                     }),
+                    ca_certificate: None,
                 },
                 rows: vec![row.clone(), row],
                 options: RunOptions {
@@ -787,6 +791,67 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_ca_certificate_has_its_own_volume_and_folder_beside_files_cache_and_results() {
+        use crate::crd::{CaCertificateRef, ConfigMapKeyRef, RunnerFiles};
+        use crate::resources::ca_certificate::{CA_CERTIFICATE_DIR, CA_CERTIFICATE_VOLUME};
+        use k8s_openapi::api::core::v1::LocalObjectReference;
+        let mut run = sample_run();
+        // A runner.files entry named like the CA volume's folder must not collide with it.
+        run.spec.runner.files = Some(vec![RunnerFiles {
+            name: "ca-certificate".into(),
+            config_map: Some(LocalObjectReference {
+                name: "datasets".into(),
+            }),
+            persistent_volume_claim: None,
+        }]);
+        run.spec.endpoint.ca_certificate = Some(CaCertificateRef {
+            config_map_key_ref: Some(ConfigMapKeyRef {
+                name: "corp-ca".into(),
+                key: "ca.crt".into(),
+            }),
+            secret_key_ref: None,
+        });
+        let defaults = JobDefaults {
+            runner_tokenizer_cache_claim: Some("hf-cache".into()),
+            ..JobDefaults::default()
+        };
+        let job = build_job(&run, &defaults).unwrap();
+        let mounts = container(&job).volume_mounts.clone().unwrap();
+        let ca = mounts
+            .iter()
+            .find(|m| m.name == CA_CERTIFICATE_VOLUME)
+            .expect("the CA certificate's mount");
+        assert_eq!(
+            (ca.mount_path.as_str(), ca.read_only),
+            (CA_CERTIFICATE_DIR, Some(true))
+        );
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let mut volumes: Vec<_> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
+        let count = volumes.len();
+        volumes.sort();
+        volumes.dedup();
+        assert_eq!(
+            volumes.len(),
+            count,
+            "two volumes share a name: {volumes:?}"
+        );
+        // No mount is at or inside another one's folder.
+        let folder = |p: &str| format!("{}/", p.trim_end_matches('/'));
+        for a in &mounts {
+            for b in &mounts {
+                if a.name != b.name {
+                    assert!(
+                        !folder(&a.mount_path).starts_with(&folder(&b.mount_path)),
+                        "{} is inside {}",
+                        a.mount_path,
+                        b.mount_path
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn results_use_the_claim_or_an_empty_dir() {
         let job = build_job(&sample_run(), &JobDefaults::default()).unwrap();
         let volumes = job.spec.unwrap().template.spec.unwrap().volumes.unwrap();
@@ -867,6 +932,7 @@ pub(crate) mod tests {
             api: ApiKind::Simulator,
             url: None,
             api_key_secret_ref: None,
+            ca_certificate: None,
         };
         let job = build_job(&run, &JobDefaults::default()).unwrap();
         assert!(

@@ -1,7 +1,8 @@
 //! Pure builders of what a run creates: its plan ConfigMap, its results channel, its runner
-//! Job and, for a multi-worker run, its headless Service, plus the names, labels and paths they share. Nothing here talks to the API server, so
+//! Job (with the endpoint's CA certificate mounted) and, for a multi-worker run, its headless Service, plus the names, labels and paths they share. Nothing here talks to the API server, so
 //! every object can be checked field by field in unit tests.
 
+pub mod ca_certificate;
 pub mod configmap;
 pub mod job;
 pub mod results;

@@ -345,6 +345,25 @@ fn example_benchmarks_are_typed_pass_the_cel_rules_and_hold_valid_rows() {
                             "{what}: say where Secret {secret} comes from"
                         );
                     }
+                    // A referenced CA certificate is in the file or created as the comments say.
+                    let ca = &spec["endpoint"]["caCertificate"];
+                    for (reference, kind, command) in [
+                        ("configMapKeyRef", "ConfigMap", "kubectl create configmap"),
+                        ("secretKeyRef", "Secret", "kubectl create secret"),
+                    ] {
+                        if let Some(name) = ca[reference]["name"].as_str() {
+                            let in_file = docs
+                                .iter()
+                                .any(|d| d["kind"] == kind && d["metadata"]["name"] == name);
+                            let created = read(&file)
+                                .lines()
+                                .any(|l| l.contains(command) && l.contains(name));
+                            assert!(
+                                in_file || created,
+                                "{what}: say where the CA certificate's {kind} {name} comes from"
+                            );
+                        }
+                    }
                     checked += 1;
                 }
                 Some("CoeBenchmarkRun") => {

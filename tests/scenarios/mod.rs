@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::support::*;
 
+mod ca_certificate;
 mod lease;
 pub(crate) mod rbac;
 mod regression;

@@ -319,3 +319,29 @@ fn a_container_that_cannot_start_fails_after_the_startup_limit_from_its_scheduli
         }
     ));
 }
+
+#[test]
+fn a_pod_stuck_mounting_its_ca_secret_names_the_secret_and_key() {
+    let j = job(json!({"startTime": time(0), "active": 1}));
+    let mut mounting = pod(container(
+        json!({"waiting": {"reason": "ContainerCreating"}}),
+    ));
+    mounting.spec = Some(
+        serde_json::from_value(json!({"containers": [], "volumes": [{
+            "name": "ca-certificate",
+            "secret": {"secretName": "vllm-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+        }]}))
+        .unwrap(),
+    );
+    match observe(&j, std::slice::from_ref(&mounting), at(302), &limits()) {
+        Observation::Stuck { reason, message } => {
+            assert_eq!(reason, "StartupTimeout");
+            assert!(
+                message.contains("Secret vllm-tls or its key \"ca.crt\""),
+                "{message}"
+            );
+            assert!(message.contains("secretKeyRef"), "{message}");
+        }
+        other => panic!("not stuck: {other:?}"),
+    }
+}
