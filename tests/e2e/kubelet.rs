@@ -324,64 +324,96 @@ impl<'c> Kubelet<'c> {
             .and_then(|s| s.service_account_name.clone())
             .expect("the runner Pod names its ServiceAccount");
         let (access, _token_dir) = self.access_as(&account).await;
-        let coordinator = format!(
-            "127.0.0.1:{}",
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free loopback port")
-                .port()
-        );
         let binary = coebench_binary();
-        let mut children = Vec::new();
-        for (index, pod) in pods.iter().enumerate() {
-            let container = &pod.spec.as_ref().expect("a Pod spec").containers[0];
-            let report = dir.path().join(format!("termination-log-{index}"));
-            let args = local_args(
-                container.args.as_deref().unwrap_or_default(),
-                &[
-                    ("--plan", plan_file.display().to_string()),
-                    (
-                        "--output-files-dir",
-                        dir.path().join("out").display().to_string(),
-                    ),
-                    (
-                        "--consolidated-results-dir",
-                        dir.path().join("consolidated").display().to_string(),
-                    ),
-                    ("--report-file", report.display().to_string()),
-                    ("--coordinator", coordinator.clone()),
-                ],
+        // The coordinator's port is found by binding port 0 and letting it go, so another
+        // process may take it before the coordinator binds it: that attempt is made again on
+        // another port.
+        let mut attempt = 0;
+        let (first, others) = loop {
+            attempt += 1;
+            let coordinator = format!(
+                "127.0.0.1:{}",
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("a free loopback port")
+                    .port()
             );
-            let mut command = std::process::Command::new(&binary);
-            command
-                .args(&args)
-                .args(["--kube-api", &access.base.to_string()])
-                .args(["--kube-namespace", &access.namespace])
-                .env("JOB_COMPLETION_INDEX", index.to_string())
-                .env("HOME", dir.path())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-            if let Some(token) = &access.token_file {
-                command.arg("--kube-token-file").arg(token);
-            }
-            for env in container.env.iter().flatten() {
-                if let Some(value) = &env.value
-                    && env.name != "HOME"
-                {
-                    command.env(&env.name, value);
+            let mut children = Vec::new();
+            for (index, pod) in pods.iter().enumerate() {
+                let container = &pod.spec.as_ref().expect("a Pod spec").containers[0];
+                let report = dir.path().join(format!("termination-log-{index}"));
+                let args = local_args(
+                    container.args.as_deref().unwrap_or_default(),
+                    &[
+                        ("--plan", plan_file.display().to_string()),
+                        (
+                            "--output-files-dir",
+                            dir.path().join("out").display().to_string(),
+                        ),
+                        (
+                            "--consolidated-results-dir",
+                            dir.path().join("consolidated").display().to_string(),
+                        ),
+                        ("--report-file", report.display().to_string()),
+                        ("--coordinator", coordinator.clone()),
+                    ],
+                );
+                let mut command = std::process::Command::new(&binary);
+                command
+                    .args(&args)
+                    .args(["--kube-api", &access.base.to_string()])
+                    .args(["--kube-namespace", &access.namespace])
+                    .env("JOB_COMPLETION_INDEX", index.to_string())
+                    .env("HOME", dir.path())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                if let Some(token) = &access.token_file {
+                    command.arg("--kube-token-file").arg(token);
                 }
+                for env in container.env.iter().flatten() {
+                    if let Some(value) = &env.value
+                        && env.name != "HOME"
+                    {
+                        command.env(&env.name, value);
+                    }
+                }
+                let child = command.spawn().unwrap_or_else(|e| {
+                    panic!("start {} for index {index}: {e}", binary.display())
+                });
+                children.push((child, report));
             }
-            let child = command
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {} for index {index}: {e}", binary.display()));
-            children.push((child, report));
-        }
-        let mut ended = Vec::new();
-        for (index, (child, report)) in children.into_iter().enumerate() {
-            let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+            let mut others = children.split_off(1);
+            let (coordinator_child, report) = children.pop().expect("index 0");
+            let output = tokio::task::spawn_blocking(move || coordinator_child.wait_with_output())
                 .await
                 .expect("the wait ran")
                 .expect("the runner process ended");
+            if output.status.success() {
+                break ((output, report), others);
+            }
+            // The coordinator failed: the workers would wait out their rendezvous time for it.
+            for (child, _) in &mut others {
+                let _ = child.kill();
+            }
+            let taken = String::from_utf8_lossy(&output.stderr).contains("cannot listen on");
+            if !(taken && attempt < 3) {
+                break ((output, report), others);
+            }
+            for (child, _) in &mut others {
+                let _ = child.wait();
+            }
+            eprintln!("e2e: the coordinator's port was taken meanwhile; again on another port");
+        };
+        let mut ended = Vec::new();
+        let mut outputs = vec![(Ok(first.0), first.1)];
+        for (child, report) in others {
+            let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+                .await
+                .expect("the wait ran");
+            outputs.push((output, report));
+        }
+        for (index, (output, report)) in outputs.into_iter().enumerate() {
+            let output = output.expect("the runner process ended");
             let code = output.status.code().unwrap_or(-1);
             eprintln!(
                 "e2e: worker {index} exited {code}; stderr:\n{}",
