@@ -2,9 +2,14 @@
 //! the simulator's ground truth, how accurately the open loop keeps its schedule, and what the
 //! client costs in CPU and memory. Never part of the test run.
 //!
-//!     cargo bench -p coebench-runner --bench fidelity -- [streams] [max] [open-loop] [https] [memory]
+//!     cargo bench -p coebench-runner --bench fidelity -- [streams] [max] [open-loop] [https] [memory] [scale]
 //!
-//! With no scenario named, all five run. `https` runs the `streams` shape over plain HTTP and
+//! With no scenario named, the first five run; `scale` runs only when named (`scale.rs`: the
+//! largest stream count `coebench run --workers N` keeps within 1 ms, several simulators on one
+//! port; knobs `FIDELITY_SCALE_STREAMS` (default `20000,50000,100000`),
+//! `FIDELITY_SCALE_PER_PROCESS` (connections per process, default 15000),
+//! `FIDELITY_SCALE_TOKENS` / `FIDELITY_SCALE_RATE` (default 5 tokens at 0.1 tokens/s: 40 s streams) and
+//! `FIDELITY_SCALE_SPANS` (stream durations of arrivals, default 2)). `https` runs the `streams` shape over plain HTTP and
 //! over HTTPS (the simulator serving a certificate generated at start, the client trusting it
 //! through `endpoint.caCertificate`) at `FIDELITY_HTTPS_STREAMS` (default `1000,10000`). Each measured point starts two fresh child processes
 //! of this binary: the simulator (release build, truth log with per-token write times) pinned
@@ -25,6 +30,8 @@
 mod child;
 #[path = "fidelity/join.rs"]
 mod join;
+#[path = "fidelity/scale.rs"]
+mod scale;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -315,6 +322,7 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let wants = |s: &str| wanted.is_empty() || wanted.iter().any(|w| w == s);
+    let named = |s: &str| wanted.iter().any(|w| w == s);
     let repeats: usize = env_or("FIDELITY_REPEATS", 3);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/fidelity/runs");
     std::fs::create_dir_all(&dir).expect("output dir");
@@ -397,6 +405,26 @@ fn main() {
         };
         measure(&p, repeats, &dir, &mut all);
     }
+    let mut scaled = Vec::new();
+    if named("scale") {
+        let per_process = env_or("FIDELITY_SCALE_PER_PROCESS", 15_000u32);
+        let tokens = env_or("FIDELITY_SCALE_TOKENS", 5u32);
+        let rate = env_or("FIDELITY_SCALE_RATE", 0.1);
+        let spans = env_or("FIDELITY_SCALE_SPANS", 2.0);
+        let exe = std::env::current_exe().expect("current exe");
+        let coebench = Path::new(env!("CARGO_BIN_EXE_coebench"));
+        for n in env_list::<u32>("FIDELITY_SCALE_STREAMS", "20000,50000,100000") {
+            let point = scale::ScalePoint::new(n, per_process, tokens, rate, spans);
+            let r = scale::run_point(&point, &exe, coebench, &dir);
+            scale::print(&r);
+            let within = r.errors.ttft.p99 <= 1000.0 && r.failed == 0 && r.exit_code == Some(0);
+            scaled.push(r);
+            if !within {
+                println!("scale: past 1 ms, a failure, or a failed run at {n} streams; stop");
+                break;
+            }
+        }
+    }
     let json_path = std::env::var("FIDELITY_JSON").map_or_else(
         |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/fidelity/latest.json"),
         PathBuf::from,
@@ -410,6 +438,7 @@ fn main() {
         },
         "env": std::env::vars().filter(|(k, _)| k.starts_with("FIDELITY_")).collect::<Vec<_>>(),
         "runs": all,
+        "scale": scaled,
     });
     std::fs::write(
         &json_path,

@@ -131,7 +131,8 @@ pub fn status_kib(field: &str) -> u64 {
 
 /// Runs the simulator child: prints `ready <addr>`, serves until stdin closes, prints
 /// `lag <json>` and exits. With `FIDELITY_TLS_CERT` it serves HTTPS with a certificate
-/// generated at start, written to that file.
+/// generated at start, written to that file; with `FIDELITY_LISTEN` it listens there with
+/// `SO_REUSEPORT` (beside other simulators on the same port).
 pub fn run_sim() {
     if let Some(cpu) = std::env::var("FIDELITY_CPU")
         .ok()
@@ -149,10 +150,12 @@ pub fn run_sim() {
         .enable_all()
         .build()
         .expect("runtime");
+    // The scale scenario starts several simulators on one port (SO_REUSEPORT).
+    let listen = std::env::var("FIDELITY_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into());
     let handle = runtime
         .block_on(Simulator::start_with(
             config,
-            "127.0.0.1:0".parse().expect("addr"),
+            listen.parse().expect("FIDELITY_LISTEN is an address"),
             StartOptions {
                 truth_log: Some(truth.into()),
                 keep_truth_in_memory: false,
@@ -162,6 +165,7 @@ pub fn run_sim() {
                     names: Vec::new(),
                     cert_out: Some(cert.into()),
                 }),
+                reuse_port: std::env::var_os("FIDELITY_LISTEN").is_some(),
             },
         ))
         .expect("simulator starts");

@@ -2,7 +2,9 @@
 median over its repeats and, in parentheses, the min-max spread, as docs/performance.md shows
 them. Errors and delays in microseconds.
 
-    python3 runner/benches/fidelity/tables.py docs/perf/fidelity.json [errors|schedule|memory|https]
+    python3 runner/benches/fidelity/tables.py docs/perf/fidelity.json [errors|schedule|memory|https|scale]
+
+(`scale` reads the results of the `scale` scenario, one run per point.)
 """
 
 import json
@@ -86,7 +88,27 @@ def https(doc):
               f"| {sum(1 for r in runs if r['client']['saturated'])}/{len(runs)} |")
 
 
+def scale(doc):
+    print("| streams | processes (workers + simulators) | ok / sent | peak in flight | TTFT p50 | TTFT p99 | TTFT max "
+          "| send p99 | receive p99 | abs ITL p99 | e2e p99 | dispatch p99 | workers flagged saturated "
+          "| worker CPU, max (% of a core) | worker peak RSS, max (MiB) | coordinator CPU (% of a core), peak RSS (MiB) "
+          "| simulator CPU, max (% of a core) | wall (s) |")
+    print("|" + "---|" * 18)
+    for r in doc.get("scale", []):
+        p, e = r["point"], r["errors"]
+        of = lambda role: [u for u in r["processes"] if u["role"] == role]
+        pct = lambda us: max((u["cpu_s"] for u in us), default=0) / r["wall_s"] * 100
+        mib = lambda us: max((u["hwm_kib"] for u in us), default=0) / 1024
+        coord = of("coordinator")
+        print(f"| {p['streams']:,} | {p['workers']} + {p['simulators']} | {r['requests'] - r['failed']:,} / {r['requests']:,} "
+              f"| {r['peak_in_flight']:,} | {e['ttft']['p50']:.0f} | {e['ttft']['p99']:,.0f} | {e['ttft']['max']:,.0f} "
+              f"| {e['send_side']['p99']:,.0f} | {e['receive_side']['p99']:,.0f} | {e['itl_abs']['p99']:,.0f} "
+              f"| {e['e2e']['p99']:,.0f} | {r['dispatch_us']['p99']:,.0f} | {len(r['saturated_workers'])} of {p['workers']} "
+              f"| {pct(of('worker')):.0f} | {mib(of('worker')):.0f} | {pct(coord):.0f}, {mib(coord):.0f} "
+              f"| {pct(of('simulator')):.0f} | {r['wall_s']:.0f} |")
+
+
 doc = json.load(open(sys.argv[1]))
 for section in sys.argv[2:] or ["errors", "schedule", "memory", "https"]:
-    {"errors": errors, "schedule": schedule, "memory": memory, "https": https}[section](doc)
+    {"errors": errors, "schedule": schedule, "memory": memory, "https": https, "scale": scale}[section](doc)
     print()
