@@ -88,7 +88,12 @@ struct RunResult {
 
 fn sim_yaml(p: &Point) -> String {
     let executors = (p.concurrency.max(p.qps.map_or(1, |q| q as u32)) / 8).max(8) + 8;
-    let r = p.decode_rate;
+    sim_yaml_for(executors, p.decode_rate)
+}
+
+/// The bench's simulator bundle: one model decoding at `r` tokens/s per stream whatever the
+/// batch, on `executors` executors, everything resident in HBM.
+fn sim_yaml_for(executors: u32, r: f64) -> String {
     format!(
         r#"
 api: openai

@@ -125,23 +125,7 @@ impl ScalePoint {
 
     fn sim_yaml(&self) -> String {
         // Every stream its own executor slot: nothing queues, whatever the batches.
-        let executors = self.streams / self.simulators * 3 / 2 + 64;
-        let r = self.rate;
-        format!(
-            r#"
-api: openai
-batching_window_ms: 2
-executors: {executors}
-memory: {{ddr_capacity_gb: 100, hbm_capacity_gb: 100, load_bandwidth_gb_per_s: 1000}}
-models:
-  - name: fidelity
-    weights_gb: 1
-    prefill_tokens_per_sec: 1000000
-    batch_sizes: [1, 8, 32]
-    decode_tokens_per_sec: [{r}, {r}, {r}]
-    max_sequence_length: 4096
-"#
-        )
+        crate::sim_yaml_for(self.streams / self.simulators * 3 / 2 + 64, self.rate)
     }
 
     /// The plan: a short warm-up row, then the measured open-loop row.

@@ -162,6 +162,28 @@ fn run_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
+/// The test bundle's simulator on a runtime of its own (the tests run `coebench` as child
+/// processes), a folder, and a plan of `rows` against the simulator there.
+struct Served {
+    runtime: tokio::runtime::Runtime,
+    sim: coebench_test_support::engine_support::TestSim,
+    dir: tempfile::TempDir,
+    plan: PathBuf,
+}
+
+fn served(rows: Vec<Row>) -> Served {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sim = runtime.block_on(start_simulator(&bundle_yaml("")));
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(&sim, rows, dir.path());
+    Served {
+        runtime,
+        sim,
+        dir,
+        plan,
+    }
+}
+
 /// Each row's per-request records, from the run's files.
 fn row_records(dir: &Path) -> Vec<Vec<serde_json::Value>> {
     let manifest = run_json(dir);
@@ -261,15 +283,13 @@ fn two_and_four_workers_send_what_one_process_sends_on_its_schedule() {
 
 #[test]
 fn workers_bind_their_connections_to_their_share_of_the_source_addresses() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sim = runtime.block_on(start_simulator(&bundle_yaml("")));
-    let dir = tempfile::tempdir().unwrap();
     // 8 streams: 4 per worker, so each worker opens connections from both of its addresses.
-    let plan = write_plan(
-        &sim,
-        vec![concurrency_row("expert-a", 20, 4, 16, 8)],
-        dir.path(),
-    );
+    let Served {
+        runtime,
+        sim,
+        dir,
+        plan,
+    } = served(vec![concurrency_row("expert-a", 20, 4, 16, 8)]);
     let output = coebench()
         .args(["run", "--no-progress", "--plan"])
         .arg(&plan)
@@ -396,18 +416,16 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 #[test]
 fn a_worker_killed_mid_row_fails_the_run_with_worker_lost_after_writing_what_was_measured() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sim = runtime.block_on(start_simulator(&bundle_yaml("")));
-    let dir = tempfile::tempdir().unwrap();
     // Each request streams 1,500 tokens at a few hundred per second: seconds per request.
-    let plan = write_plan(
-        &sim,
-        vec![
-            concurrency_row("expert-a", 20, 1500, 12, 4),
-            concurrency_row("expert-a", 20, 4, 4, 2),
-        ],
-        dir.path(),
-    );
+    let Served {
+        runtime,
+        sim,
+        dir,
+        plan,
+    } = served(vec![
+        concurrency_row("expert-a", 20, 1500, 12, 4),
+        concurrency_row("expert-a", 20, 4, 4, 2),
+    ]);
     let report = dir.path().join("report.json");
     let child = coebench()
         .args(["run", "--no-progress", "--plan"])
@@ -501,14 +519,12 @@ fn free_port() -> u16 {
 
 #[test]
 fn pods_of_an_indexed_job_run_the_same_command_and_only_index_0_writes_results() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sim = runtime.block_on(start_simulator(&bundle_yaml("")));
-    let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(
-        &sim,
-        vec![concurrency_row("expert-a", 20, 4, 9, 3)],
-        dir.path(),
-    );
+    let Served {
+        runtime,
+        sim,
+        dir,
+        plan,
+    } = served(vec![concurrency_row("expert-a", 20, 4, 9, 3)]);
     let coordinator = format!("127.0.0.1:{}", free_port());
     // The same command in every Pod; only JOB_COMPLETION_INDEX differs.
     let pod = |index: u32| {
@@ -596,14 +612,12 @@ fn a_worker_that_never_connects_fails_the_run_naming_it_and_its_pod() {
 
 #[test]
 fn an_interrupt_stops_every_worker_through_the_coordinator_and_the_run_ends_interrupted() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sim = runtime.block_on(start_simulator(&bundle_yaml("")));
-    let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(
-        &sim,
-        vec![concurrency_row("expert-a", 20, 1500, 40, 4)],
-        dir.path(),
-    );
+    let Served {
+        runtime,
+        sim,
+        dir,
+        plan,
+    } = served(vec![concurrency_row("expert-a", 20, 1500, 40, 4)]);
     let child = coebench()
         .args(["run", "--no-progress", "--stop-grace", "1", "--plan"])
         .arg(&plan)

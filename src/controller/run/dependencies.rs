@@ -57,15 +57,10 @@ async fn missing_runner_volume(
     let mut claims: Vec<(String, String)> = Vec::new();
     for (i, files) in runner.files.iter().flatten().enumerate() {
         if let Some(config_map) = &files.config_map {
-            let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-            let found = api
-                .get_opt(&config_map.name)
-                .await
-                .map_err(Error::kube(format!(
-                    "read ConfigMap {namespace}/{}",
-                    config_map.name
-                )))?;
-            if found.is_none() {
+            if read_config_map(ctx, namespace, &config_map.name)
+                .await?
+                .is_none()
+            {
                 return Ok(Some((
                     "ConfigMapNotFound",
                     format!(
@@ -118,15 +113,16 @@ async fn missing_ca_certificate(
     let Some(reference) = reference else {
         return Ok(None);
     };
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    let found = api
-        .get_opt(&reference.name)
-        .await
-        .map_err(Error::kube(format!(
-            "read ConfigMap {namespace}/{}",
-            reference.name
-        )))?;
+    let found = read_config_map(ctx, namespace, &reference.name).await?;
     Ok(ca_config_map_problem(found.as_ref(), reference, namespace))
+}
+
+/// ConfigMap `namespace/name`, or `None` when it does not exist.
+async fn read_config_map(ctx: &Context, namespace: &str, name: &str) -> Result<Option<ConfigMap>> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    api.get_opt(name)
+        .await
+        .map_err(Error::kube(format!("read ConfigMap {namespace}/{name}")))
 }
 
 /// What keeps `found` from providing the CA certificate's key, as (reason, message); only key
