@@ -56,19 +56,18 @@ async fn missing_runner_volume(
     let runner = &run.spec.runner;
     let mut claims: Vec<(String, String)> = Vec::new();
     for (i, files) in runner.files.iter().flatten().enumerate() {
-        if let Some(config_map) = &files.config_map {
-            if read_config_map(ctx, namespace, &config_map.name)
+        if let Some(config_map) = &files.config_map
+            && read_config_map(ctx, namespace, &config_map.name)
                 .await?
                 .is_none()
-            {
-                return Ok(Some((
-                    "ConfigMapNotFound",
-                    format!(
-                        "ConfigMap {namespace}/{} (runner.files[{i}].configMap) does not exist; create it with `kubectl create configmap {} -n {namespace} --from-file=<file>`",
-                        config_map.name, config_map.name
-                    ),
-                )));
-            }
+        {
+            return Ok(Some((
+                "ConfigMapNotFound",
+                format!(
+                    "ConfigMap {namespace}/{} (runner.files[{i}].configMap) does not exist; create it with `kubectl create configmap {} -n {namespace} --from-file=<file>`",
+                    config_map.name, config_map.name
+                ),
+            )));
         }
         if let Some(claim) = &files.persistent_volume_claim {
             claims.push((
