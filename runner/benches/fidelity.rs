@@ -9,7 +9,8 @@
 //! port; knobs `FIDELITY_SCALE_STREAMS` (default `20000,50000,100000`),
 //! `FIDELITY_SCALE_PER_PROCESS` (connections per process, default 15000),
 //! `FIDELITY_SCALE_TOKENS` / `FIDELITY_SCALE_RATE` (default 5 tokens at 0.1 tokens/s: 40 s streams) and
-//! `FIDELITY_SCALE_SPANS` (stream durations of arrivals, default 2)). `https` runs the `streams` shape over plain HTTP and
+//! `FIDELITY_SCALE_SPANS` (stream durations of arrivals, default 2), `FIDELITY_SCALE_TLS=1`
+//! (over HTTPS, each simulator with a certificate generated at start)). `https` runs the `streams` shape over plain HTTP and
 //! over HTTPS (the simulator serving a certificate generated at start, the client trusting it
 //! through `endpoint.caCertificate`) at `FIDELITY_HTTPS_STREAMS` (default `1000,10000`). Each measured point starts two fresh child processes
 //! of this binary: the simulator (release build, truth log with per-token write times) pinned
@@ -416,10 +417,11 @@ fn main() {
         let tokens = env_or("FIDELITY_SCALE_TOKENS", 5u32);
         let rate = env_or("FIDELITY_SCALE_RATE", 0.1);
         let spans = env_or("FIDELITY_SCALE_SPANS", 2.0);
+        let tls = env_or("FIDELITY_SCALE_TLS", 0u8) == 1;
         let exe = std::env::current_exe().expect("current exe");
         let coebench = Path::new(env!("CARGO_BIN_EXE_coebench"));
         for n in env_list::<u32>("FIDELITY_SCALE_STREAMS", "20000,50000,100000") {
-            let point = scale::ScalePoint::new(n, per_process, tokens, rate, spans);
+            let point = scale::ScalePoint::new(n, per_process, tokens, rate, spans, tls);
             let r = scale::run_point(&point, &exe, coebench, &dir);
             scale::print(&r);
             let within = r.errors.ttft.p99 <= 1000.0 && r.failed == 0 && r.exit_code == Some(0);

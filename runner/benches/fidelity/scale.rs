@@ -47,6 +47,9 @@ pub struct ScalePoint {
     pub rate: f64,
     /// Stream durations of arrivals (requests = `spans * streams`).
     pub spans: f64,
+    /// Over HTTPS: each simulator serves a certificate generated at start, the client trusts
+    /// them all (one PEM bundle as `endpoint.caCertificate`).
+    pub tls: bool,
 }
 
 /// What one process used over the point.
@@ -96,7 +99,14 @@ pub struct ScaleResult {
 impl ScalePoint {
     /// The point for `streams`: enough client and simulator processes that none holds more than
     /// `per_process` connections at the peak (about 1.3 times the steady state).
-    pub fn new(streams: u32, per_process: u32, tokens: u32, rate: f64, spans: f64) -> ScalePoint {
+    pub fn new(
+        streams: u32,
+        per_process: u32,
+        tokens: u32,
+        rate: f64,
+        spans: f64,
+        tls: bool,
+    ) -> ScalePoint {
         let peak = (f64::from(streams) * 1.3).ceil() as u32;
         let processes = peak.div_ceil(per_process.max(1)).max(2);
         ScalePoint {
@@ -106,6 +116,7 @@ impl ScalePoint {
             tokens,
             rate,
             spans,
+            tls,
         }
     }
 
@@ -128,8 +139,9 @@ impl ScalePoint {
         crate::sim_yaml_for(self.streams / self.simulators * 3 / 2 + 64, self.rate)
     }
 
-    /// The plan: a short warm-up row, then the measured open-loop row.
-    fn plan(&self, url: &str, out: &Path) -> serde_json::Value {
+    /// The plan: a short warm-up row, then the measured open-loop row; over HTTPS trusting
+    /// `ca_certificate`.
+    fn plan(&self, url: &str, ca_certificate: Option<&Path>, out: &Path) -> serde_json::Value {
         let row = |n: u32, tokens: u32, load: serde_json::Value| {
             let mut row = serde_json::json!({
                 "model": "fidelity",
@@ -143,7 +155,11 @@ impl ScalePoint {
             row
         };
         serde_json::json!({
-            "endpoint": {"api": "openai", "url": url},
+            "endpoint": {
+                "api": "openai",
+                "url": url,
+                "caCertificate": ca_certificate.map(|p| p.display().to_string()),
+            },
             "rows": [
                 row(200, 1, serde_json::json!({"concurrency": 100})),
                 row(self.requests(), self.tokens, serde_json::json!({
@@ -171,8 +187,18 @@ struct Sim {
     out: BufReader<std::process::ChildStdout>,
 }
 
-fn start_sim(exe: &Path, yaml: &str, truth: &Path, listen: &str) -> (Sim, String) {
-    let mut child = Command::new(exe)
+fn start_sim(
+    exe: &Path,
+    yaml: &str,
+    truth: &Path,
+    listen: &str,
+    certificate: Option<&Path>,
+) -> (Sim, String) {
+    let mut command = Command::new(exe);
+    if let Some(certificate) = certificate {
+        command.env("FIDELITY_TLS_CERT", certificate);
+    }
+    let mut child = command
         .env("FIDELITY_ROLE", "sim")
         .env("FIDELITY_SIM_CONFIG", yaml)
         .env("FIDELITY_TRUTH", truth)
@@ -331,23 +357,48 @@ fn peak_in_flight(requests: &[ClientRequest]) -> usize {
 
 /// Runs one point: the simulators, the distributed client, the join.
 pub fn run_point(p: &ScalePoint, exe: &Path, coebench: &Path, dir: &Path) -> ScaleResult {
-    let run_dir = dir.join(format!("scale-c{}", p.streams));
+    let run_dir = dir.join(format!(
+        "scale-c{}{}",
+        p.streams,
+        if p.tls { "-tls" } else { "" }
+    ));
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir).expect("run dir");
     let load_average = crate::load_average();
     let yaml = p.sim_yaml();
-    let (first, addr) = start_sim(exe, &yaml, &run_dir.join("truth-0.jsonl"), "127.0.0.1:0");
+    let certificate = |i: u32| p.tls.then(|| run_dir.join(format!("cert-{i}.pem")));
+    let truth = |i: u32| run_dir.join(format!("truth-{i}.jsonl"));
+    let (first, addr) = start_sim(
+        exe,
+        &yaml,
+        &truth(0),
+        "127.0.0.1:0",
+        certificate(0).as_deref(),
+    );
     let mut sims = vec![first];
     for i in 1..p.simulators {
-        let (sim, _) = start_sim(exe, &yaml, &run_dir.join(format!("truth-{i}.jsonl")), &addr);
+        let (sim, _) = start_sim(exe, &yaml, &truth(i), &addr, certificate(i).as_deref());
         sims.push(sim);
     }
+    // Every simulator generated its own certificate: the client trusts them all.
+    let bundle = p.tls.then(|| {
+        let bundle = run_dir.join("ca-bundle.pem");
+        let pems: Vec<String> = (0..p.simulators)
+            .filter_map(certificate)
+            .map(|path| std::fs::read_to_string(path).expect("a simulator's certificate"))
+            .collect();
+        std::fs::write(&bundle, pems.concat()).expect("write the bundle");
+        bundle
+    });
+    let scheme = if p.tls { "https" } else { "http" };
+    let plan = p.plan(
+        &format!("{scheme}://{addr}/v1"),
+        bundle.as_deref(),
+        &run_dir,
+    );
     let plan_path = run_dir.join("plan.json");
-    std::fs::write(
-        &plan_path,
-        serde_json::to_vec_pretty(&p.plan(&format!("http://{addr}/v1"), &run_dir)).expect("plan"),
-    )
-    .expect("write the plan");
+    std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan).expect("plan"))
+        .expect("write the plan");
     let last = 1 + p.workers.min(254);
     let started = Instant::now();
     let mut client = Command::new(coebench)
@@ -426,8 +477,9 @@ pub fn print(r: &ScaleResult) {
     let (worker_cpu, worker_hwm, workers) = cpu("worker");
     let (sim_cpu, sim_hwm, sims) = cpu("simulator");
     println!(
-        "scale c{} ({} workers, {} sims): exit {:?} | ok {}/{} peak in flight {} | ttft err p50 {:.0} p99 {:.0} max {:.0} | send p99 {:.0} recv p99 {:.0} | itl p99 {:.0} abs p99 {:.0} | e2e p99 {:.0} µs | unjoined {} | dispatch p50 {:.0} p99 {:.0} µs | coordinator {:.1} s {} KiB, worker max {:.1} s {} KiB ({workers}), sim max {:.1} s {} KiB ({sims}) | saturated {:?} lag p99 max {:?} µs | offsets {:?} µs | {:.0} s | load {}",
+        "scale c{}{} ({} workers, {} sims): exit {:?} | ok {}/{} peak in flight {} | ttft err p50 {:.0} p99 {:.0} max {:.0} | send p99 {:.0} recv p99 {:.0} | itl p99 {:.0} abs p99 {:.0} | e2e p99 {:.0} µs | unjoined {} | dispatch p50 {:.0} p99 {:.0} µs | coordinator {:.1} s {} KiB, worker max {:.1} s {} KiB ({workers}), sim max {:.1} s {} KiB ({sims}) | saturated {:?} lag p99 max {:?} µs | offsets {:?} µs | {:.0} s | load {}",
         r.point.streams,
+        if r.point.tls { " https" } else { "" },
         r.point.workers,
         r.point.simulators,
         r.exit_code,

@@ -100,7 +100,8 @@ def scale(doc):
         pct = lambda us: max((u["cpu_s"] for u in us), default=0) / r["wall_s"] * 100
         mib = lambda us: max((u["hwm_kib"] for u in us), default=0) / 1024
         coord = of("coordinator")
-        print(f"| {p['streams']:,} | {p['workers']} + {p['simulators']} | {r['requests'] - r['failed']:,} / {r['requests']:,} "
+        https = " (https)" if p.get("tls") else ""
+        print(f"| {p['streams']:,}{https} | {p['workers']} + {p['simulators']} | {r['requests'] - r['failed']:,} / {r['requests']:,} "
               f"| {r['peak_in_flight']:,} | {e['ttft']['p50']:.0f} | {e['ttft']['p99']:,.0f} | {e['ttft']['max']:,.0f} "
               f"| {e['send_side']['p99']:,.0f} | {e['receive_side']['p99']:,.0f} | {e['itl_abs']['p99']:,.0f} "
               f"| {e['e2e']['p99']:,.0f} | {r['dispatch_us']['p99']:,.0f} | {len(r['saturated_workers'])} of {p['workers']} "
