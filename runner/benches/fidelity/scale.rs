@@ -80,6 +80,9 @@ pub struct ScaleResult {
     pub peak_in_flight: usize,
     /// Timestamp errors against the truth, µs.
     pub errors: Errors,
+    /// The same errors over the requests sent after the first stream duration (the ramp,
+    /// while every request still opens its connection: a TLS handshake each over HTTPS).
+    pub steady_errors: Errors,
     /// Open-loop dispatch delay, µs.
     pub dispatch_us: Quantiles,
     /// Output tokens received.
@@ -427,6 +430,14 @@ pub fn run_point(p: &ScalePoint, exe: &Path, coebench: &Path, dir: &Path) -> Sca
         truth.extend(join::read_truth(&run_dir.join(format!("truth-{i}.jsonl"))));
     }
     let errors = join::errors(&requests, &truth);
+    let first = requests.iter().map(|r| r.start_us).min().unwrap_or(0);
+    let ramp_end = first + (p.duration_s() * 1e6) as i64;
+    let steady: Vec<ClientRequest> = requests
+        .iter()
+        .filter(|r| r.start_us >= ramp_end)
+        .cloned()
+        .collect();
+    let steady_errors = join::errors(&steady, &truth);
     let shares: Vec<&serde_json::Value> = manifest["workers"]["rows"]
         .as_array()
         .map(|rows| rows.iter().filter(|s| s["row_index"] == 1).collect())
@@ -441,6 +452,7 @@ pub fn run_point(p: &ScalePoint, exe: &Path, coebench: &Path, dir: &Path) -> Sca
         dispatch_us: join::dispatch(&requests),
         tokens: requests.iter().map(|r| r.tokens).sum(),
         errors,
+        steady_errors,
         wall_s,
         processes,
         saturated_workers: shares
@@ -477,7 +489,7 @@ pub fn print(r: &ScaleResult) {
     let (worker_cpu, worker_hwm, workers) = cpu("worker");
     let (sim_cpu, sim_hwm, sims) = cpu("simulator");
     println!(
-        "scale c{}{} ({} workers, {} sims): exit {:?} | ok {}/{} peak in flight {} | ttft err p50 {:.0} p99 {:.0} max {:.0} | send p99 {:.0} recv p99 {:.0} | itl p99 {:.0} abs p99 {:.0} | e2e p99 {:.0} µs | unjoined {} | dispatch p50 {:.0} p99 {:.0} µs | coordinator {:.1} s {} KiB, worker max {:.1} s {} KiB ({workers}), sim max {:.1} s {} KiB ({sims}) | saturated {:?} lag p99 max {:?} µs | offsets {:?} µs | {:.0} s | load {}",
+        "scale c{}{} ({} workers, {} sims): exit {:?} | ok {}/{} peak in flight {} | ttft err p50 {:.0} p99 {:.0} max {:.0} (after the ramp: p99 {:.0} of {}) | send p99 {:.0} recv p99 {:.0} | itl p99 {:.0} abs p99 {:.0} | e2e p99 {:.0} µs | unjoined {} | dispatch p50 {:.0} p99 {:.0} µs | coordinator {:.1} s {} KiB, worker max {:.1} s {} KiB ({workers}), sim max {:.1} s {} KiB ({sims}) | saturated {:?} lag p99 max {:?} µs | offsets {:?} µs | {:.0} s | load {}",
         r.point.streams,
         if r.point.tls { " https" } else { "" },
         r.point.workers,
@@ -489,6 +501,8 @@ pub fn print(r: &ScaleResult) {
         e.ttft.p50,
         e.ttft.p99,
         e.ttft.max,
+        r.steady_errors.ttft.p99,
+        r.steady_errors.ttft.n,
         e.send_side.p99,
         e.receive_side.p99,
         e.itl.p99,
