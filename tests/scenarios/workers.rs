@@ -163,28 +163,35 @@ async fn a_failed_worker_fails_the_run_as_worker_lost_with_the_coordinators_repo
     operator.stop().await;
 }
 
+/// Waits for run `bench-1` to fail as `WorkerLost` and for the operator to delete its Job;
+/// returns the condition's message.
+async fn lost_and_job_deleted(fake: &FakeApiServer) -> String {
+    let run = run_where(fake, "bench-1", "phase Failed", |r| {
+        run_phase(r) == Some(RunPhase::Failed)
+    })
+    .await;
+    let (_, reason, message) = run_condition(&run, "Failed").unwrap();
+    assert_eq!(reason, "WorkerLost");
+    eventually(WAIT, "the Job deleted", || {
+        fake.get::<Job>(NS, "bench-1").is_none().then_some(())
+    })
+    .await;
+    message
+}
+
 #[tokio::test]
 async fn a_failed_worker_with_a_coordinator_that_does_not_end_fails_the_run_within_the_bound() {
     let fake = FakeApiServer::new();
     let (operator, _) = three_workers(&fake).await;
     let pods = running_workers(&fake, "bench-1").await;
     fake.terminate_pod(NS, &pods[1], 1, "");
-    // The bound is the dependency timeout, 1 s here.
-    let run = run_where(&fake, "bench-1", "phase Failed", |r| {
-        run_phase(r) == Some(RunPhase::Failed)
-    })
-    .await;
-    let (_, reason, message) = run_condition(&run, "Failed").unwrap();
-    assert_eq!(reason, "WorkerLost");
+    // The bound is the dependency timeout, 1 s here. The operator ends the Job, so the
+    // coordinator is stopped and writes what it has.
+    let message = lost_and_job_deleted(&fake).await;
     assert!(
         message.contains(&format!("worker 1 (Pod {})", pods[1])),
         "{message}"
     );
-    // The operator ended the Job, so the coordinator is stopped and writes what it has.
-    eventually(WAIT, "the Job deleted", || {
-        fake.get::<Job>(NS, "bench-1").is_none().then_some(())
-    })
-    .await;
     operator.stop().await;
 }
 
@@ -197,21 +204,12 @@ async fn an_unschedulable_worker_fails_the_run_as_worker_lost_within_the_bound()
     fake.set_pod_running(NS, &pods[1]);
     fake.set_pod_unschedulable(NS, &pods[2], "0/3 nodes are available: 3 Insufficient cpu");
     // The unschedulable bound is 2 s here.
-    let run = run_where(&fake, "bench-1", "phase Failed", |r| {
-        run_phase(r) == Some(RunPhase::Failed)
-    })
-    .await;
-    let (_, reason, message) = run_condition(&run, "Failed").unwrap();
-    assert_eq!(reason, "WorkerLost");
+    let message = lost_and_job_deleted(&fake).await;
     assert!(
         message.contains(&format!("worker 2 (Pod {})", pods[2]))
             && message.contains("Insufficient cpu"),
         "{message}"
     );
-    eventually(WAIT, "the Job deleted", || {
-        fake.get::<Job>(NS, "bench-1").is_none().then_some(())
-    })
-    .await;
     operator.stop().await;
 }
 

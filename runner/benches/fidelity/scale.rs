@@ -23,8 +23,8 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -274,13 +274,16 @@ fn sample(
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<ProcessUsage>> {
     std::thread::spawn(move || {
-        let seen: Mutex<HashMap<u32, (&'static str, f64, u64)>> = Mutex::default();
-        let read = |pid: u32, role: &'static str| {
-            if let Some((cpu, hwm)) = usage_of(pid) {
-                let mut seen = seen.lock().expect("lock");
-                let entry = seen.entry(pid).or_insert((role, 0.0, 0));
-                entry.1 = entry.1.max(cpu);
-                entry.2 = entry.2.max(hwm);
+        let mut seen: HashMap<u32, ProcessUsage> = HashMap::new();
+        let mut read = |pid: u32, role: &'static str| {
+            if let Some((cpu_s, hwm_kib)) = usage_of(pid) {
+                let entry = seen.entry(pid).or_insert(ProcessUsage {
+                    role,
+                    cpu_s: 0.0,
+                    hwm_kib: 0,
+                });
+                entry.cpu_s = entry.cpu_s.max(cpu_s);
+                entry.hwm_kib = entry.hwm_kib.max(hwm_kib);
             }
         };
         while !done.load(Ordering::Relaxed) {
@@ -293,17 +296,9 @@ fn sample(
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        let mut usage: Vec<(u32, (&'static str, f64, u64))> =
-            seen.into_inner().expect("lock").into_iter().collect();
-        usage.sort_by_key(|(pid, (role, ..))| (*role, *pid));
-        usage
-            .into_iter()
-            .map(|(_, (role, cpu_s, hwm_kib))| ProcessUsage {
-                role,
-                cpu_s,
-                hwm_kib,
-            })
-            .collect()
+        let mut usage: Vec<(u32, ProcessUsage)> = seen.into_iter().collect();
+        usage.sort_by_key(|(pid, u)| (u.role, *pid));
+        usage.into_iter().map(|(_, u)| u).collect()
     })
 }
 

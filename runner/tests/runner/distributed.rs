@@ -397,6 +397,28 @@ fn the_workers_of_a_simulator_plan_send_to_the_coordinators_one_simulator() {
     }
 }
 
+/// The worker processes of the local run `child` (writing under `dir`), once its first row runs
+/// (its spool exists), and half a second into it.
+fn workers_once_spooling(child: &std::process::Child, dir: &Path) -> Vec<u32> {
+    let run_dir = dir.join("out").join("test-run");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let workers = loop {
+        let spooling = std::fs::read_dir(&run_dir).ok().is_some_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".records.jsonl"))
+        });
+        let workers = children_of(child.id());
+        if spooling && !workers.is_empty() {
+            break workers;
+        }
+        assert!(Instant::now() < deadline, "the row never started");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    workers
+}
+
 /// The process ids of `pid`'s children.
 fn children_of(pid: u32) -> Vec<u32> {
     let mut children = Vec::new();
@@ -436,23 +458,8 @@ fn a_worker_killed_mid_row_fails_the_run_with_worker_lost_after_writing_what_was
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the first row runs (its spool exists), then kill the worker process.
-    let run_dir = dir.path().join("out").join("test-run");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let worker = loop {
-        let spooling = std::fs::read_dir(&run_dir).ok().is_some_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with(".records.jsonl"))
-        });
-        let workers = children_of(child.id());
-        if spooling && let Some(&worker) = workers.first() {
-            break worker;
-        }
-        assert!(Instant::now() < deadline, "the row never started");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the first row runs, kill the worker process.
+    let worker = workers_once_spooling(&child, dir.path())[0];
     // SIGKILL by pid, as the OOM killer or a lost node would end it.
     let killed = Command::new("kill")
         .args(["-9", &worker.to_string()])
@@ -495,7 +502,7 @@ fn a_worker_killed_mid_row_fails_the_run_with_worker_lost_after_writing_what_was
         "{manifest}"
     );
     assert_eq!(rows[1]["outcome"], "not_run", "{manifest}");
-    let records = row_records_of(&run_dir, &rows[0]);
+    let records = row_records_of(&dir.path().join("out").join("test-run"), &rows[0]);
     assert!(!records.is_empty());
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
@@ -626,22 +633,7 @@ fn an_interrupt_stops_every_worker_through_the_coordinator_and_the_run_ends_inte
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let run_dir = dir.path().join("out").join("test-run");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let workers = loop {
-        let spooling = std::fs::read_dir(&run_dir).ok().is_some_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with(".records.jsonl"))
-        });
-        let workers = children_of(child.id());
-        if spooling && !workers.is_empty() {
-            break workers;
-        }
-        assert!(Instant::now() < deadline, "the row never started");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    std::thread::sleep(Duration::from_millis(500));
+    let workers = workers_once_spooling(&child, dir.path());
     let signalled = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -82,17 +82,7 @@ pub(super) fn observe_workers(
     let lost = lost_worker(job, pods, workers);
     let base = super::observe_single(job, &coordinator, now, limits);
     match base {
-        Observation::Finished {
-            outcome,
-            report,
-            exit_code,
-            finished_at,
-        } => Observation::Finished {
-            outcome: name_the_lost(outcome, lost.as_ref()),
-            report,
-            exit_code,
-            finished_at,
-        },
+        Observation::Finished { .. } => name_the_lost_in(base, lost.as_ref()),
         Observation::Stuck { .. } => base,
         Observation::Waiting { .. } | Observation::Running { .. } => {
             if let Some(t) = terminated_runner(&coordinator)
@@ -101,20 +91,7 @@ pub(super) fn observe_workers(
                 // The coordinator has ended the run (its report is final) while the Job still
                 // waits for other indexes: the run is over.
                 let job_name = job.metadata.name.clone().unwrap_or_default();
-                return match finished(&job_name, &t, None) {
-                    Observation::Finished {
-                        outcome,
-                        report,
-                        exit_code,
-                        finished_at,
-                    } => Observation::Finished {
-                        outcome: name_the_lost(outcome, lost.as_ref()),
-                        report,
-                        exit_code,
-                        finished_at,
-                    },
-                    other => other,
-                };
+                return name_the_lost_in(finished(&job_name, &t, None), lost.as_ref());
             }
             if let Some(lost) = lost {
                 let since = lost.at.unwrap_or(now);
@@ -150,6 +127,24 @@ pub(super) fn observe_workers(
 /// coordinator's message, e.g. which worker it lost contact with, is kept). A success, or a
 /// failure of the run's own (its deadline, an invalid plan, rejected credentials, memory), is
 /// left as it is.
+/// `observation` with [`name_the_lost`] applied to its outcome, when it is finished.
+fn name_the_lost_in(observation: Observation, lost: Option<&Lost>) -> Observation {
+    match observation {
+        Observation::Finished {
+            outcome,
+            report,
+            exit_code,
+            finished_at,
+        } => Observation::Finished {
+            outcome: name_the_lost(outcome, lost),
+            report,
+            exit_code,
+            finished_at,
+        },
+        other => other,
+    }
+}
+
 fn name_the_lost(outcome: Outcome, lost: Option<&Lost>) -> Outcome {
     let Some(lost) = lost else {
         return outcome;

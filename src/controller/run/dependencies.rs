@@ -28,11 +28,7 @@ pub(super) async fn missing_dependency(
 ) -> Result<Option<(&'static str, String)>> {
     if let Some(results) = &run.spec.results {
         let claim = &results.persistent_volume_claim.claim_name;
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
-        let found = claims.get_opt(claim).await.map_err(Error::kube(format!(
-            "read PersistentVolumeClaim {namespace}/{claim}"
-        )))?;
-        if found.is_none() {
+        if read_claim(ctx, namespace, claim).await?.is_none() {
             return Ok(Some((
                 "VolumeClaimNotFound",
                 format!(
@@ -79,12 +75,8 @@ async fn missing_runner_volume(
     if let Some(cache) = &runner.tokenizer_cache {
         claims.push((cache.claim_name.clone(), "runner.tokenizerCache".into()));
     }
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
     for (claim, field) in claims {
-        let found = api.get_opt(&claim).await.map_err(Error::kube(format!(
-            "read PersistentVolumeClaim {namespace}/{claim}"
-        )))?;
-        if found.is_none() {
+        if read_claim(ctx, namespace, &claim).await?.is_none() {
             return Ok(Some((
                 "VolumeClaimNotFound",
                 format!(
@@ -114,6 +106,18 @@ async fn missing_ca_certificate(
     };
     let found = read_config_map(ctx, namespace, &reference.name).await?;
     Ok(ca_config_map_problem(found.as_ref(), reference, namespace))
+}
+
+/// PersistentVolumeClaim `namespace/name`, or `None` when it does not exist.
+async fn read_claim(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<PersistentVolumeClaim>> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    api.get_opt(name).await.map_err(Error::kube(format!(
+        "read PersistentVolumeClaim {namespace}/{name}"
+    )))
 }
 
 /// ConfigMap `namespace/name`, or `None` when it does not exist.
